@@ -1,0 +1,123 @@
+//! Charts shared by stages and commands: per-attribute positive counts of
+//! one or more label sets (Fig. 4 of Liu et al.), as PNG or SVG by extension.
+//! Attributes are ordered by the first series' counts, most frequent first,
+//! which shows the long tail as the paper's figure does, and labelled with the
+//! abbreviations of its Sec. V-A.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+
+use crate::data::schema::{ABBREVIATIONS, N_ATTRIBUTES};
+
+pub struct Series {
+    pub name: String,
+    /// Positives per attribute, in `ATTRIBUTES` order.
+    pub counts: Vec<u64>,
+}
+
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
+    let size = (1400u32, 560u32);
+    let is_svg = path.extension().and_then(|e| e.to_str()) == Some("svg");
+    if is_svg {
+        draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            title,
+            series,
+        )
+    } else {
+        draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            title,
+            series,
+        )
+    }
+    .with_context(|| format!("drawing {}", path.display()))
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    series: &[Series],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let first = series
+        .first()
+        .map(|s| s.counts.clone())
+        .unwrap_or_else(|| vec![0; N_ATTRIBUTES]);
+    let mut order: Vec<usize> = (0..N_ATTRIBUTES).collect();
+    order.sort_by(|&a, &b| first[b].cmp(&first[a]).then(a.cmp(&b)));
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.counts.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.08;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..N_ATTRIBUTES as f64, 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(N_ATTRIBUTES)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 1e-6 || x.fract() == 0.0 {
+                order
+                    .get(i)
+                    .map(|&a| ABBREVIATIONS[a].to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_style(("sans-serif", 11))
+        .y_desc("positives")
+        .draw()
+        .map_err(err)?;
+    let k = series.len().max(1) as f64;
+    let width = 0.8 / k;
+    for (s_idx, s) in series.iter().enumerate() {
+        let colour = COLOURS[s_idx % COLOURS.len()];
+        let bars = order.iter().enumerate().map(|(pos, &a)| {
+            let x0 = pos as f64 + 0.1 + width * s_idx as f64;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + width, s.counts[a] as f64)],
+                colour.filled(),
+            )
+        });
+        chart
+            .draw_series(bars)
+            .map_err(err)?
+            .label(s.name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Parquet in and out: every stage table is written through [`TableWriter`],
+//! which stamps the tool version, the Hugging Face feature metadata and any
+//! stage metadata into the file's key-value metadata.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::data::schema::huggingface_metadata;
+
+pub struct TableWriter {
+    writer: ArrowWriter<File>,
+    path: PathBuf,
+    rows: usize,
+}
+
+impl TableWriter {
+    /// `row_group_rows` bounds memory for wide rows (images); label tables can use large groups.
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        metadata: &[(String, String)],
+        row_group_rows: usize,
+    ) -> Result<Self> {
+        let mut kv = vec![
+            KeyValue::new("huggingface".to_string(), huggingface_metadata(&schema)),
+            KeyValue::new("augment.version".to_string(), crate::VERSION.to_string()),
+        ];
+        kv.extend(
+            metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        );
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .set_key_value_metadata(Some(kv))
+            .build();
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props))?;
+        Ok(TableWriter {
+            writer,
+            path: path.to_path_buf(),
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows();
+        self.writer
+            .write(batch)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Closes the file; returns the number of rows written.
+    pub fn finish(self) -> Result<usize> {
+        self.writer
+            .close()
+            .with_context(|| format!("closing {}", self.path.display()))?;
+        Ok(self.rows)
+    }
+}
+
+/// Reads the named columns of a Parquet file (all columns when `columns` is empty).
+pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading Parquet metadata of {}", path.display()))?;
+    let builder = if columns.is_empty() {
+        builder
+    } else {
+        let schema = builder.parquet_schema();
+        let root: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                builder
+                    .schema()
+                    .index_of(c)
+                    .with_context(|| format!("{} has no column `{c}`", path.display()))
+            })
+            .collect::<Result<_>>()?;
+        let mask = ProjectionMask::roots(schema, root);
+        builder.with_projection(mask)
+    };
+    let reader = builder.with_batch_size(65_536).build()?;
+    reader.map(|b| b.map_err(anyhow::Error::from)).collect()
+}
+
+/// The key-value metadata of a Parquet file.
+pub fn key_value_metadata(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    Ok(builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| {
+            kv.iter()
+                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default())
+}

@@ -1,0 +1,415 @@
+//! Every Arrow schema `augment` writes: the single source of truth.
+//!
+//! Column names are lowercase so that DataFusion's unquoted identifiers match
+//! them (`SELECT smiling FROM faces`). `schemas/*.md` is generated from
+//! [`all_tables`]; `tests/schemas.rs` fails when the two drift apart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+/// The 40 CelebA attributes, in the order of `list_attr_celeba.txt`.
+pub const ATTRIBUTES: [&str; 40] = [
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+];
+
+/// The abbreviations of Sec. V-A of Liu et al. (used on chart axes), same order.
+pub const ABBREVIATIONS: [&str; 40] = [
+    "5CS", "AE", "A", "BUE", "Bal", "Ban", "BL", "BN", "BlaH", "BloH", "Blu", "BroH", "BE", "C",
+    "DC", "E", "G", "GH", "HM", "HC", "Ma", "MSO", "Mu", "NE", "NB", "OF", "PS", "PN", "RH", "RC",
+    "Si", "Sm", "SH", "WHa", "WE", "WH", "WL", "WNI", "WNt", "Y",
+];
+
+pub const N_ATTRIBUTES: usize = 40;
+
+/// Attribute index by CelebA name.
+pub fn attribute_index(name: &str) -> Option<usize> {
+    ATTRIBUTES.iter().position(|a| *a == name)
+}
+
+/// The column name of attribute `i`: the CelebA name in lowercase.
+pub fn attribute_column(i: usize) -> String {
+    ATTRIBUTES[i].to_ascii_lowercase()
+}
+
+/// Attribute index by column name (lowercase) or CelebA name.
+pub fn attribute_by_any_name(name: &str) -> Option<usize> {
+    ATTRIBUTES.iter().position(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// A field with a human description in its metadata (rendered into `schemas/`).
+fn field(name: &str, dt: DataType, nullable: bool, doc: &str) -> Field {
+    Field::new(name, dt, nullable).with_metadata(HashMap::from([(
+        "description".to_string(),
+        doc.to_string(),
+    )]))
+}
+
+fn attribute_fields(doc: &str) -> Vec<Field> {
+    (0..N_ATTRIBUTES)
+        .map(|i| {
+            field(
+                &attribute_column(i),
+                DataType::Boolean,
+                false,
+                &format!("{doc} `{}`", ATTRIBUTES[i]),
+            )
+        })
+        .collect()
+}
+
+/// The Hugging Face `datasets` Image struct: `{bytes: binary, path: string}`.
+pub fn image_struct_type() -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]))
+}
+
+/// Names of the optional bounding-box columns (from `list_bbox_celeba.txt`).
+pub const BBOX_COLUMNS: [&str; 4] = ["bbox_x_1", "bbox_y_1", "bbox_width", "bbox_height"];
+/// Names of the optional landmark columns (from `list_landmarks_align_celeba.txt`).
+pub const LANDMARK_COLUMNS: [&str; 10] = [
+    "lefteye_x",
+    "lefteye_y",
+    "righteye_x",
+    "righteye_y",
+    "nose_x",
+    "nose_y",
+    "leftmouth_x",
+    "leftmouth_y",
+    "rightmouth_x",
+    "rightmouth_y",
+];
+
+/// `faces`: one row per ingested image (ingest stage).
+pub fn faces(with_bbox: bool, with_landmarks: bool) -> SchemaRef {
+    let mut fields = vec![
+        field(
+            "image_id",
+            DataType::Utf8,
+            false,
+            "CelebA file name, e.g. `000001.jpg`",
+        ),
+        field(
+            "partition",
+            DataType::Utf8,
+            false,
+            "`train`, `val` or `test` (official split)",
+        ),
+        field(
+            "identity",
+            DataType::Int32,
+            true,
+            "CelebA identity (1..10177); null when `identity_CelebA.txt` is absent",
+        ),
+    ];
+    fields.extend(attribute_fields("CelebA attribute"));
+    if with_bbox {
+        for c in BBOX_COLUMNS {
+            fields.push(field(
+                c,
+                DataType::Int32,
+                true,
+                "from `list_bbox_celeba.txt` (optional)",
+            ));
+        }
+    }
+    if with_landmarks {
+        for c in LANDMARK_COLUMNS {
+            fields.push(field(
+                c,
+                DataType::Int32,
+                true,
+                "from `list_landmarks_align_celeba.txt` (optional)",
+            ));
+        }
+    }
+    fields.push(field(
+        "image",
+        image_struct_type(),
+        true,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}; null when ingested with `images = false`",
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// `rejects`: images the ingest stage could not use, with the reason.
+pub fn rejects() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("image_id", DataType::Utf8, false, "file name"),
+        field(
+            "reason",
+            DataType::Utf8,
+            false,
+            "`missing` (annotated, not on disk), `not_annotated` (on disk, no labels) or `undecodable: <decoder message>`",
+        ),
+    ]))
+}
+
+/// `plan`: one row per sample of the balanced dataset (balance stage).
+pub fn plan() -> SchemaRef {
+    let mut fields = vec![
+        field(
+            "sample_id",
+            DataType::Int64,
+            false,
+            "row number of the plan, from 0",
+        ),
+        field(
+            "source_image_id",
+            DataType::Utf8,
+            false,
+            "the `faces.image_id` this sample starts from",
+        ),
+        field(
+            "strategy",
+            DataType::Utf8,
+            false,
+            "`original`, `random_doubling`, `dynamic_balancing`, `flip`, `crop`, `erase` or `ml_ros`",
+        ),
+        field(
+            "op",
+            DataType::Utf8,
+            true,
+            "image operation for classic rows (`flip`, `crop`, `erase`), else null",
+        ),
+        field(
+            "op_x",
+            DataType::Int32,
+            true,
+            "crop/erase box left (pixels of the ingested image)",
+        ),
+        field("op_y", DataType::Int32, true, "crop/erase box top"),
+        field("op_width", DataType::Int32, true, "crop/erase box width"),
+        field("op_height", DataType::Int32, true, "crop/erase box height"),
+        field(
+            "op_seed",
+            DataType::Int64,
+            true,
+            "seed of the operation's randomness (erase fill)",
+        ),
+    ];
+    fields.extend(attribute_fields("target label"));
+    fields.push(field(
+        "changed_attributes",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
+        false,
+        "lowercase names of the attributes that differ from the source image's labels",
+    ));
+    fields.push(field(
+        "implausible",
+        DataType::Boolean,
+        false,
+        "the label vector breaks an obvious CelebA exclusion (two hair colours, bald with hair or bangs, ...)",
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// `label_stats`: one row per attribute, before and after balancing.
+pub fn label_stats() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(
+            "attribute",
+            DataType::Utf8,
+            false,
+            "lowercase attribute name",
+        ),
+        field(
+            "abbreviation",
+            DataType::Utf8,
+            false,
+            "abbreviation of Sec. V-A",
+        ),
+        field(
+            "positives_before",
+            DataType::Int64,
+            false,
+            "positives among the source rows",
+        ),
+        field(
+            "positives_after",
+            DataType::Int64,
+            false,
+            "positives in the whole plan",
+        ),
+        field(
+            "proportion_before",
+            DataType::Float64,
+            false,
+            "positives_before / source rows",
+        ),
+        field(
+            "proportion_after",
+            DataType::Float64,
+            false,
+            "positives_after / plan rows",
+        ),
+        field(
+            "irlbl_before",
+            DataType::Float64,
+            true,
+            "imbalance ratio per label (Charte et al. 2015): max positives / positives; null when 0",
+        ),
+        field(
+            "irlbl_after",
+            DataType::Float64,
+            true,
+            "IRLbl over the plan; null when 0",
+        ),
+    ]))
+}
+
+/// Every table `augment` writes, by name, for `schemas/` and the README.
+pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
+    vec![
+        ("faces", "ingest", faces(false, false)),
+        ("rejects", "ingest", rejects()),
+        ("plan", "balance", plan()),
+        ("label_stats", "balance", label_stats()),
+    ]
+}
+
+/// Human-readable rendering of a schema (the content of `schemas/<table>.md`).
+pub fn render_markdown(table: &str, stage: &str, schema: &Schema) -> String {
+    let mut s = format!(
+        "# `{table}` (written by the `{stage}` stage)\n\n\
+         Generated from `src/data/schema.rs`; `tests/schemas.rs` fails when they drift \
+         (regenerate with `UPDATE_SCHEMAS=1 cargo test --test schemas`).\n\n\
+         | column | type | nullable | meaning |\n| --- | --- | --- | --- |\n"
+    );
+    for f in schema.fields() {
+        let doc = f.metadata().get("description").cloned().unwrap_or_default();
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            f.name(),
+            type_name(f.data_type()),
+            if f.is_nullable() { "yes" } else { "no" },
+            doc
+        ));
+    }
+    if table == "faces" {
+        s.push_str(
+            "\nWhen the annotation folder holds `list_bbox_celeba.txt`, the columns \
+             `bbox_x_1`, `bbox_y_1`, `bbox_width`, `bbox_height` (int32) follow the attributes; \
+             with `list_landmarks_align_celeba.txt`, `lefteye_x` … `rightmouth_y` (int32).\n",
+        );
+    }
+    s
+}
+
+fn type_name(dt: &DataType) -> String {
+    match dt {
+        DataType::Utf8 => "string".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Binary => "binary".into(),
+        DataType::List(f) => format!("list<{}>", type_name(f.data_type())),
+        DataType::Struct(fs) => format!(
+            "struct<{}>",
+            fs.iter()
+                .map(|f| format!("{}: {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("{other}"),
+    }
+}
+
+/// The `huggingface` key-value metadata that makes `datasets.load_dataset("parquet")`
+/// decode the image struct as an `Image` feature and bools as `bool` values.
+pub fn huggingface_metadata(schema: &Schema) -> String {
+    let mut features = serde_json::Map::new();
+    for f in schema.fields() {
+        let v = match f.data_type() {
+            DataType::Struct(_) if f.name() == "image" => serde_json::json!({"_type": "Image"}),
+            DataType::List(inner) => serde_json::json!({
+                "feature": {"dtype": hf_dtype(inner.data_type()), "_type": "Value"},
+                "_type": "Sequence"
+            }),
+            dt => serde_json::json!({"dtype": hf_dtype(dt), "_type": "Value"}),
+        };
+        features.insert(f.name().clone(), v);
+    }
+    serde_json::json!({"info": {"features": features}}).to_string()
+}
+
+fn hf_dtype(dt: &DataType) -> &'static str {
+    match dt {
+        DataType::Boolean => "bool",
+        DataType::Int32 => "int32",
+        DataType::Int64 => "int64",
+        DataType::Float32 => "float32",
+        DataType::Float64 => "float64",
+        DataType::Binary => "binary",
+        _ => "string",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribute_names_are_unique_and_lowercase_columns_valid() {
+        let mut cols: Vec<String> = (0..N_ATTRIBUTES).map(attribute_column).collect();
+        cols.sort();
+        cols.dedup();
+        assert_eq!(cols.len(), 40);
+        assert_eq!(attribute_column(0), "5_o_clock_shadow");
+        assert_eq!(attribute_by_any_name("young"), Some(39));
+        assert_eq!(attribute_by_any_name("No_Beard"), Some(24));
+    }
+
+    #[test]
+    fn huggingface_metadata_marks_image_and_bools() {
+        let m: serde_json::Value =
+            serde_json::from_str(&huggingface_metadata(&faces(false, false))).unwrap();
+        assert_eq!(m["info"]["features"]["image"]["_type"], "Image");
+        assert_eq!(m["info"]["features"]["smiling"]["dtype"], "bool");
+        assert_eq!(m["info"]["features"]["identity"]["dtype"], "int32");
+    }
+}

@@ -1,0 +1,87 @@
+//! `augment`: fix imbalanced multi-label image datasets by synthesizing
+//! labelled images.
+//!
+//! - [`cli`]: the command line (parsing only).
+//! - [`pipeline`]: pipeline files → validated plans; the runner and manifest.
+//! - [`stages`]: one module per stage kind (ingest, balance, ...).
+//! - [`data`]: Arrow schemas, CelebA parsing, images, Parquet, demo faces.
+//! - [`query`]: read-only SQL over a run's outputs.
+//! - [`charts`]: label-count charts.
+
+pub mod charts;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod pipeline;
+pub mod progress;
+pub mod query;
+pub mod stages;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Runs one parsed command.
+pub fn run(cli: cli::Cli) -> Result<()> {
+    QUIET.store(cli.quiet, Ordering::Relaxed);
+    match cli.command {
+        cli::Command::Run {
+            pipeline,
+            only,
+            force,
+            dry_run,
+            set,
+        } => {
+            let p = pipeline::config::load(&pipeline, &set)?;
+            let opts = pipeline::runner::RunOptions {
+                only,
+                force,
+                dry_run,
+                quiet: cli.quiet,
+            };
+            pipeline::runner::run(&p, &opts)
+        }
+        cli::Command::Show { run_dir } => {
+            print!("{}", pipeline::runner::show(&run_dir)?);
+            Ok(())
+        }
+        cli::Command::Sql {
+            run_dir,
+            query,
+            format,
+        } => {
+            let batches = query::sql(&run_dir, &query)?;
+            println!("{}", query::render(&batches, format)?);
+            Ok(())
+        }
+        cli::Command::DemoData { out, n, seed } => {
+            if n == 0 {
+                return Err(config_error!("--n must be at least 1"));
+            }
+            data::demo::write_layout(&out, n, seed, cli.quiet)?;
+            if !cli.quiet {
+                eprintln!(
+                    "wrote {n} demo faces (procedural, not CelebA) to {}",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
+        cli::Command::Chart { run_dir, out } => {
+            let n = stages::balance::chart_run(&run_dir, &out)?;
+            if !cli.quiet {
+                eprintln!("drew {n} balance stage(s) to {}", out.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! TOML → validated [`Pipeline`]. Nothing runs before this succeeds: unknown
+//! keys, unknown kinds, missing inputs and cycles are rejected with one line
+//! naming the key and what was expected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::config_error;
+use crate::stages::{StageConfig, StageKind};
+
+/// Where generators and classifiers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Option<Device> {
+        if s == "cpu" {
+            return Some(Device::Cpu);
+        }
+        s.strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    name: String,
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "default_device")]
+    device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    pub name: String,
+    /// Output folder of the run (absolute after resolution).
+    pub dir: PathBuf,
+    pub seed: u64,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageDef {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub config: StageConfig,
+}
+
+impl StageDef {
+    pub fn kind(&self) -> StageKind {
+        self.config.kind()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pipeline {
+    pub file: PathBuf,
+    pub run: RunConfig,
+    /// In dependency order (inputs before the stages that use them; ties in declaration order).
+    pub stages: Vec<StageDef>,
+    /// The resolved TOML (after `--set`), recorded in the run folder.
+    #[serde(skip)]
+    pub resolved_toml: String,
+}
+
+impl Pipeline {
+    pub fn stage(&self, name: &str) -> Option<&StageDef> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+/// Loads a pipeline file, applies `--set KEY=VALUE` overrides and validates it.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| config_error!("{}: cannot read pipeline file: {e}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        config_error!(
+            "{}: invalid TOML: {}",
+            path.display(),
+            one_line(&e.to_string())
+        )
+    })?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    let base = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let resolved_toml = toml::to_string(&table).unwrap_or_default();
+    from_table(path, &base, table, resolved_toml)
+}
+
+/// `stages.ingest.root=/data/celeba`: the value is parsed as TOML when it can
+/// be (numbers, booleans, arrays, inline tables), else taken as a string.
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let Some((key, raw)) = spec.split_once('=') else {
+        return Err(config_error!(
+            "--set {spec:?}: expected KEY=VALUE, e.g. --set stages.ingest.root=/data/celeba"
+        ));
+    };
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(config_error!(
+            "--set {spec:?}: empty key segment in {key:?}"
+        ));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| config_error!("--set {spec:?}: `{p}` is not a table"))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn from_table(
+    file: &Path,
+    base: &Path,
+    mut table: toml::Table,
+    resolved_toml: String,
+) -> Result<Pipeline> {
+    let f = file.display();
+    for key in table.keys() {
+        if key != "run" && key != "stages" {
+            return Err(config_error!(
+                "{f}: unknown top-level key `{key}`; expected `[run]` or `[stages.NAME]`"
+            ));
+        }
+    }
+    let raw_run: RawRun = table
+        .remove("run")
+        .ok_or_else(|| {
+            config_error!(
+                "{f}: missing `[run]` table (with `name`, and optionally `dir`, `seed`, `device`)"
+            )
+        })?
+        .try_into()
+        .map_err(|e: toml::de::Error| config_error!("{f}: [run]: {}", one_line(e.message())))?;
+    let device = Device::parse(&raw_run.device).ok_or_else(|| {
+        config_error!(
+            "{f}: [run] device = {:?}: expected \"cpu\" or \"cuda:N\"",
+            raw_run.device
+        )
+    })?;
+    if matches!(device, Device::Cuda(_)) && !cfg!(feature = "cuda") {
+        return Err(config_error!(
+            "{f}: [run] device = {:?}: this augment was built without CUDA; rebuild with `cargo build --release --features cuda` or use device = \"cpu\"",
+            raw_run.device
+        ));
+    }
+    let dir = base.join(
+        raw_run
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&raw_run.name)),
+    );
+    let run = RunConfig {
+        name: raw_run.name,
+        dir,
+        seed: raw_run.seed,
+        device,
+    };
+
+    let stages_table = match table.remove("stages") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            return Err(config_error!(
+                "{f}: `stages` must be a table of `[stages.NAME]` tables"
+            ));
+        }
+        None => {
+            return Err(config_error!(
+                "{f}: no stages; add at least one `[stages.NAME]` table with a `kind`"
+            ));
+        }
+    };
+    // toml::Table keeps keys sorted; declaration order is recovered from the text below when possible.
+    let mut defs = Vec::new();
+    for (name, value) in stages_table {
+        let ctx = format!("{f}: [stages.{name}]");
+        if !valid_stage_name(&name) {
+            return Err(config_error!(
+                "{ctx}: stage names must be lowercase letters, digits and `_`, starting with a letter (they become SQL table prefixes)"
+            ));
+        }
+        let toml::Value::Table(mut t) = value else {
+            return Err(config_error!("{ctx}: must be a table"));
+        };
+        let kind_name = match t.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            Some(_) => return Err(config_error!("{ctx}: `kind` must be a string")),
+            None => {
+                return Err(config_error!(
+                    "{ctx}: missing `kind`; expected one of: {}",
+                    StageKind::names().join(", ")
+                ));
+            }
+        };
+        let kind = StageKind::from_name(&kind_name).ok_or_else(|| {
+            config_error!(
+                "{ctx}: unknown kind {kind_name:?}; expected one of: {}",
+                StageKind::names().join(", ")
+            )
+        })?;
+        let inputs: Vec<String> = match t.remove("inputs") {
+            None => vec![],
+            Some(v) => v.try_into().map_err(|_| {
+                config_error!(
+                    "{ctx}: `inputs` must be a list of stage names, e.g. inputs = [\"ingest\"]"
+                )
+            })?,
+        };
+        let config = StageConfig::from_toml(kind, toml::Value::Table(t), base)
+            .map_err(|e| config_error!("{ctx}: {}", one_line(&e)))?;
+        defs.push(StageDef {
+            name,
+            inputs,
+            config,
+        });
+    }
+    let kinds: HashMap<String, StageKind> =
+        defs.iter().map(|d| (d.name.clone(), d.kind())).collect();
+    for d in &defs {
+        for i in &d.inputs {
+            if i == &d.name {
+                return Err(config_error!(
+                    "{f}: [stages.{}]: inputs: a stage cannot be its own input",
+                    d.name
+                ));
+            }
+            if !kinds.contains_key(i) {
+                let mut names: Vec<&String> = kinds.keys().collect();
+                names.sort();
+                return Err(config_error!(
+                    "{f}: [stages.{}]: inputs: no stage named {i:?}; stages are: {}",
+                    d.name,
+                    names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let input_kinds: Vec<StageKind> = d.inputs.iter().map(|i| kinds[i]).collect();
+        d.config
+            .check_inputs(&input_kinds)
+            .map_err(|e| config_error!("{f}: [stages.{}]: inputs: {e}", d.name))?;
+    }
+    let order = declaration_order(file);
+    defs.sort_by_key(|d| order.get(&d.name).copied().unwrap_or(usize::MAX));
+    let stages = topological(defs)
+        .map_err(|cycle| config_error!("{f}: stages form a cycle through inputs: {cycle}"))?;
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        run,
+        stages,
+        resolved_toml,
+    })
+}
+
+/// Position of each `[stages.NAME]` header in the file, for stable ordering.
+fn declaration_order(file: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("[stages.") {
+            if let Some(name) = rest.split(']').next() {
+                let n = out.len();
+                out.entry(name.trim().to_string()).or_insert(n);
+            }
+        }
+    }
+    out
+}
+
+/// Kahn's algorithm, keeping declaration order among ready stages.
+fn topological(defs: Vec<StageDef>) -> std::result::Result<Vec<StageDef>, String> {
+    let mut remaining = defs;
+    let mut done: Vec<StageDef> = Vec::new();
+    while !remaining.is_empty() {
+        let pos = remaining
+            .iter()
+            .position(|d| d.inputs.iter().all(|i| done.iter().any(|x| &x.name == i)));
+        match pos {
+            Some(p) => done.push(remaining.remove(p)),
+            None => {
+                let names: Vec<&str> = remaining.iter().map(|d| d.name.as_str()).collect();
+                return Err(names.join(" -> "));
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, overrides: &[&str]) -> Result<Pipeline> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(&p, text).unwrap();
+        std::fs::create_dir_all(dir.path().join("celeba")).unwrap();
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        load(&p, &o)
+    }
+
+    const OK: &str = r#"
+[run]
+name = "t"
+seed = 3
+[stages.balance]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "random_doubling"
+[stages.ingest]
+kind = "ingest"
+source = "demo"
+n = 10
+"#;
+
+    #[test]
+    fn orders_by_inputs() {
+        let p = load_str(OK, &[]).unwrap();
+        let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["ingest", "balance"]);
+        assert_eq!(p.run.seed, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str(&OK.replace("n = 10", "n = 10\nrot = 1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[stages.ingest]") && err.contains("rot"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_kind_lists_kinds() {
+        let err = load_str(&OK.replace("kind = \"ingest\"", "kind = \"ingset\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingset") && err.contains("balance"), "{err}");
+    }
+
+    #[test]
+    fn missing_input_and_cycle() {
+        let err = load_str(
+            &OK.replace("inputs = [\"ingest\"]", "inputs = [\"nope\"]"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no stage named \"nope\""), "{err}");
+        let cyc = r#"
+[run]
+name = "t"
+[stages.a]
+kind = "balance"
+inputs = ["b"]
+[stages.b]
+kind = "balance"
+inputs = ["a"]
+"#;
+        let err = load_str(cyc, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("needs one `ingest`") || err.contains("cycle"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn set_overrides_any_key() {
+        let p = load_str(
+            OK,
+            &[
+                "stages.ingest.n=25",
+                "run.seed=9",
+                "stages.balance.strategy=none",
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.run.seed, 9);
+        assert!(p.resolved_toml.contains("n = 25"));
+        let err = load_str(OK, &["nokey"]).unwrap_err().to_string();
+        assert!(err.contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn device_is_validated() {
+        let err = load_str(&OK.replace("seed = 3", "seed = 3\ndevice = \"gpu\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cuda:N"), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! The run manifest (`<run dir>/manifest.json`): per stage its fingerprint,
+//! the fingerprints of the inputs it was built from, its outputs with row
+//! counts, and its wall time. `augment show` and `augment sql` read only this.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "manifest.json";
+/// The resolved pipeline of the latest `augment run` in this folder.
+pub const PIPELINE_FILE: &str = "pipeline.toml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_name: String,
+    /// Stage names in pipeline order.
+    #[serde(default)]
+    pub order: Vec<String>,
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub kind: String,
+    pub fingerprint: String,
+    pub tool_version: String,
+    /// Input stage name → its fingerprint when this stage ran.
+    pub inputs: BTreeMap<String, String>,
+    pub config: serde_json::Value,
+    pub tables: Vec<TableRecord>,
+    /// Other files (charts, grids), relative to the stage folder.
+    pub files: Vec<String>,
+    pub wall_time_s: f64,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+    /// Stage-specific figures (e.g. the balance summary).
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableRecord {
+    pub name: String,
+    /// Relative to the stage folder.
+    pub file: String,
+    pub rows: usize,
+}
+
+impl Manifest {
+    pub fn load(run_dir: &Path) -> Result<Option<Manifest>> {
+        let p = run_dir.join(FILE);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let m = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        Ok(Some(m))
+    }
+
+    /// Written to a temporary file and renamed, so a kill never leaves half a manifest.
+    pub fn save(&self, run_dir: &Path) -> Result<()> {
+        let tmp = run_dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, run_dir.join(FILE))?;
+        Ok(())
+    }
+
+    /// Every table of every stage: (stage, table, absolute path, rows).
+    pub fn tables(&self, run_dir: &Path) -> Vec<(String, String, PathBuf, usize)> {
+        let mut out = Vec::new();
+        for name in self.ordered_names() {
+            let rec = &self.stages[&name];
+            for t in &rec.tables {
+                out.push((
+                    name.clone(),
+                    t.name.clone(),
+                    run_dir.join(&name).join(&t.file),
+                    t.rows,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Recorded stages, pipeline order first.
+    pub fn ordered_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .order
+            .iter()
+            .filter(|n| self.stages.contains_key(*n))
+            .cloned()
+            .collect();
+        for k in self.stages.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        names
+    }
+}
+
+impl StageRecord {
+    /// All recorded outputs are on disk.
+    pub fn outputs_exist(&self, stage_dir: &Path) -> bool {
+        stage_dir.is_dir()
+            && self
+                .tables
+                .iter()
+                .all(|t| stage_dir.join(&t.file).is_file())
+            && self.files.iter().all(|f| stage_dir.join(f).is_file())
+    }
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,7 @@
+//! The pipeline: a TOML file turned into a validated, typed plan
+//! ([`config`]), run in dependency order with fingerprints and atomic outputs
+//! ([`runner`]), and recorded in the run manifest ([`manifest`]).
+
+pub mod config;
+pub mod manifest;
+pub mod runner;

@@ -1,0 +1,362 @@
+//! Runs a [`Pipeline`]: stages in dependency order, each skipped when its
+//! fingerprint is unchanged and its outputs exist, each written into a
+//! temporary sibling folder and renamed into place only when it succeeded,
+//! so a killed run never leaves a half-written stage that looks complete.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::config_error;
+use crate::pipeline::config::{Pipeline, StageDef};
+use crate::pipeline::manifest::{self, Manifest, StageRecord, TableRecord};
+use crate::stages::{self, InputStage, StageIo};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub only: Vec<String>,
+    pub force: bool,
+    pub dry_run: bool,
+    pub quiet: bool,
+}
+
+/// Freshness of a stage in a run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Fresh => "fresh",
+            Status::Stale => "stale",
+            Status::Missing => "missing",
+        }
+    }
+}
+
+/// hash(tool version + kind + stage config + run seed + input fingerprints + external data).
+pub fn fingerprint(
+    def: &StageDef,
+    input_fps: &BTreeMap<String, String>,
+    external: &str,
+    run_seed: u64,
+) -> Result<String> {
+    let material = serde_json::json!({
+        "run_seed": run_seed,
+        "tool": crate::VERSION,
+        "kind": def.kind().name(),
+        "config": serde_json::to_value(&def.config)?,
+        "inputs": input_fps,
+        "external": external,
+    });
+    Ok(hex::encode(Sha256::digest(material.to_string().as_bytes())))
+}
+
+/// The fingerprint of every stage, in pipeline order.
+pub fn fingerprints(p: &Pipeline) -> Result<BTreeMap<String, String>> {
+    let mut fps: BTreeMap<String, String> = BTreeMap::new();
+    for def in &p.stages {
+        let inputs: BTreeMap<String, String> = def
+            .inputs
+            .iter()
+            .map(|i| (i.clone(), fps[i].clone()))
+            .collect();
+        let ext = def.config.external_fingerprint()?;
+        fps.insert(
+            def.name.clone(),
+            fingerprint(def, &inputs, &ext, p.run.seed)?,
+        );
+    }
+    Ok(fps)
+}
+
+fn status_of(
+    p: &Pipeline,
+    m: Option<&Manifest>,
+    fps: &BTreeMap<String, String>,
+    name: &str,
+) -> Status {
+    let Some(rec) = m.and_then(|m| m.stages.get(name)) else {
+        return Status::Missing;
+    };
+    if !rec.outputs_exist(&p.run.dir.join(name)) {
+        return Status::Missing;
+    }
+    if rec.fingerprint == fps[name] {
+        Status::Fresh
+    } else {
+        Status::Stale
+    }
+}
+
+pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
+    for o in &opts.only {
+        if p.stage(o).is_none() {
+            let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(config_error!(
+                "--only {o}: no such stage; stages are: {}",
+                names.join(", ")
+            ));
+        }
+    }
+    let fps = fingerprints(p)?;
+    let existing = Manifest::load(&p.run.dir)?;
+    if opts.dry_run {
+        print_plan(p, existing.as_ref(), &fps, opts);
+        return Ok(());
+    }
+    std::fs::create_dir_all(&p.run.dir)
+        .map_err(|e| config_error!("cannot create run folder {}: {e}", p.run.dir.display()))?;
+    std::fs::write(p.run.dir.join(manifest::PIPELINE_FILE), &p.resolved_toml)?;
+    let mut m = existing.unwrap_or_default();
+    m.run_name = p.run.name.clone();
+    m.order = p.stages.iter().map(|s| s.name.clone()).collect();
+
+    for def in &p.stages {
+        let selected = opts.only.is_empty() || opts.only.contains(&def.name);
+        let status = status_of(p, Some(&m), &fps, &def.name);
+        if !selected {
+            continue;
+        }
+        for i in &def.inputs {
+            let st = status_of(p, Some(&m), &fps, i);
+            if st != Status::Fresh {
+                return Err(config_error!(
+                    "stage `{}` needs `{i}`, which is {}; run it too (drop --only, or add --only {i})",
+                    def.name,
+                    st.name()
+                ));
+            }
+        }
+        if status == Status::Fresh && !opts.force {
+            if !opts.quiet {
+                eprintln!(
+                    "{}: fresh (fingerprint {}), skipped; --force reruns it",
+                    def.name,
+                    &fps[&def.name][..12]
+                );
+            }
+            continue;
+        }
+        let rec =
+            run_stage(p, def, &m, &fps).with_context(|| format!("stage `{}` failed", def.name))?;
+        if !opts.quiet {
+            let rows: Vec<String> = rec
+                .tables
+                .iter()
+                .map(|t| format!("{} {} rows", t.name, t.rows))
+                .collect();
+            eprintln!(
+                "{}: done in {:.1}s ({})",
+                def.name,
+                rec.wall_time_s,
+                rows.join(", ")
+            );
+        }
+        m.stages.insert(def.name.clone(), rec);
+        m.save(&p.run.dir)?;
+    }
+    Ok(())
+}
+
+fn run_stage(
+    p: &Pipeline,
+    def: &StageDef,
+    m: &Manifest,
+    fps: &BTreeMap<String, String>,
+) -> Result<StageRecord> {
+    let final_dir = p.run.dir.join(&def.name);
+    let tmp_dir = p.run.dir.join(format!(".{}.tmp", def.name));
+    if tmp_dir.exists() {
+        // Left by a killed run: never trusted.
+        std::fs::remove_dir_all(&tmp_dir)?;
+    }
+    std::fs::create_dir_all(&tmp_dir)?;
+    let inputs: Vec<InputStage> = def
+        .inputs
+        .iter()
+        .map(|i| InputStage {
+            name: i.clone(),
+            dir: p.run.dir.join(i),
+            record: m.stages[i].clone(),
+        })
+        .collect();
+    let io = StageIo {
+        name: def.name.clone(),
+        out_dir: tmp_dir.clone(),
+        inputs,
+        run_seed: p.run.seed,
+        device: p.run.device.clone(),
+        quiet: crate::quiet(),
+    };
+    let start = Instant::now();
+    let out = match stages::run(def, &io) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(e);
+        }
+    };
+    let wall = start.elapsed().as_secs_f64();
+    replace_dir(&tmp_dir, &final_dir)?;
+    Ok(StageRecord {
+        kind: def.kind().name().to_string(),
+        fingerprint: fps[&def.name].clone(),
+        tool_version: crate::VERSION.to_string(),
+        inputs: def
+            .inputs
+            .iter()
+            .map(|i| (i.clone(), fps[i].clone()))
+            .collect(),
+        config: serde_json::to_value(&def.config)?,
+        tables: out
+            .tables
+            .into_iter()
+            .map(|(name, file, rows)| TableRecord { name, file, rows })
+            .collect(),
+        files: out.files,
+        wall_time_s: wall,
+        finished_at: manifest::now_unix(),
+        summary: out.summary,
+    })
+}
+
+/// Moves `tmp` to `dest`, replacing a previous `dest`: the old one is moved
+/// aside first so that `dest` is always either the old or the new output.
+fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
+    let old: PathBuf = dest.with_file_name(format!(
+        ".{}.old",
+        dest.file_name().and_then(|s| s.to_str()).unwrap_or("stage")
+    ));
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if dest.exists() {
+        std::fs::rename(dest, &old)?;
+    }
+    std::fs::rename(tmp, dest).with_context(|| format!("moving {} into place", dest.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+fn print_plan(
+    p: &Pipeline,
+    m: Option<&Manifest>,
+    fps: &BTreeMap<String, String>,
+    opts: &RunOptions,
+) {
+    println!("pipeline {}  (validated)", p.file.display());
+    println!(
+        "run: name = {:?}, dir = {}, seed = {}, device = {}",
+        p.run.name,
+        p.run.dir.display(),
+        p.run.seed,
+        p.run.device
+    );
+    println!();
+    for (k, def) in p.stages.iter().enumerate() {
+        let st = status_of(p, m, fps, &def.name);
+        let selected = opts.only.is_empty() || opts.only.contains(&def.name);
+        let action = if !selected {
+            "not selected"
+        } else if st == Status::Fresh && !opts.force {
+            "skip (fresh)"
+        } else {
+            "run"
+        };
+        println!(
+            "{}. [stages.{}] kind = {:?}, inputs = {:?} -- {} ({}, fingerprint {})",
+            k + 1,
+            def.name,
+            def.kind().name(),
+            def.inputs,
+            action,
+            st.name(),
+            &fps[&def.name][..12]
+        );
+        if let Ok(v) = serde_json::to_value(&def.config) {
+            if let Ok(t) = toml::to_string(&v) {
+                for line in t.lines() {
+                    println!("     {line}");
+                }
+            }
+        }
+    }
+}
+
+/// `augment show`: the status of each stage recorded in a run folder.
+pub fn show(run_dir: &Path) -> Result<String> {
+    let m = Manifest::load(run_dir)?.ok_or_else(|| {
+        config_error!(
+            "{}: not a run folder (no {}); run a pipeline first",
+            run_dir.display(),
+            manifest::FILE
+        )
+    })?;
+    // Recompute fingerprints from the recorded pipeline when it still validates,
+    // so that a changed upstream stage shows its dependents as stale.
+    let pipeline = crate::pipeline::config::load(&run_dir.join(manifest::PIPELINE_FILE), &[]).ok();
+    let current = pipeline.as_ref().and_then(|p| fingerprints(p).ok());
+    let mut names = m.ordered_names();
+    if let Some(p) = &pipeline {
+        for s in &p.stages {
+            if !names.contains(&s.name) {
+                names.push(s.name.clone());
+            }
+        }
+    }
+    let mut out = format!("run {:?} in {}\n", m.run_name, run_dir.display());
+    for name in names {
+        let Some(rec) = m.stages.get(&name) else {
+            out.push_str(&format!("\n{name}: missing (never ran)\n"));
+            continue;
+        };
+        let dir = run_dir.join(&name);
+        let mut status = if !rec.outputs_exist(&dir) {
+            Status::Missing
+        } else {
+            Status::Fresh
+        };
+        if status == Status::Fresh {
+            let inputs_changed = rec
+                .inputs
+                .iter()
+                .any(|(i, fp)| m.stages.get(i).map(|r| &r.fingerprint) != Some(fp));
+            let config_changed = current
+                .as_ref()
+                .and_then(|c| c.get(&name))
+                .is_some_and(|fp| fp != &rec.fingerprint);
+            if inputs_changed || config_changed || rec.tool_version != crate::VERSION {
+                status = Status::Stale;
+            }
+        }
+        out.push_str(&format!(
+            "\n{name} ({}): {}  wall {:.1}s  fingerprint {}\n",
+            rec.kind,
+            status.name(),
+            rec.wall_time_s,
+            &rec.fingerprint[..12]
+        ));
+        for t in &rec.tables {
+            out.push_str(&format!(
+                "  table {:<12} {:>9} rows  {}\n",
+                t.name,
+                t.rows,
+                dir.join(&t.file).display()
+            ));
+        }
+        for f in &rec.files {
+            out.push_str(&format!("  file  {}\n", dir.join(f).display()));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,213 @@
+//! `augment sql`: a read-only DataFusion session over a run's stage outputs.
+//!
+//! Every table recorded in the run manifest is registered under its own name
+//! (`faces`, `plan`, ...) when that name is unique in the run, and always as
+//! `<stage>_<table>` (e.g. `balance_plan`) so several stages of one kind can
+//! be compared. DDL, DML, `COPY` and `SET` statements are refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, StructArray};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::execution::options::ParquetReadOptions;
+use datafusion::prelude::{SQLOptions, SessionContext};
+
+use crate::config_error;
+use crate::pipeline::manifest::{self, Manifest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// The registered table names of a run: (SQL name, stage, table, rows).
+pub fn table_names(
+    m: &Manifest,
+    run_dir: &Path,
+) -> Vec<(String, String, String, std::path::PathBuf, usize)> {
+    let tables = m.tables(run_dir);
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (_, t, _, _) in &tables {
+        *uses.entry(t.as_str()).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for (stage, table, path, rows) in &tables {
+        if uses[table.as_str()] == 1 {
+            out.push((
+                table.clone(),
+                stage.clone(),
+                table.clone(),
+                path.clone(),
+                *rows,
+            ));
+        }
+        out.push((
+            format!("{stage}_{table}"),
+            stage.clone(),
+            table.clone(),
+            path.clone(),
+            *rows,
+        ));
+    }
+    out
+}
+
+/// Runs `query` read-only over the run in `run_dir`.
+pub fn sql(run_dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
+    let m = Manifest::load(run_dir)?.ok_or_else(|| {
+        config_error!(
+            "{}: not a run folder (no {}); run a pipeline first",
+            run_dir.display(),
+            manifest::FILE
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .context("starting the query runtime")?;
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        for (name, _, _, path, _) in table_names(&m, run_dir) {
+            let p = path.to_str().context("non-UTF-8 path")?.to_string();
+            ctx.register_parquet(&name, &p, ParquetReadOptions::default())
+                .await
+                .with_context(|| format!("registering {}", path.display()))?;
+        }
+        let opts = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(query, opts).await.map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("not supported")
+                && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+            {
+                config_error!("augment sql is read-only: {}", one_line(&msg))
+            } else {
+                config_error!("SQL error: {}", one_line(&msg))
+            }
+        })?;
+        df.collect()
+            .await
+            .map_err(|e| config_error!("SQL error: {}", one_line(&e.to_string())))
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Renders results. Binary values (images) show as `<N bytes>` in table and CSV output.
+pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
+    match format {
+        Format::Table => {
+            let shown: Vec<RecordBatch> = batches.iter().map(displayable).collect::<Result<_>>()?;
+            Ok(arrow::util::pretty::pretty_format_batches(&shown)?.to_string())
+        }
+        Format::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for b in batches {
+                    w.write(&flatten_to_strings(&displayable(b)?)?)?;
+                }
+            }
+            Ok(String::from_utf8(out)?)
+        }
+        Format::Json => {
+            let mut out = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut out);
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                w.write_batches(&refs)?;
+                w.finish()?;
+            }
+            let s = String::from_utf8(out)?;
+            Ok(if s.is_empty() { "[]".into() } else { s })
+        }
+    }
+}
+
+fn displayable(b: &RecordBatch) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = b.columns().iter().map(replace_binary).collect();
+    let fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .zip(&cols)
+        .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+fn replace_binary(a: &ArrayRef) -> ArrayRef {
+    let describe = |len: usize, get: &dyn Fn(usize) -> usize| -> ArrayRef {
+        Arc::new(StringArray::from_iter(
+            (0..len).map(|i| (!a.is_null(i)).then(|| format!("<{} bytes>", get(i)))),
+        ))
+    };
+    match a.data_type() {
+        DataType::Binary => {
+            let b = a.as_binary::<i32>();
+            describe(b.len(), &|i| b.value(i).len())
+        }
+        DataType::LargeBinary => {
+            let b = a.as_binary::<i64>();
+            describe(b.len(), &|i| b.value(i).len())
+        }
+        DataType::BinaryView => {
+            let b = a.as_binary_view();
+            describe(b.len(), &|i| b.value(i).len())
+        }
+        DataType::Struct(fields) => {
+            let s = a.as_struct();
+            let cols: Vec<ArrayRef> = s.columns().iter().map(replace_binary).collect();
+            let new_fields: Fields = fields
+                .iter()
+                .zip(&cols)
+                .map(|(f, c)| Field::new(f.name(), c.data_type().clone(), true))
+                .collect();
+            Arc::new(StructArray::new(new_fields, cols, s.nulls().cloned()))
+        }
+        _ => a.clone(),
+    }
+}
+
+/// CSV cannot hold nested values: structs and lists become their display strings.
+fn flatten_to_strings(b: &RecordBatch) -> Result<RecordBatch> {
+    let opts = FormatOptions::default().with_null("");
+    let mut cols = Vec::new();
+    let mut fields = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if matches!(
+            c.data_type(),
+            DataType::Struct(_)
+                | DataType::List(_)
+                | DataType::LargeList(_)
+                | DataType::ListView(_)
+        ) {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &opts)?;
+            let vals: Vec<Option<String>> = (0..c.len())
+                .map(|i| (!c.is_null(i)).then(|| fmt.value(i).to_string()))
+                .collect();
+            cols.push(Arc::new(StringArray::from(vals)) as ArrayRef);
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+        } else {
+            cols.push(c.clone());
+            fields.push(f.as_ref().clone());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}

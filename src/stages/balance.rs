@@ -1,0 +1,920 @@
+//! `kind = "balance"`: CelebA's long-tailed labels → a plan of target label
+//! vectors to synthesize (Liu et al., *Generating Face Images with Attributes
+//! for Free*, Sec. IV), plus the classic image-operation baselines of their
+//! Table 2 and multi-label random oversampling (ML-ROS, Charte et al. 2015).
+//!
+//! - `random_doubling` (IV-A): each source row once more, one uniformly chosen
+//!   attribute of 40 flipped.
+//! - `dynamic_balancing` (IV-B, steps 1–6): rank attributes by their positive
+//!   proportion over the originals plus the rows added so far; copy a random
+//!   source's labels, set the `bottom_k` rarest to 1 and the `top_k` most
+//!   frequent to 0; repeat until `size × N` rows. `rerank_every = 1` reranks
+//!   before every new row, exactly as the paper.
+//! - `flip` / `crop` / `erase`: copies of a source's labels with a seeded
+//!   image operation (random erasing after Zhong et al. 2017), executed later
+//!   by the synthesize stage without a generator.
+//! - `ml_ros`: clone rows carrying minority labels (IRLbl above MeanIR).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
+    StringBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{StageIo, StageOutput};
+use crate::charts::{self, Series};
+use crate::data::celeba::{Labels, Partition, label};
+use crate::data::parquet::{TableWriter, read_columns};
+use crate::data::schema::{self, ABBREVIATIONS, N_ATTRIBUTES, attribute_column, attribute_index};
+use crate::data_error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    None,
+    RandomDoubling,
+    DynamicBalancing,
+    Flip,
+    Crop,
+    Erase,
+    MlRos,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::None => "none",
+            Strategy::RandomDoubling => "random_doubling",
+            Strategy::DynamicBalancing => "dynamic_balancing",
+            Strategy::Flip => "flip",
+            Strategy::Crop => "crop",
+            Strategy::Erase => "erase",
+            Strategy::MlRos => "ml_ros",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Source rows: these partitions of the ingest stage's `faces`.
+    #[serde(default = "train_only")]
+    pub partitions: Vec<Partition>,
+    pub strategy: Strategy,
+    /// Rows after augmentation as a multiple of the source rows (default 2; 1 for `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<f64>,
+    #[serde(default = "eight")]
+    pub top_k: usize,
+    #[serde(default = "eight")]
+    pub bottom_k: usize,
+    #[serde(default = "one")]
+    pub rerank_every: usize,
+    /// Default: the run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Resolve implausible label vectors (opt-in; the paper does not).
+    #[serde(default)]
+    pub exclusive_groups: bool,
+    /// `crop`: side of the random crop as a fraction of the image side.
+    #[serde(default = "crop_fraction")]
+    pub crop_fraction: f64,
+    /// `erase`: area range and aspect-ratio lower bound of Zhong et al. (2017).
+    #[serde(default = "erase_area")]
+    pub erase_area: [f64; 2],
+    #[serde(default = "erase_ratio")]
+    pub erase_min_aspect: f64,
+}
+
+fn train_only() -> Vec<Partition> {
+    vec![Partition::Train]
+}
+fn eight() -> usize {
+    8
+}
+fn one() -> usize {
+    1
+}
+fn crop_fraction() -> f64 {
+    0.875
+}
+fn erase_area() -> [f64; 2] {
+    [0.02, 0.4]
+}
+fn erase_ratio() -> f64 {
+    0.3
+}
+
+impl Config {
+    pub fn size(&self) -> f64 {
+        self.size.unwrap_or(if self.strategy == Strategy::None {
+            1.0
+        } else {
+            2.0
+        })
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let s = self.size();
+        match self.strategy {
+            Strategy::None if s != 1.0 => {
+                return Err(format!(
+                    "size = {s}: strategy \"none\" keeps the originals (size 1)"
+                ));
+            }
+            Strategy::RandomDoubling if s != 2.0 => {
+                return Err(format!(
+                    "size = {s}: random_doubling adds exactly one row per source (size 2)"
+                ));
+            }
+            Strategy::Flip | Strategy::Crop | Strategy::Erase if s.fract() != 0.0 || s < 2.0 => {
+                return Err(format!(
+                    "size = {s}: {} makes whole copies of every source (size 2, 3, 4, ...)",
+                    self.strategy.name()
+                ));
+            }
+            Strategy::DynamicBalancing | Strategy::MlRos if s <= 1.0 => {
+                return Err(format!(
+                    "size = {s}: must be above 1 (e.g. 1.5, 2, 3 as in Table 2)"
+                ));
+            }
+            _ => {}
+        }
+        if self.top_k + self.bottom_k > N_ATTRIBUTES {
+            return Err(format!(
+                "top_k + bottom_k = {} exceeds the 40 attributes",
+                self.top_k + self.bottom_k
+            ));
+        }
+        if self.rerank_every == 0 {
+            return Err("rerank_every must be at least 1".into());
+        }
+        if self.partitions.is_empty() {
+            return Err("`partitions` is empty".into());
+        }
+        if !(0.1..=1.0).contains(&self.crop_fraction) {
+            return Err(format!(
+                "crop_fraction = {}: expected 0.1..=1",
+                self.crop_fraction
+            ));
+        }
+        let [lo, hi] = self.erase_area;
+        if !(0.0 < lo && lo <= hi && hi < 1.0)
+            || !(0.0 < self.erase_min_aspect && self.erase_min_aspect <= 1.0)
+        {
+            return Err(
+                "erase_area must be 0 < lo <= hi < 1 and erase_min_aspect in (0, 1]".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An image operation of a classic row, in pixels of the ingested image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op {
+    Flip,
+    Crop {
+        x: i32,
+        y: i32,
+        w: i32,
+        h: i32,
+    },
+    Erase {
+        x: i32,
+        y: i32,
+        w: i32,
+        h: i32,
+        seed: i64,
+    },
+}
+
+/// One planned sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRow {
+    pub source: usize,
+    pub strategy: &'static str,
+    pub labels: Labels,
+    pub op: Option<Op>,
+}
+
+/// Groups of attributes of which at most one can be true in a plausible face.
+pub const EXCLUSIVE_GROUPS: [&[&str]; 4] = [
+    &[
+        "Black_Hair",
+        "Blond_Hair",
+        "Brown_Hair",
+        "Gray_Hair",
+        "Bald",
+    ],
+    &["Bald", "Bangs"],
+    &["Bald", "Straight_Hair", "Wavy_Hair"],
+    &["Goatee", "No_Beard"],
+];
+
+fn group_masks() -> Vec<Labels> {
+    EXCLUSIVE_GROUPS
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|n| 1u64 << attribute_index(n).expect("known attribute"))
+                .fold(0, |a, b| a | b)
+        })
+        .collect()
+}
+
+/// The label vector breaks one of [`EXCLUSIVE_GROUPS`].
+pub fn implausible(l: Labels, masks: &[Labels]) -> bool {
+    masks.iter().any(|m| (l & m).count_ones() > 1)
+}
+
+/// Keeps one member of each violated group, chosen at random.
+pub fn resolve_exclusions(mut l: Labels, masks: &[Labels], rng: &mut impl Rng) -> Labels {
+    for m in masks {
+        let on = l & m;
+        let n = on.count_ones();
+        if n > 1 {
+            let keep = rng.random_range(0..n);
+            let bit = (0..64)
+                .filter(|b| on >> b & 1 == 1)
+                .nth(keep as usize)
+                .unwrap_or(0);
+            l = (l & !m) | (1 << bit);
+        }
+    }
+    l
+}
+
+/// Attributes by positive count, most frequent first; ties by attribute index.
+fn ranking(counts: &[u64; N_ATTRIBUTES]) -> [usize; N_ATTRIBUTES] {
+    let mut idx: [usize; N_ATTRIBUTES] = std::array::from_fn(|i| i);
+    idx.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+    idx
+}
+
+fn count(labels: &[Labels]) -> [u64; N_ATTRIBUTES] {
+    let mut c = [0u64; N_ATTRIBUTES];
+    for &l in labels {
+        for (i, ci) in c.iter_mut().enumerate() {
+            *ci += l >> i & 1;
+        }
+    }
+    c
+}
+
+/// Builds the plan (originals first) for `sources` labels. `image_size` sizes crop/erase boxes.
+pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<PlanRow>, usize) {
+    let n = sources.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let masks = group_masks();
+    let mut rows: Vec<PlanRow> = (0..n)
+        .map(|i| PlanRow {
+            source: i,
+            strategy: "original",
+            labels: sources[i],
+            op: None,
+        })
+        .collect();
+    let total = (c.size() * n as f64).round() as usize;
+    let new = total.saturating_sub(n);
+    rows.reserve(new);
+    let mut resolved = 0usize;
+    let mut push = |rows: &mut Vec<PlanRow>, rng: &mut ChaCha8Rng, mut r: PlanRow| {
+        if c.exclusive_groups && implausible(r.labels, &masks) {
+            r.labels = resolve_exclusions(r.labels, &masks, rng);
+            resolved += 1;
+        }
+        rows.push(r);
+    };
+    if n == 0 {
+        return (rows, 0);
+    }
+    match c.strategy {
+        Strategy::None => {}
+        Strategy::RandomDoubling => {
+            for src in 0..n {
+                let bit = rng.random_range(0..N_ATTRIBUTES);
+                let r = PlanRow {
+                    source: src,
+                    strategy: "random_doubling",
+                    labels: sources[src] ^ (1 << bit),
+                    op: None,
+                };
+                push(&mut rows, &mut rng, r);
+            }
+        }
+        Strategy::DynamicBalancing => {
+            let mut counts = count(sources);
+            let (mut high, mut low) = (0u64, 0u64);
+            for j in 0..new {
+                if j % c.rerank_every == 0 {
+                    // Step (1): rank by proportion over originals + rows added so far
+                    // (all share the same denominator, so counts rank the same).
+                    let rank = ranking(&counts);
+                    low = rank[..c.top_k].iter().fold(0, |m, &i| m | 1 << i);
+                    high = rank[N_ATTRIBUTES - c.bottom_k..]
+                        .iter()
+                        .fold(0, |m, &i| m | 1 << i);
+                }
+                // Steps (2)-(3): a random source; rare attributes on, frequent ones off.
+                let src = rng.random_range(0..n);
+                let r = PlanRow {
+                    source: src,
+                    strategy: "dynamic_balancing",
+                    labels: (sources[src] | high) & !low,
+                    op: None,
+                };
+                push(&mut rows, &mut rng, r);
+                let l = rows.last().map(|r| r.labels).unwrap_or(0);
+                for (i, ci) in counts.iter_mut().enumerate() {
+                    *ci += l >> i & 1;
+                }
+            }
+        }
+        Strategy::Flip | Strategy::Crop | Strategy::Erase => {
+            let side = image_size as f64;
+            for k in 0..new {
+                let src = k % n;
+                let op = match c.strategy {
+                    Strategy::Flip => Op::Flip,
+                    Strategy::Crop => {
+                        let s = (side * c.crop_fraction).round().max(1.0) as i32;
+                        let room = image_size as i32 - s;
+                        Op::Crop {
+                            x: rng.random_range(0..=room),
+                            y: rng.random_range(0..=room),
+                            w: s,
+                            h: s,
+                        }
+                    }
+                    _ => erase_box(&mut rng, image_size, c.erase_area, c.erase_min_aspect),
+                };
+                let strategy = c.strategy.name();
+                push(
+                    &mut rows,
+                    &mut rng,
+                    PlanRow {
+                        source: src,
+                        strategy,
+                        labels: sources[src],
+                        op: Some(op),
+                    },
+                );
+            }
+        }
+        Strategy::MlRos => {
+            let mut counts = count(sources);
+            // Bags of sources carrying each label.
+            let bags: Vec<Vec<usize>> = (0..N_ATTRIBUTES)
+                .map(|i| (0..n).filter(|&s| label(sources[s], i)).collect())
+                .collect();
+            let mut minority = minority_labels(&counts);
+            let mut added = 0;
+            while added < new {
+                if minority.is_empty() {
+                    minority = minority_labels(&counts);
+                }
+                if minority.is_empty() {
+                    // Perfectly balanced: fall back to uniform cloning.
+                    let src = rng.random_range(0..n);
+                    push(
+                        &mut rows,
+                        &mut rng,
+                        PlanRow {
+                            source: src,
+                            strategy: "ml_ros",
+                            labels: sources[src],
+                            op: None,
+                        },
+                    );
+                    added += 1;
+                    continue;
+                }
+                let mut next = Vec::new();
+                for &lbl in &minority {
+                    if added >= new {
+                        break;
+                    }
+                    let bag = &bags[lbl];
+                    let src = bag[rng.random_range(0..bag.len())];
+                    push(
+                        &mut rows,
+                        &mut rng,
+                        PlanRow {
+                            source: src,
+                            strategy: "ml_ros",
+                            labels: sources[src],
+                            op: None,
+                        },
+                    );
+                    added += 1;
+                    for (i, ci) in counts.iter_mut().enumerate() {
+                        *ci += sources[src] >> i & 1;
+                    }
+                    let (ir, mean) = irlbl(&counts);
+                    if ir[lbl].is_some_and(|v| v > mean) {
+                        next.push(lbl);
+                    }
+                }
+                minority = next;
+            }
+        }
+    }
+    (rows, resolved)
+}
+
+fn erase_box(rng: &mut ChaCha8Rng, size: u32, area: [f64; 2], min_aspect: f64) -> Op {
+    let s = size as f64;
+    // Zhong et al. (2017), Alg. 1: retry until the rectangle fits.
+    for _ in 0..100 {
+        let a = rng.random_range(area[0]..=area[1]) * s * s;
+        let ratio = (rng.random_range(min_aspect.ln()..=(1.0 / min_aspect).ln())).exp();
+        let h = (a * ratio).sqrt().round() as i32;
+        let w = (a / ratio).sqrt().round() as i32;
+        if w >= 1 && h >= 1 && w < size as i32 && h < size as i32 {
+            let x = rng.random_range(0..=size as i32 - w);
+            let y = rng.random_range(0..=size as i32 - h);
+            return Op::Erase {
+                x,
+                y,
+                w,
+                h,
+                seed: rng.random_range(0..i64::MAX),
+            };
+        }
+    }
+    let w = (s / 4.0).max(1.0) as i32;
+    Op::Erase {
+        x: 0,
+        y: 0,
+        w,
+        h: w,
+        seed: rng.random_range(0..i64::MAX),
+    }
+}
+
+/// IRLbl per label (None when a label has no positives) and MeanIR.
+pub fn irlbl(counts: &[u64; N_ATTRIBUTES]) -> ([Option<f64>; N_ATTRIBUTES], f64) {
+    let max = counts.iter().copied().max().unwrap_or(0) as f64;
+    let ir: [Option<f64>; N_ATTRIBUTES] =
+        std::array::from_fn(|i| (counts[i] > 0).then(|| max / counts[i] as f64));
+    let vals: Vec<f64> = ir.iter().flatten().copied().collect();
+    let mean = if vals.is_empty() {
+        0.0
+    } else {
+        vals.iter().sum::<f64>() / vals.len() as f64
+    };
+    (ir, mean)
+}
+
+/// CVIR: the coefficient of variation of IRLbl (sample standard deviation / MeanIR).
+pub fn cvir(counts: &[u64; N_ATTRIBUTES]) -> f64 {
+    let (ir, mean) = irlbl(counts);
+    let vals: Vec<f64> = ir.iter().flatten().copied().collect();
+    if vals.len() < 2 || mean == 0.0 {
+        return 0.0;
+    }
+    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (vals.len() - 1) as f64;
+    var.sqrt() / mean
+}
+
+fn minority_labels(counts: &[u64; N_ATTRIBUTES]) -> Vec<usize> {
+    let (ir, mean) = irlbl(counts);
+    (0..N_ATTRIBUTES)
+        .filter(|&i| ir[i].is_some_and(|v| v > mean))
+        .collect()
+}
+
+/// Population standard deviation of the per-attribute positives.
+pub fn spread(counts: &[u64; N_ATTRIBUTES]) -> (u64, u64, f64) {
+    let min = counts.iter().copied().min().unwrap_or(0);
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let mean = counts.iter().sum::<u64>() as f64 / N_ATTRIBUTES as f64;
+    let sd = (counts
+        .iter()
+        .map(|&c| (c as f64 - mean).powi(2))
+        .sum::<f64>()
+        / N_ATTRIBUTES as f64)
+        .sqrt();
+    (min, max, sd)
+}
+
+/// Reads `image_id`, `partition` and the 40 labels of a `faces` table.
+pub fn read_sources(
+    path: &std::path::Path,
+    partitions: &[Partition],
+) -> Result<(Vec<String>, Vec<Labels>)> {
+    let mut cols: Vec<String> = vec!["image_id".into(), "partition".into()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let wanted: Vec<&str> = partitions.iter().map(|p| p.name()).collect();
+    let mut ids = Vec::new();
+    let mut labels = Vec::new();
+    for b in read_columns(path, &names)? {
+        let id = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("image_id is not a string column")?;
+        let part = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("partition is not a string column")?;
+        let attrs: Vec<&BooleanArray> = (0..N_ATTRIBUTES)
+            .map(|i| {
+                b.column(2 + i)
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .context("attribute is not boolean")
+            })
+            .collect::<Result<_>>()?;
+        for r in 0..b.num_rows() {
+            if !wanted.contains(&part.value(r)) {
+                continue;
+            }
+            ids.push(id.value(r).to_string());
+            labels.push(
+                attrs
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, a)| m | (a.value(r) as u64) << i),
+            );
+        }
+    }
+    Ok((ids, labels))
+}
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let ingest = io.input("ingest")?;
+    let (ids, sources) = read_sources(&ingest.table("faces")?, &c.partitions)?;
+    if sources.is_empty() {
+        let p: Vec<&str> = c.partitions.iter().map(|p| p.name()).collect();
+        return Err(data_error!(
+            "input `{}` has no rows in partitions {:?}; check `partitions` of both stages",
+            ingest.name,
+            p
+        ));
+    }
+    let image_size = ingest
+        .record
+        .config
+        .get("image_size")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(64) as u32;
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let (rows, resolved) = plan(c, &sources, seed, image_size);
+    let masks = group_masks();
+
+    let meta = vec![(
+        "augment.stage_config".to_string(),
+        serde_json::to_string(c)?,
+    )];
+    let plan_rows = write_plan(
+        &io.out_dir.join("plan.parquet"),
+        &rows,
+        &ids,
+        &sources,
+        &masks,
+        &meta,
+    )?;
+
+    let before = count(&sources);
+    let after = count(&rows.iter().map(|r| r.labels).collect::<Vec<_>>());
+    write_label_stats(
+        &io.out_dir.join("label_stats.parquet"),
+        &before,
+        &after,
+        sources.len(),
+        rows.len(),
+        &meta,
+    )?;
+
+    let implausible_orig = sources.iter().filter(|&&l| implausible(l, &masks)).count();
+    let implausible_new = rows[sources.len()..]
+        .iter()
+        .filter(|r| implausible(r.labels, &masks))
+        .count();
+    let (min_b, max_b, sd_b) = spread(&before);
+    let (min_a, max_a, sd_a) = spread(&after);
+    let (_, mean_ir_b) = irlbl(&before);
+    let (_, mean_ir_a) = irlbl(&after);
+    let summary = serde_json::json!({
+        "strategy": c.strategy.name(),
+        "source_rows": sources.len(),
+        "plan_rows": rows.len(),
+        "new_rows": rows.len() - sources.len(),
+        "positives_min_before": min_b, "positives_max_before": max_b, "positives_std_before": sd_b,
+        "positives_min_after": min_a, "positives_max_after": max_a, "positives_std_after": sd_a,
+        "mean_ir_before": mean_ir_b, "mean_ir_after": mean_ir_a,
+        "cvir_before": cvir(&before), "cvir_after": cvir(&after),
+        "implausible_original_rows": implausible_orig,
+        "implausible_new_rows": implausible_new,
+        "exclusive_groups_changed": resolved,
+    });
+    io.say(format!(
+        "{}: {} source rows -> {} plan rows; positives per attribute min/max/std {}/{}/{:.0} -> {}/{}/{:.0}; MeanIR {:.2} -> {:.2}; CVIR {:.2} -> {:.2}",
+        c.strategy.name(), sources.len(), rows.len(), min_b, max_b, sd_b, min_a, max_a, sd_a,
+        mean_ir_b, mean_ir_a, cvir(&before), cvir(&after)
+    ));
+    io.say(format!(
+        "implausible label vectors (two hair colours, bald with hair or bangs, straight+wavy, goatee+no_beard): {implausible_new} of {} new rows ({implausible_orig} among the originals){}",
+        rows.len() - sources.len(),
+        if c.exclusive_groups { format!("; exclusive_groups changed {resolved} rows") } else { String::new() }
+    ));
+
+    let series = vec![
+        Series {
+            name: "original".into(),
+            counts: before.to_vec(),
+        },
+        Series {
+            name: format!("{} ({})", io.name, c.strategy.name()),
+            counts: after.to_vec(),
+        },
+    ];
+    let title = format!(
+        "Positives per attribute: {} ({} rows -> {})",
+        c.strategy.name(),
+        sources.len(),
+        rows.len()
+    );
+    charts::label_counts(&io.out_dir.join("label_counts.png"), &title, &series)?;
+    charts::label_counts(&io.out_dir.join("label_counts.svg"), &title, &series)?;
+    Ok(StageOutput {
+        tables: vec![
+            ("plan".into(), "plan.parquet".into(), plan_rows),
+            (
+                "label_stats".into(),
+                "label_stats.parquet".into(),
+                N_ATTRIBUTES,
+            ),
+        ],
+        files: vec!["label_counts.png".into(), "label_counts.svg".into()],
+        summary,
+    })
+}
+
+/// Writes the `plan` table in row groups of 65,536 rows.
+pub fn write_plan(
+    path: &std::path::Path,
+    rows: &[PlanRow],
+    ids: &[String],
+    sources: &[Labels],
+    masks: &[Labels],
+    meta: &[(String, String)],
+) -> Result<usize> {
+    let schema = schema::plan();
+    let mut w = TableWriter::create(path, schema.clone(), meta, 65_536)?;
+    let names: Vec<String> = (0..N_ATTRIBUTES).map(attribute_column).collect();
+    for (chunk_no, chunk) in rows.chunks(65_536).enumerate() {
+        let base = chunk_no * 65_536;
+        let boxes = |f: fn(&Op) -> Option<i32>| -> ArrayRef {
+            Arc::new(Int32Array::from_iter(
+                chunk.iter().map(|r| r.op.as_ref().and_then(f)),
+            ))
+        };
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                (0..chunk.len()).map(|k| (base + k) as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|r| ids[r.source].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|r| r.strategy),
+            )),
+            Arc::new(StringArray::from_iter(chunk.iter().map(|r| {
+                r.op.map(|o| match o {
+                    Op::Flip => "flip",
+                    Op::Crop { .. } => "crop",
+                    Op::Erase { .. } => "erase",
+                })
+            }))),
+            boxes(|o| match *o {
+                Op::Crop { x, .. } | Op::Erase { x, .. } => Some(x),
+                Op::Flip => None,
+            }),
+            boxes(|o| match *o {
+                Op::Crop { y, .. } | Op::Erase { y, .. } => Some(y),
+                Op::Flip => None,
+            }),
+            boxes(|o| match *o {
+                Op::Crop { w, .. } | Op::Erase { w, .. } => Some(w),
+                Op::Flip => None,
+            }),
+            boxes(|o| match *o {
+                Op::Crop { h, .. } | Op::Erase { h, .. } => Some(h),
+                Op::Flip => None,
+            }),
+            Arc::new(Int64Array::from_iter(chunk.iter().map(|r| match r.op {
+                Some(Op::Erase { seed, .. }) => Some(seed),
+                _ => None,
+            }))),
+        ];
+        for i in 0..N_ATTRIBUTES {
+            cols.push(Arc::new(BooleanArray::from_iter(
+                chunk.iter().map(|r| Some(label(r.labels, i))),
+            )));
+        }
+        let mut changed = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(
+            arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false),
+        ));
+        for r in chunk {
+            let diff = r.labels ^ sources[r.source];
+            for (i, name) in names.iter().enumerate() {
+                if diff >> i & 1 == 1 {
+                    changed.values().append_value(name);
+                }
+            }
+            changed.append(true);
+        }
+        cols.push(Arc::new(changed.finish()));
+        cols.push(Arc::new(BooleanArray::from_iter(
+            chunk.iter().map(|r| Some(implausible(r.labels, masks))),
+        )));
+        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    }
+    w.finish()
+}
+
+fn write_label_stats(
+    path: &std::path::Path,
+    before: &[u64; N_ATTRIBUTES],
+    after: &[u64; N_ATTRIBUTES],
+    n_before: usize,
+    n_after: usize,
+    meta: &[(String, String)],
+) -> Result<()> {
+    let (ir_b, _) = irlbl(before);
+    let (ir_a, _) = irlbl(after);
+    let schema = schema::label_stats();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..N_ATTRIBUTES).map(attribute_column),
+            )),
+            Arc::new(StringArray::from_iter_values(ABBREVIATIONS)),
+            Arc::new(Int64Array::from_iter_values(
+                before.iter().map(|&c| c as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                after.iter().map(|&c| c as i64),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                before.iter().map(|&c| c as f64 / n_before.max(1) as f64),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                after.iter().map(|&c| c as f64 / n_after.max(1) as f64),
+            )),
+            Arc::new(Float64Array::from_iter(ir_b)),
+            Arc::new(Float64Array::from_iter(ir_a)),
+        ],
+    )?;
+    let mut w = TableWriter::create(path, schema, meta, 1 << 16)?;
+    w.write(&batch)?;
+    w.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(strategy: Strategy, size: Option<f64>) -> Config {
+        let mut c: Config = toml::from_str(&format!("strategy = \"{}\"", strategy.name())).unwrap();
+        c.size = size;
+        c
+    }
+
+    #[test]
+    fn exclusions_are_detected_and_resolved() {
+        let masks = group_masks();
+        let black = 1u64 << attribute_index("Black_Hair").unwrap();
+        let blond = 1u64 << attribute_index("Blond_Hair").unwrap();
+        let bald = 1u64 << attribute_index("Bald").unwrap();
+        assert!(!implausible(black, &masks));
+        assert!(implausible(black | blond, &masks));
+        assert!(implausible(
+            bald | (1 << attribute_index("Bangs").unwrap()),
+            &masks
+        ));
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..50 {
+            let r = resolve_exclusions(black | blond | bald, &masks, &mut rng);
+            assert!(!implausible(r, &masks));
+            assert_eq!(r.count_ones(), 1);
+        }
+    }
+
+    #[test]
+    fn irlbl_and_cvir_by_hand() {
+        let mut c = [0u64; N_ATTRIBUTES];
+        c[0] = 100;
+        c[1] = 50;
+        c[2] = 25;
+        let (ir, mean) = irlbl(&c);
+        assert_eq!(ir[0], Some(1.0));
+        assert_eq!(ir[2], Some(4.0));
+        assert_eq!(ir[3], None);
+        assert!((mean - 7.0 / 3.0).abs() < 1e-12);
+        // sd of (1, 2, 4) with n-1 = 1.5275252; / mean 2.3333
+        assert!((cvir(&c) - 1.527_525_231_651_947 / (7.0 / 3.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn classic_copies_keep_labels_and_boxes_fit() {
+        let sources: Vec<Labels> = (0..10).map(|i| i * 977).collect();
+        for s in [Strategy::Flip, Strategy::Crop, Strategy::Erase] {
+            let (rows, _) = plan(&cfg(s, Some(4.0)), &sources, 3, 64);
+            assert_eq!(rows.len(), 40);
+            for r in &rows[10..] {
+                assert_eq!(r.labels, sources[r.source]);
+                if let Some(Op::Crop { x, y, w, h } | Op::Erase { x, y, w, h, .. }) = r.op {
+                    assert!(x >= 0 && y >= 0 && x + w <= 64 && y + h <= 64, "{:?}", r.op);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ml_ros_raises_minority_labels() {
+        let bald = attribute_index("Bald").unwrap();
+        let mut sources: Vec<Labels> = vec![1 << 0; 90];
+        sources.extend(vec![1u64 << bald | 1; 10]);
+        let (rows, _) = plan(&cfg(Strategy::MlRos, Some(1.5)), &sources, 1, 64);
+        assert_eq!(rows.len(), 150);
+        let after = count(&rows.iter().map(|r| r.labels).collect::<Vec<_>>());
+        assert!(after[bald] > 10 + 40, "{}", after[bald]);
+    }
+}
+
+/// `augment chart`: the originals and every balance stage of a run on one chart.
+pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
+    use crate::pipeline::manifest::Manifest;
+    let m = Manifest::load(run_dir)?.ok_or_else(|| {
+        crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
+    })?;
+    let mut series = Vec::new();
+    for name in m.ordered_names() {
+        let rec = &m.stages[&name];
+        if rec.kind != "balance" {
+            continue;
+        }
+        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
+            continue;
+        };
+        let batches = read_columns(
+            &run_dir.join(&name).join(&t.file),
+            &["positives_before", "positives_after"],
+        )?;
+        let col = |k: usize| -> Vec<u64> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b
+                        .column(k)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default();
+                    a.into_iter().map(|v| v as u64)
+                })
+                .collect()
+        };
+        if series.is_empty() {
+            series.push(Series {
+                name: "original".into(),
+                counts: col(0),
+            });
+        }
+        let strategy = rec
+            .summary
+            .get("strategy")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        series.push(Series {
+            name: format!("{name} ({strategy})"),
+            counts: col(1),
+        });
+    }
+    if series.is_empty() {
+        return Err(crate::config_error!(
+            "{}: the run has no finished balance stage",
+            run_dir.display()
+        ));
+    }
+    charts::label_counts(
+        out,
+        &format!("Positives per attribute: {}", m.run_name),
+        &series,
+    )?;
+    Ok(series.len() - 1)
+}

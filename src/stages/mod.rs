@@ -1,0 +1,177 @@
+//! One module per stage kind: a `Config` (serde, unknown keys rejected) and
+//! `run(&Config, &StageIo) -> Result<StageOutput>`. Stages never import each
+//! other: a stage reads its inputs only through the tables recorded in the
+//! manifest ([`InputStage`]).
+
+pub mod balance;
+pub mod ingest;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::pipeline::config::Device;
+use crate::pipeline::manifest::StageRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    Ingest,
+    Balance,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 2] = [StageKind::Ingest, StageKind::Balance];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Ingest => "ingest",
+            StageKind::Balance => "balance",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|k| k.name()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StageConfig {
+    Ingest(ingest::Config),
+    Balance(balance::Config),
+}
+
+impl StageConfig {
+    pub fn kind(&self) -> StageKind {
+        match self {
+            StageConfig::Ingest(_) => StageKind::Ingest,
+            StageConfig::Balance(_) => StageKind::Balance,
+        }
+    }
+
+    /// Deserializes a stage's own keys (without `kind`/`inputs`); relative
+    /// paths are resolved against `base`, the pipeline file's folder.
+    pub fn from_toml(
+        kind: StageKind,
+        value: toml::Value,
+        base: &Path,
+    ) -> std::result::Result<Self, String> {
+        Ok(match kind {
+            StageKind::Ingest => {
+                let mut c: ingest::Config = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                c.resolve(base)?;
+                StageConfig::Ingest(c)
+            }
+            StageKind::Balance => {
+                let c: balance::Config = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                c.validate()?;
+                StageConfig::Balance(c)
+            }
+        })
+    }
+
+    /// Checks the kinds of the declared inputs.
+    pub fn check_inputs(&self, inputs: &[StageKind]) -> std::result::Result<(), String> {
+        match self {
+            StageConfig::Ingest(_) if !inputs.is_empty() => Err("`ingest` takes no inputs".into()),
+            StageConfig::Balance(_) if inputs != [StageKind::Ingest] => Err(format!(
+                "`balance` needs one `ingest` stage as input, got {}",
+                kind_list(inputs)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fingerprint material from outside the run (e.g. the dataset files on disk).
+    pub fn external_fingerprint(&self) -> Result<String> {
+        match self {
+            StageConfig::Ingest(c) => ingest::external_fingerprint(c),
+            StageConfig::Balance(_) => Ok(String::new()),
+        }
+    }
+}
+
+fn kind_list(k: &[StageKind]) -> String {
+    if k.is_empty() {
+        "none".into()
+    } else {
+        k.iter()
+            .map(|k| format!("`{}`", k.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A finished input stage as a downstream stage sees it.
+#[derive(Debug, Clone)]
+pub struct InputStage {
+    pub name: String,
+    pub dir: PathBuf,
+    pub record: StageRecord,
+}
+
+impl InputStage {
+    /// Path of one of its tables.
+    pub fn table(&self, table: &str) -> Result<PathBuf> {
+        match self.record.tables.iter().find(|t| t.name == table) {
+            Some(t) => Ok(self.dir.join(&t.file)),
+            None => bail!("input stage `{}` has no table `{table}`", self.name),
+        }
+    }
+}
+
+/// Everything a stage may touch.
+pub struct StageIo {
+    pub name: String,
+    /// Temporary output folder; the runner renames it into place on success.
+    pub out_dir: PathBuf,
+    pub inputs: Vec<InputStage>,
+    pub run_seed: u64,
+    pub device: Device,
+    pub quiet: bool,
+}
+
+impl StageIo {
+    pub fn input(&self, kind: &str) -> Result<&InputStage> {
+        match self.inputs.iter().find(|i| i.record.kind == kind) {
+            Some(i) => Ok(i),
+            None => bail!("stage `{}` has no `{kind}` input", self.name),
+        }
+    }
+
+    /// A progress bar with a rate and ETA (hidden with `--quiet`).
+    pub fn progress(&self, len: u64, unit: &str) -> indicatif::ProgressBar {
+        crate::progress::bar(len, unit, self.quiet)
+    }
+
+    /// A line for the user (suppressed with `--quiet`).
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}: {}", self.name, msg.as_ref());
+        }
+    }
+}
+
+/// What a stage produced.
+#[derive(Debug, Default)]
+pub struct StageOutput {
+    /// (table name, file relative to the stage folder, rows)
+    pub tables: Vec<(String, String, usize)>,
+    pub files: Vec<String>,
+    pub summary: serde_json::Value,
+}
+
+pub fn run(def: &crate::pipeline::config::StageDef, io: &StageIo) -> Result<StageOutput> {
+    match &def.config {
+        StageConfig::Ingest(c) => ingest::run(c, io),
+        StageConfig::Balance(c) => balance::run(c, io),
+    }
+}
