@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::data::schema::{ABBREVIATIONS, N_ATTRIBUTES};
 
@@ -78,22 +79,17 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(N_ATTRIBUTES)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 1e-6 || x.fract() == 0.0 {
-                order
-                    .get(i)
-                    .map(|&a| ABBREVIATIONS[a].to_string())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .x_label_style(("sans-serif", 11))
+        .x_labels(0)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc("positives")
         .draw()
         .map_err(err)?;
+    // One abbreviation under each group of bars (plotters' own labels skip some).
+    let style = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (pos, &a) in order.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(pos as f64 + 0.5, 0.0));
+        root.draw(&Text::new(ABBREVIATIONS[a], (px, py + 6), style.clone())).map_err(err)?;
+    }
     let k = series.len().max(1) as f64;
     let width = 0.8 / k;
     for (s_idx, s) in series.iter().enumerate() {
