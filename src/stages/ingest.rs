@@ -338,6 +338,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                     Ok(png) => ok.push((r, Some(png))),
                     Err(reason) => {
                         undecodable += 1;
+                        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
                         rejects.push((r.image_id.clone(), format!("undecodable: {reason}")));
                     }
                 }

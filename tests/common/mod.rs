@@ -1,0 +1,78 @@
+//! Helpers for integration tests: run the real `augment` binary in a temp dir
+//! (ripgrep's `tests/util.rs` style) and find the shared CelebA data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_augment"))
+}
+
+/// Runs `augment ARGS` and returns (exit code, stdout, stderr).
+pub fn augment(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out: Output = bin().args(args).current_dir(cwd).output().expect("run augment");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`augment`] but panics with the output unless it exits 0.
+pub fn augment_ok(args: &[&str], cwd: &Path) -> String {
+    let (code, out, err) = augment(args, cwd);
+    assert_eq!(code, 0, "augment {args:?} failed:\nstdout: {out}\nstderr: {err}");
+    out
+}
+
+/// `$AUGMENT_CELEBA_DIR`, or None after printing why the test is skipped.
+pub fn celeba_dir(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("AUGMENT_CELEBA_DIR").map(PathBuf::from) {
+        Some(p) if p.join("list_attr_celeba.txt").is_file() => Some(p),
+        Some(p) => {
+            eprintln!("SKIPPED {test}: AUGMENT_CELEBA_DIR={} has no list_attr_celeba.txt", p.display());
+            None
+        }
+        None => {
+            eprintln!("SKIPPED {test}: set AUGMENT_CELEBA_DIR to a CelebA folder (CI sets ../shared/data/celeba) to run it");
+            None
+        }
+    }
+}
+
+/// The official attribute file parsed the plain way, independently of the crate:
+/// (image id, 40 labels as bools).
+pub fn parse_attr_independently(path: &Path) -> (Vec<String>, Vec<String>, Vec<[bool; 40]>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let n: usize = lines.next().unwrap().trim().parse().unwrap();
+    let names: Vec<String> = lines.next().unwrap().split_whitespace().map(String::from).collect();
+    let mut ids = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for l in lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.is_empty() {
+            continue;
+        }
+        ids.push(f[0].to_string());
+        let mut row = [false; 40];
+        for i in 0..40 {
+            row[i] = f[i + 1] == "1";
+        }
+        labels.push(row);
+    }
+    assert_eq!(ids.len(), n);
+    (names, ids, labels)
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Reads boolean/string/int columns of a Parquet file as strings, row-major.
+pub fn read_parquet(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let f = std::fs::File::open(path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    r.map(|b| b.unwrap()).collect()
+}

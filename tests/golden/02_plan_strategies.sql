@@ -1,0 +1,1 @@
+SELECT strategy, count(*) AS n FROM balance_plan GROUP BY strategy ORDER BY strategy

@@ -1,0 +1,1 @@
+SELECT round(avg(CAST(bald AS DOUBLE)), 4) AS bald, round(avg(CAST(no_beard AS DOUBLE)), 4) AS no_beard, round(avg(CAST(eyeglasses AS DOUBLE)), 4) AS eyeglasses, round(avg(CAST(young AS DOUBLE)), 4) AS young FROM balance_plan
