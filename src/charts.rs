@@ -85,10 +85,12 @@ where
         .draw()
         .map_err(err)?;
     // One abbreviation under each group of bars (plotters' own labels skip some).
-    let style = TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    let style =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     for (pos, &a) in order.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(pos as f64 + 0.5, 0.0));
-        root.draw(&Text::new(ABBREVIATIONS[a], (px, py + 6), style.clone())).map_err(err)?;
+        root.draw(&Text::new(ABBREVIATIONS[a], (px, py + 6), style.clone()))
+            .map_err(err)?;
     }
     let k = series.len().max(1) as f64;
     let width = 0.8 / k;

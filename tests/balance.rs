@@ -6,16 +6,26 @@ mod common;
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use common::*;
 
 /// (source id, strategy, 40 labels) of every plan row, in sample_id order.
 fn read_plan(path: &std::path::Path) -> Vec<(String, String, [bool; 40])> {
     let mut rows = Vec::new();
     for b in read_parquet(path) {
-        let src = b.column_by_name("source_image_id").unwrap().as_string::<i32>().clone();
-        let strat = b.column_by_name("strategy").unwrap().as_string::<i32>().clone();
-        let attrs: Vec<_> = (0..40).map(|i| b.column(9 + i).as_boolean().clone()).collect();
+        let src = b
+            .column_by_name("source_image_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let strat = b
+            .column_by_name("strategy")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let attrs: Vec<_> = (0..40)
+            .map(|i| b.column(9 + i).as_boolean().clone())
+            .collect();
         for r in 0..b.num_rows() {
             let mut l = [false; 40];
             for i in 0..40 {
@@ -34,7 +44,9 @@ fn std_dev(c: &[u64; 40]) -> f64 {
 
 #[test]
 fn random_doubling_and_dynamic_balancing_invariants() {
-    let Some(celeba) = celeba_dir("random_doubling_and_dynamic_balancing_invariants") else { return };
+    let Some(celeba) = celeba_dir("random_doubling_and_dynamic_balancing_invariants") else {
+        return;
+    };
     let d = tempfile::tempdir().unwrap();
     let p = format!(
         "[run]\nname = \"b\"\ndir = \"run\"\nseed = 11\n\
@@ -49,7 +61,11 @@ fn random_doubling_and_dynamic_balancing_invariants() {
     // Train rows (official split: ids 1..=162,770) from the text file.
     let (_, ids, labels) = parse_attr_independently(&celeba.join("list_attr_celeba.txt"));
     let n = 162_770;
-    let src: HashMap<&str, [bool; 40]> = ids[..n].iter().map(String::as_str).zip(labels[..n].iter().copied()).collect();
+    let src: HashMap<&str, [bool; 40]> = ids[..n]
+        .iter()
+        .map(String::as_str)
+        .zip(labels[..n].iter().copied())
+        .collect();
     let mut base = [0u64; 40];
     for l in &labels[..n] {
         for i in 0..40 {
@@ -80,8 +96,14 @@ fn random_doubling_and_dynamic_balancing_invariants() {
         flips[diff[0]] += 1;
     }
     let expect = n as f64 / 40.0;
-    let chi2: f64 = flips.iter().map(|&f| (f as f64 - expect).powi(2) / expect).sum();
-    assert!(chi2 < 80.0, "flipped attribute far from uniform: chi2 = {chi2:.1} (39 dof), {flips:?}");
+    let chi2: f64 = flips
+        .iter()
+        .map(|&f| (f as f64 - expect).powi(2) / expect)
+        .sum();
+    assert!(
+        chi2 < 80.0,
+        "flipped attribute far from uniform: chi2 = {chi2:.1} (39 dof), {flips:?}"
+    );
 
     // Dynamic balancing: 2N rows; replaying the paper's steps with counts kept
     // here, every new row has its 8 rarest attributes (at the time) set to 1 and
@@ -102,8 +124,13 @@ fn random_doubling_and_dynamic_balancing_invariants() {
         for &i in &forced_off {
             assert!(!l[i], "row {k}: frequent attribute {i} not cleared");
         }
-        let on_boundary = (0..40).filter(|&i| counts[i] == eighth_lowest && l[i]).count();
-        assert!(forced_on.len() + on_boundary >= 8, "row {k}: fewer than 8 rare attributes set");
+        let on_boundary = (0..40)
+            .filter(|&i| counts[i] == eighth_lowest && l[i])
+            .count();
+        assert!(
+            forced_on.len() + on_boundary >= 8,
+            "row {k}: fewer than 8 rare attributes set"
+        );
         // Attributes in neither group keep the source's value.
         for i in 0..40 {
             if counts[i] > eighth_lowest && counts[i] < eighth_highest {
@@ -119,18 +146,46 @@ fn random_doubling_and_dynamic_balancing_invariants() {
     let (sd_rd, sd_db) = (std_dev(&rd_counts), std_dev(&counts));
     eprintln!(
         "positives per attribute: random doubling min {} max {} std {sd_rd:.0}; dynamic balancing min {} max {} std {sd_db:.0}",
-        rd_counts.iter().min().unwrap(), rd_counts.iter().max().unwrap(),
-        counts.iter().min().unwrap(), counts.iter().max().unwrap()
+        rd_counts.iter().min().unwrap(),
+        rd_counts.iter().max().unwrap(),
+        counts.iter().min().unwrap(),
+        counts.iter().max().unwrap()
     );
     assert!(sd_db < 0.6 * sd_rd, "{sd_db} vs {sd_rd}");
     assert!(counts.iter().min() > rd_counts.iter().min());
     assert!(counts.iter().max() < rd_counts.iter().max());
 
     // The stage's label_stats agree with the counts made here.
-    let out = augment_ok(&["sql", "run", "SELECT positives_after FROM dynamic_label_stats", "--format", "csv"], d.path());
-    let got: Vec<u64> = out.trim().lines().skip(1).map(|v| v.parse().unwrap()).collect();
+    let out = augment_ok(
+        &[
+            "sql",
+            "run",
+            "SELECT positives_after FROM dynamic_label_stats",
+            "--format",
+            "csv",
+        ],
+        d.path(),
+    );
+    let got: Vec<u64> = out
+        .trim()
+        .lines()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert_eq!(got, counts.to_vec());
     // SQL over the plan without quoting.
-    let out = augment_ok(&["sql", "run", "SELECT strategy, count(*) AS n, avg(CAST(bald AS DOUBLE)) > 0.3 AS bald_up FROM dynamic_plan GROUP BY strategy ORDER BY strategy", "--format", "csv"], d.path());
-    assert_eq!(out.trim(), "strategy,n,bald_up\ndynamic_balancing,162770,true\noriginal,162770,false");
+    let out = augment_ok(
+        &[
+            "sql",
+            "run",
+            "SELECT strategy, count(*) AS n, avg(CAST(bald AS DOUBLE)) > 0.3 AS bald_up FROM dynamic_plan GROUP BY strategy ORDER BY strategy",
+            "--format",
+            "csv",
+        ],
+        d.path(),
+    );
+    assert_eq!(
+        out.trim(),
+        "strategy,n,bald_up\ndynamic_balancing,162770,true\noriginal,162770,false"
+    );
 }

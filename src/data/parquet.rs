@@ -2,8 +2,10 @@
 //! which stamps the tool version, the Hugging Face feature metadata and any
 //! stage metadata into the file's key-value metadata.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arrow::datatypes::SchemaRef;
@@ -12,7 +14,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use crate::data::schema::huggingface_metadata;
@@ -31,19 +32,18 @@ impl TableWriter {
         metadata: &[(String, String)],
         row_group_rows: usize,
     ) -> Result<Self> {
-        let mut kv = vec![
-            KeyValue::new("huggingface".to_string(), huggingface_metadata(&schema)),
-            KeyValue::new("augment.version".to_string(), crate::VERSION.to_string()),
-        ];
-        kv.extend(
-            metadata
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        );
+        // The metadata goes into the Arrow schema itself: readers that restore
+        // the embedded Arrow schema (pyarrow, hence pandas and `datasets`)
+        // take schema metadata from there, not from the file's key-value list.
+        let mut kv: HashMap<String, String> = HashMap::from([
+            ("huggingface".to_string(), huggingface_metadata(&schema)),
+            ("augment.version".to_string(), crate::VERSION.to_string()),
+        ]);
+        kv.extend(metadata.iter().cloned());
+        let schema = Arc::new(schema.as_ref().clone().with_metadata(kv));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(row_group_rows))
-            .set_key_value_metadata(Some(kv))
             .build();
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))?;
@@ -93,20 +93,4 @@ pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
     };
     let reader = builder.with_batch_size(65_536).build()?;
     reader.map(|b| b.map_err(anyhow::Error::from)).collect()
-}
-
-/// The key-value metadata of a Parquet file.
-pub fn key_value_metadata(path: &Path) -> Result<Vec<(String, String)>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    Ok(builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|kv| {
-            kv.iter()
-                .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default())
 }

@@ -413,7 +413,10 @@ n = 10
         let err = topological(vec![def("a", &["b"]), def("b", &["a"]), def("c", &[])]).unwrap_err();
         assert_eq!(err, "a -> b");
         let ok = topological(vec![def("x", &["y"]), def("y", &[])]).unwrap();
-        assert_eq!(ok.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["y", "x"]);
+        assert_eq!(
+            ok.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["y", "x"]
+        );
     }
 
     #[test]

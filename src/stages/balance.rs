@@ -218,7 +218,7 @@ pub const EXCLUSIVE_GROUPS: [&[&str]; 4] = [
     &["Goatee", "No_Beard"],
 ];
 
-fn group_masks() -> Vec<Labels> {
+pub fn group_masks() -> Vec<Labels> {
     EXCLUSIVE_GROUPS
         .iter()
         .map(|g| {

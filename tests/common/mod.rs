@@ -11,7 +11,11 @@ pub fn bin() -> Command {
 
 /// Runs `augment ARGS` and returns (exit code, stdout, stderr).
 pub fn augment(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out: Output = bin().args(args).current_dir(cwd).output().expect("run augment");
+    let out: Output = bin()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run augment");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -22,7 +26,10 @@ pub fn augment(args: &[&str], cwd: &Path) -> (i32, String, String) {
 /// Like [`augment`] but panics with the output unless it exits 0.
 pub fn augment_ok(args: &[&str], cwd: &Path) -> String {
     let (code, out, err) = augment(args, cwd);
-    assert_eq!(code, 0, "augment {args:?} failed:\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        code, 0,
+        "augment {args:?} failed:\nstdout: {out}\nstderr: {err}"
+    );
     out
 }
 
@@ -31,11 +38,16 @@ pub fn celeba_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os("AUGMENT_CELEBA_DIR").map(PathBuf::from) {
         Some(p) if p.join("list_attr_celeba.txt").is_file() => Some(p),
         Some(p) => {
-            eprintln!("SKIPPED {test}: AUGMENT_CELEBA_DIR={} has no list_attr_celeba.txt", p.display());
+            eprintln!(
+                "SKIPPED {test}: AUGMENT_CELEBA_DIR={} has no list_attr_celeba.txt",
+                p.display()
+            );
             None
         }
         None => {
-            eprintln!("SKIPPED {test}: set AUGMENT_CELEBA_DIR to a CelebA folder (CI sets ../shared/data/celeba) to run it");
+            eprintln!(
+                "SKIPPED {test}: set AUGMENT_CELEBA_DIR to a CelebA folder (CI sets ../shared/data/celeba) to run it"
+            );
             None
         }
     }
@@ -47,7 +59,12 @@ pub fn parse_attr_independently(path: &Path) -> (Vec<String>, Vec<String>, Vec<[
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let n: usize = lines.next().unwrap().trim().parse().unwrap();
-    let names: Vec<String> = lines.next().unwrap().split_whitespace().map(String::from).collect();
+    let names: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let mut ids = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
     for l in lines {
@@ -73,6 +90,9 @@ pub fn write(path: &Path, text: &str) {
 /// Reads boolean/string/int columns of a Parquet file as strings, row-major.
 pub fn read_parquet(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
     let f = std::fs::File::open(path).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap();
     r.map(|b| b.unwrap()).collect()
 }
