@@ -17,22 +17,12 @@ pub mod progress;
 pub mod query;
 pub mod stages;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use anyhow::Result;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-static QUIET: AtomicBool = AtomicBool::new(false);
-
-/// `--quiet` was given.
-pub fn quiet() -> bool {
-    QUIET.load(Ordering::Relaxed)
-}
-
 /// Runs one parsed command.
 pub fn run(cli: cli::Cli) -> Result<()> {
-    QUIET.store(cli.quiet, Ordering::Relaxed);
     match cli.command {
         cli::Command::Run {
             pipeline,

@@ -146,7 +146,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
             continue;
         }
         let rec =
-            run_stage(p, def, &m, &fps).with_context(|| format!("stage `{}` failed", def.name))?;
+            run_stage(p, def, &m, &fps, opts.quiet).with_context(|| format!("stage `{}` failed", def.name))?;
         if !opts.quiet {
             let rows: Vec<String> = rec
                 .tables
@@ -171,6 +171,7 @@ fn run_stage(
     def: &StageDef,
     m: &Manifest,
     fps: &BTreeMap<String, String>,
+    quiet: bool,
 ) -> Result<StageRecord> {
     let final_dir = p.run.dir.join(&def.name);
     let tmp_dir = p.run.dir.join(format!(".{}.tmp", def.name));
@@ -194,7 +195,7 @@ fn run_stage(
         inputs,
         run_seed: p.run.seed,
         device: p.run.device.clone(),
-        quiet: crate::quiet(),
+        quiet,
     };
     let start = Instant::now();
     let out = match stages::run(def, &io) {
