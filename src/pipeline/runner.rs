@@ -145,8 +145,8 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
             }
             continue;
         }
-        let rec =
-            run_stage(p, def, &m, &fps, opts.quiet).with_context(|| format!("stage `{}` failed", def.name))?;
+        let rec = run_stage(p, def, &m, &fps, opts.quiet)
+            .with_context(|| format!("stage `{}` failed", def.name))?;
         if !opts.quiet {
             let rows: Vec<String> = rec
                 .tables
