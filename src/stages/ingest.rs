@@ -296,7 +296,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     if !c.images {
         for chunk in rows.chunks(CHUNK * 8) {
             let refs: Vec<(&Row, Option<Vec<u8>>)> = chunk.iter().map(|r| (r, None)).collect();
-            faces.write(&faces_batch(&schema, &refs, c.image_size)?)?;
+            faces.write(&faces_batch(&schema, &refs)?)?;
         }
         io.say(format!(
             "{} annotated rows ingested without images (images = false)",
@@ -344,7 +344,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 }
             }
             if !ok.is_empty() {
-                faces.write(&faces_batch(&schema, &ok, c.image_size)?)?;
+                faces.write(&faces_batch(&schema, &ok)?)?;
             }
             pb.inc(chunk.len() as u64);
         }
@@ -442,11 +442,7 @@ fn process_image(path: &Path, c: &Config) -> std::result::Result<Vec<u8>, String
     images::encode_png(&img).map_err(|e| e.to_string())
 }
 
-fn faces_batch(
-    schema: &SchemaRef,
-    rows: &[(&Row, Option<Vec<u8>>)],
-    _size: u32,
-) -> Result<RecordBatch> {
+fn faces_batch(schema: &SchemaRef, rows: &[(&Row, Option<Vec<u8>>)]) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|(r, _)| r.image_id.as_str()),
