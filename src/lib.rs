@@ -12,10 +12,12 @@ pub mod charts;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod models;
 pub mod pipeline;
 pub mod progress;
 pub mod query;
 pub mod stages;
+pub mod train;
 
 use anyhow::Result;
 

@@ -238,6 +238,7 @@ impl Canvas {
         }
     }
     /// Fills the ellipse; `inside` may restrict the region further.
+    #[allow(clippy::too_many_arguments)]
     fn ellipse(
         &mut self,
         cx: f32,

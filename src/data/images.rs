@@ -119,6 +119,38 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Mirror left–right (the `flip` baseline).
+pub fn flip_horizontal(img: &RgbImage) -> RgbImage {
+    image::imageops::flip_horizontal(img)
+}
+
+/// Crops the box (clipped to the image) and resizes it back to the image's
+/// size (the `crop` baseline: random cropping, Krizhevsky et al. 2012).
+pub fn crop_back(img: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> RgbImage {
+    let (iw, ih) = img.dimensions();
+    let x = x.min(iw - 1);
+    let y = y.min(ih - 1);
+    let w = w.clamp(1, iw - x);
+    let h = h.clamp(1, ih - y);
+    let part = image::imageops::crop_imm(img, x, y, w, h).to_image();
+    image::imageops::resize(&part, iw, ih, FilterType::Triangle)
+}
+
+/// Random erasing (Zhong et al. 2017, Alg. 1): the box is filled with
+/// uniform random pixel values drawn from `seed`.
+pub fn erase(img: &RgbImage, x: u32, y: u32, w: u32, h: u32, seed: u64) -> RgbImage {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = img.clone();
+    let (iw, ih) = img.dimensions();
+    for yy in y.min(ih)..(y + h).min(ih) {
+        for xx in x.min(iw)..(x + w).min(iw) {
+            out.put_pixel(xx, yy, image::Rgb(rng.random::<[u8; 3]>()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

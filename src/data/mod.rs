@@ -8,3 +8,4 @@ pub mod demo;
 pub mod images;
 pub mod parquet;
 pub mod schema;
+pub mod tensors;

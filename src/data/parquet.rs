@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, BinaryBuilder, StringBuilder, StructArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -93,4 +95,33 @@ pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
     };
     let reader = builder.with_batch_size(65_536).build()?;
     reader.map(|b| b.map_err(anyhow::Error::from)).collect()
+}
+
+/// Builds the HF image struct column; `None` items are null structs.
+pub fn image_struct<'a>(items: impl Iterator<Item = Option<(&'a [u8], String)>>) -> ArrayRef {
+    let mut bytes = BinaryBuilder::new();
+    let mut paths = StringBuilder::new();
+    let mut valid = Vec::new();
+    for it in items {
+        match it {
+            Some((b, p)) => {
+                bytes.append_value(b);
+                paths.append_value(p);
+                valid.push(true);
+            }
+            None => {
+                bytes.append_null();
+                paths.append_null();
+                valid.push(false);
+            }
+        }
+    }
+    let DataType::Struct(fields) = crate::data::schema::image_struct_type() else {
+        unreachable!("image struct type")
+    };
+    Arc::new(StructArray::new(
+        fields,
+        vec![Arc::new(bytes.finish()), Arc::new(paths.finish())],
+        Some(NullBuffer::from(valid)),
+    ))
 }

@@ -300,6 +300,112 @@ pub fn label_stats() -> SchemaRef {
     ]))
 }
 
+/// `train_log`: every logged loss of a `train_generator` stage.
+pub fn train_log() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(
+            "phase",
+            DataType::Utf8,
+            false,
+            "`autoencoder`, `classifier`, `mapping`, `dcgan`, or `<phase>_round<r>` for recursive rounds",
+        ),
+        field(
+            "step",
+            DataType::Int64,
+            false,
+            "optimisation step within the phase, from 1 (0 for values measured before training)",
+        ),
+        field(
+            "loss",
+            DataType::Utf8,
+            false,
+            "name, e.g. `AE/rec_l1`, `D/real`, `k_t`, `M`, `C/loss`, `Phi/perceptual`, `val/rec_l1`",
+        ),
+        field("value", DataType::Float64, false, "its value"),
+    ]))
+}
+
+fn synth_fields() -> Vec<Field> {
+    vec![
+        field(
+            "sample_id",
+            DataType::Int64,
+            false,
+            "the plan row this sample realises",
+        ),
+        field(
+            "source_image_id",
+            DataType::Utf8,
+            false,
+            "the `faces.image_id` the plan row starts from",
+        ),
+        field("strategy", DataType::Utf8, false, "the plan row's strategy"),
+        field(
+            "origin",
+            DataType::Utf8,
+            false,
+            "`real` (a source image), `generated` (drawn by the generator) or `classic` (an image operation or an oversampled copy)",
+        ),
+        field(
+            "generator",
+            DataType::Utf8,
+            true,
+            "`<stage>@sha256:<checkpoint hash>` for generated rows, else null",
+        ),
+        field(
+            "seed",
+            DataType::Int64,
+            true,
+            "the seed that fixes this row: the erase seed for `erase` rows, the run seed otherwise; null for real rows",
+        ),
+    ]
+}
+
+/// `synth`: one row per synthesized plan row (synthesize stage).
+pub fn synth() -> SchemaRef {
+    let mut fields = synth_fields();
+    fields.extend(attribute_fields("target label"));
+    fields.push(field(
+        "label_agreement",
+        DataType::Float64,
+        true,
+        "fraction of the 40 target labels on which classifier C agrees with the image; null without a generator stage",
+    ));
+    fields.push(field(
+        "image",
+        image_struct_type(),
+        false,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}",
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+/// `augmented`: the real source rows plus every kept synthesized row — the
+/// table to train external classifiers on.
+pub fn augmented() -> SchemaRef {
+    let mut fields = vec![field(
+        "image_id",
+        DataType::Utf8,
+        false,
+        "`faces.image_id` for real rows, `synth_<sample_id>.png` for synthesized rows",
+    )];
+    fields.extend(synth_fields());
+    fields.extend(attribute_fields("label"));
+    fields.push(field(
+        "label_agreement",
+        DataType::Float64,
+        true,
+        "as in `synth`; null for real rows",
+    ));
+    fields.push(field(
+        "image",
+        image_struct_type(),
+        false,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}",
+    ));
+    Arc::new(Schema::new(fields))
+}
+
 /// Every table `augment` writes, by name, for `schemas/` and the README.
 pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
     vec![
@@ -307,6 +413,9 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("rejects", "ingest", rejects()),
         ("plan", "balance", plan()),
         ("label_stats", "balance", label_stats()),
+        ("train_log", "train_generator", train_log()),
+        ("synth", "synthesize", synth()),
+        ("augmented", "synthesize", augmented()),
     ]
 }
 

@@ -312,11 +312,11 @@ fn declaration_order(file: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let l = line.trim();
-        if let Some(rest) = l.strip_prefix("[stages.") {
-            if let Some(name) = rest.split(']').next() {
-                let n = out.len();
-                out.entry(name.trim().to_string()).or_insert(n);
-            }
+        if let Some(rest) = l.strip_prefix("[stages.")
+            && let Some(name) = rest.split(']').next()
+        {
+            let n = out.len();
+            out.entry(name.trim().to_string()).or_insert(n);
         }
     }
     out

@@ -180,6 +180,17 @@ fn run_stage(
         std::fs::remove_dir_all(&tmp_dir)?;
     }
     std::fs::create_dir_all(&tmp_dir)?;
+    // Checkpoints of long stages survive a kill here, but only for the same
+    // fingerprint: a changed config or input starts over.
+    let resume_dir = p.run.dir.join(format!(".{}.resume", def.name));
+    let resume_fp = resume_dir.join("fingerprint");
+    if resume_dir.exists()
+        && std::fs::read_to_string(&resume_fp).ok().as_deref() != Some(fps[&def.name].as_str())
+    {
+        std::fs::remove_dir_all(&resume_dir)?;
+    }
+    std::fs::create_dir_all(&resume_dir)?;
+    std::fs::write(&resume_fp, &fps[&def.name])?;
     let inputs: Vec<InputStage> = def
         .inputs
         .iter()
@@ -192,6 +203,7 @@ fn run_stage(
     let io = StageIo {
         name: def.name.clone(),
         out_dir: tmp_dir.clone(),
+        resume_dir: resume_dir.clone(),
         inputs,
         run_seed: p.run.seed,
         device: p.run.device.clone(),
@@ -207,6 +219,7 @@ fn run_stage(
     };
     let wall = start.elapsed().as_secs_f64();
     replace_dir(&tmp_dir, &final_dir)?;
+    std::fs::remove_dir_all(&resume_dir)?;
     Ok(StageRecord {
         kind: def.kind().name().to_string(),
         fingerprint: fps[&def.name].clone(),
@@ -284,11 +297,11 @@ fn print_plan(
             st.name(),
             &fps[&def.name][..12]
         );
-        if let Ok(v) = serde_json::to_value(&def.config) {
-            if let Ok(t) = toml::to_string(&v) {
-                for line in t.lines() {
-                    println!("     {line}");
-                }
+        if let Ok(v) = serde_json::to_value(&def.config)
+            && let Ok(t) = toml::to_string(&v)
+        {
+            for line in t.lines() {
+                println!("     {line}");
             }
         }
     }

@@ -165,9 +165,9 @@ impl Config {
             ));
         }
         let [lo, hi] = self.erase_area;
-        if !(0.0 < lo && lo <= hi && hi < 1.0)
-            || !(0.0 < self.erase_min_aspect && self.erase_min_aspect <= 1.0)
-        {
+        let area_ok = 0.0 < lo && lo <= hi && hi < 1.0;
+        let aspect_ok = 0.0 < self.erase_min_aspect && self.erase_min_aspect <= 1.0;
+        if !(area_ok && aspect_ok) {
             return Err(
                 "erase_area must be 0 < lo <= hi < 1 and erase_min_aspect in (0, 1]".into(),
             );
@@ -298,12 +298,12 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
     match c.strategy {
         Strategy::None => {}
         Strategy::RandomDoubling => {
-            for src in 0..n {
+            for (src, &labels) in sources.iter().enumerate().take(n) {
                 let bit = rng.random_range(0..N_ATTRIBUTES);
                 let r = PlanRow {
                     source: src,
                     strategy: "random_doubling",
-                    labels: sources[src] ^ (1 << bit),
+                    labels: labels ^ (1 << bit),
                     op: None,
                 };
                 push(&mut rows, &mut rng, r);
@@ -784,6 +784,69 @@ fn write_label_stats(
     Ok(())
 }
 
+/// `augment chart`: the originals and every balance stage of a run on one chart.
+pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
+    use crate::pipeline::manifest::Manifest;
+    let m = Manifest::load(run_dir)?.ok_or_else(|| {
+        crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
+    })?;
+    let mut series = Vec::new();
+    for name in m.ordered_names() {
+        let rec = &m.stages[&name];
+        if rec.kind != "balance" {
+            continue;
+        }
+        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
+            continue;
+        };
+        let batches = read_columns(
+            &run_dir.join(&name).join(&t.file),
+            &["positives_before", "positives_after"],
+        )?;
+        let col = |k: usize| -> Vec<u64> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b
+                        .column(k)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default();
+                    a.into_iter().map(|v| v as u64)
+                })
+                .collect()
+        };
+        if series.is_empty() {
+            series.push(Series {
+                name: "original".into(),
+                counts: col(0),
+            });
+        }
+        let strategy = rec
+            .summary
+            .get("strategy")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        series.push(Series {
+            name: format!("{name} ({strategy})"),
+            counts: col(1),
+        });
+    }
+    if series.is_empty() {
+        return Err(crate::config_error!(
+            "{}: the run has no finished balance stage",
+            run_dir.display()
+        ));
+    }
+    charts::label_counts(
+        out,
+        &format!("Positives per attribute: {}", m.run_name),
+        &series,
+    )?;
+    Ok(series.len() - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,67 +917,4 @@ mod tests {
         let after = count(&rows.iter().map(|r| r.labels).collect::<Vec<_>>());
         assert!(after[bald] > 10 + 40, "{}", after[bald]);
     }
-}
-
-/// `augment chart`: the originals and every balance stage of a run on one chart.
-pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
-    use crate::pipeline::manifest::Manifest;
-    let m = Manifest::load(run_dir)?.ok_or_else(|| {
-        crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
-    })?;
-    let mut series = Vec::new();
-    for name in m.ordered_names() {
-        let rec = &m.stages[&name];
-        if rec.kind != "balance" {
-            continue;
-        }
-        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
-            continue;
-        };
-        let batches = read_columns(
-            &run_dir.join(&name).join(&t.file),
-            &["positives_before", "positives_after"],
-        )?;
-        let col = |k: usize| -> Vec<u64> {
-            batches
-                .iter()
-                .flat_map(|b| {
-                    let a = b
-                        .column(k)
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .map(|a| a.values().to_vec())
-                        .unwrap_or_default();
-                    a.into_iter().map(|v| v as u64)
-                })
-                .collect()
-        };
-        if series.is_empty() {
-            series.push(Series {
-                name: "original".into(),
-                counts: col(0),
-            });
-        }
-        let strategy = rec
-            .summary
-            .get("strategy")
-            .and_then(|s| s.as_str())
-            .unwrap_or("");
-        series.push(Series {
-            name: format!("{name} ({strategy})"),
-            counts: col(1),
-        });
-    }
-    if series.is_empty() {
-        return Err(crate::config_error!(
-            "{}: the run has no finished balance stage",
-            run_dir.display()
-        ));
-    }
-    charts::label_counts(
-        out,
-        &format!("Positives per attribute: {}", m.run_name),
-        &series,
-    )?;
-    Ok(series.len() - 1)
 }

@@ -11,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanArray, Int32Array, StringArray, StringBuilder, StructArray,
-};
-use arrow::buffer::NullBuffer;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -24,7 +21,7 @@ use super::{StageIo, StageOutput};
 use crate::data::celeba::{self, Labels, Partition};
 use crate::data::demo;
 use crate::data::images::{self, Crop, Resize};
-use crate::data::parquet::TableWriter;
+use crate::data::parquet::{TableWriter, image_struct};
 use crate::data::schema::{self, BBOX_COLUMNS, LANDMARK_COLUMNS, N_ATTRIBUTES};
 use crate::data_error;
 
@@ -482,40 +479,11 @@ fn png_name(image_id: &str) -> String {
     format!("{stem}.png")
 }
 
-/// Builds the HF image struct column; `None` items are null structs.
-pub fn image_struct<'a>(items: impl Iterator<Item = Option<(&'a [u8], String)>>) -> ArrayRef {
-    let mut bytes = BinaryBuilder::new();
-    let mut paths = StringBuilder::new();
-    let mut valid = Vec::new();
-    for it in items {
-        match it {
-            Some((b, p)) => {
-                bytes.append_value(b);
-                paths.append_value(p);
-                valid.push(true);
-            }
-            None => {
-                bytes.append_null();
-                paths.append_null();
-                valid.push(false);
-            }
-        }
-    }
-    let DataType::Struct(fields) = schema::image_struct_type() else {
-        unreachable!("image struct type")
-    };
-    Arc::new(StructArray::new(
-        fields,
-        vec![Arc::new(bytes.finish()), Arc::new(paths.finish())],
-        Some(NullBuffer::from(valid)),
-    ))
-}
-
 pub fn fmt_int(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -5,6 +5,8 @@
 
 pub mod balance;
 pub mod ingest;
+pub mod synthesize;
+pub mod train_generator;
 
 use std::path::{Path, PathBuf};
 
@@ -19,15 +21,24 @@ use crate::pipeline::manifest::StageRecord;
 pub enum StageKind {
     Ingest,
     Balance,
+    TrainGenerator,
+    Synthesize,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 2] = [StageKind::Ingest, StageKind::Balance];
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Ingest,
+        StageKind::Balance,
+        StageKind::TrainGenerator,
+        StageKind::Synthesize,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Ingest => "ingest",
             StageKind::Balance => "balance",
+            StageKind::TrainGenerator => "train_generator",
+            StageKind::Synthesize => "synthesize",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -43,6 +54,8 @@ impl StageKind {
 pub enum StageConfig {
     Ingest(ingest::Config),
     Balance(balance::Config),
+    TrainGenerator(train_generator::Config),
+    Synthesize(synthesize::Config),
 }
 
 impl StageConfig {
@@ -50,6 +63,8 @@ impl StageConfig {
         match self {
             StageConfig::Ingest(_) => StageKind::Ingest,
             StageConfig::Balance(_) => StageKind::Balance,
+            StageConfig::TrainGenerator(_) => StageKind::TrainGenerator,
+            StageConfig::Synthesize(_) => StageKind::Synthesize,
         }
     }
 
@@ -75,6 +90,33 @@ impl StageConfig {
                 c.validate()?;
                 StageConfig::Balance(c)
             }
+            StageKind::TrainGenerator => {
+                for (key, allowed) in [
+                    ("preset", ["paper_64", "tiny"]),
+                    ("model", ["attr2face", "dcgan"]),
+                ] {
+                    if let Some(v) = value.get(key)
+                        && !v.as_str().is_some_and(|s| allowed.contains(&s))
+                    {
+                        return Err(format!(
+                            "{key} = {v}: expected `{}` or `{}`",
+                            allowed[0], allowed[1]
+                        ));
+                    }
+                }
+                let c: train_generator::Config = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                c.validate()?;
+                StageConfig::TrainGenerator(c)
+            }
+            StageKind::Synthesize => {
+                let c: synthesize::Config = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                c.validate()?;
+                StageConfig::Synthesize(c)
+            }
         })
     }
 
@@ -86,6 +128,36 @@ impl StageConfig {
                 "`balance` needs one `ingest` stage as input, got {}",
                 kind_list(inputs)
             )),
+            StageConfig::TrainGenerator(_) => {
+                let mut k = inputs.to_vec();
+                k.sort_by_key(|k| k.name());
+                let ok = k == [StageKind::Ingest] || k == [StageKind::Balance, StageKind::Ingest];
+                if !ok {
+                    return Err(format!(
+                        "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
+                        kind_list(inputs)
+                    ));
+                }
+                Ok(())
+            }
+            StageConfig::Synthesize(_) => {
+                let mut k = inputs.to_vec();
+                k.sort_by_key(|k| k.name());
+                let ok = k == [StageKind::Balance, StageKind::Ingest]
+                    || k == [
+                        StageKind::Balance,
+                        StageKind::Ingest,
+                        StageKind::TrainGenerator,
+                    ];
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`synthesize` needs one `ingest`, one `balance` and (for generated rows) one `train_generator` stage, got {}",
+                        kind_list(inputs)
+                    ))
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -94,7 +166,9 @@ impl StageConfig {
     pub fn external_fingerprint(&self) -> Result<String> {
         match self {
             StageConfig::Ingest(c) => ingest::external_fingerprint(c),
-            StageConfig::Balance(_) => Ok(String::new()),
+            StageConfig::Balance(_)
+            | StageConfig::TrainGenerator(_)
+            | StageConfig::Synthesize(_) => Ok(String::new()),
         }
     }
 }
@@ -133,6 +207,9 @@ pub struct StageIo {
     pub name: String,
     /// Temporary output folder; the runner renames it into place on success.
     pub out_dir: PathBuf,
+    /// Kept across failed or killed runs with the same fingerprint (training
+    /// checkpoints); removed once the stage succeeds.
+    pub resume_dir: PathBuf,
     pub inputs: Vec<InputStage>,
     pub run_seed: u64,
     pub device: Device,
@@ -144,6 +221,22 @@ impl StageIo {
         match self.inputs.iter().find(|i| i.record.kind == kind) {
             Some(i) => Ok(i),
             None => bail!("stage `{}` has no `{kind}` input", self.name),
+        }
+    }
+
+    /// The candle device of the run's `device` setting.
+    pub fn candle_device(&self) -> Result<candle_core::Device> {
+        match self.device {
+            Device::Cpu => Ok(candle_core::Device::Cpu),
+            Device::Cuda(n) => {
+                if !cfg!(feature = "cuda") {
+                    return Err(crate::config_error!(
+                        "run.device = \"cuda:{n}\" needs a build with CUDA: `cargo install --path . --features cuda` (or use device = \"cpu\")"
+                    ));
+                }
+                candle_core::Device::new_cuda(n)
+                    .map_err(|e| crate::data_error!("cannot open cuda:{n}: {e}"))
+            }
         }
     }
 
@@ -173,5 +266,7 @@ pub fn run(def: &crate::pipeline::config::StageDef, io: &StageIo) -> Result<Stag
     match &def.config {
         StageConfig::Ingest(c) => ingest::run(c, io),
         StageConfig::Balance(c) => balance::run(c, io),
+        StageConfig::TrainGenerator(c) => train_generator::run(c, io),
+        StageConfig::Synthesize(c) => synthesize::run(c, io),
     }
 }

@@ -1,0 +1,115 @@
+//! The networks, one file per family, each a serde `Config` with named
+//! presets, `new(cfg, vb)` and `impl Module` (or a `forward` taking the
+//! conditioning labels). Models know candle only: no Arrow, no TOML.
+//!
+//! - [`began`]: encoder G_en, decoder G_de and the BEGAN autoencoder discriminator.
+//! - [`classifier`]: the attribute classifier C and the conv stack it shares with D_conv.
+//! - [`mapping`]: the mapping Φ from 40 labels to the embedding.
+//! - [`discriminator`]: D_fc on embeddings and D_conv on images, both label-conditioned.
+//! - [`attr2face`]: the presets of the whole "for free" generator family.
+
+pub mod attr2face;
+pub mod began;
+pub mod classifier;
+pub mod discriminator;
+pub mod mapping;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Activation functions the configs can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    /// slope 0.2, as DCGAN and the paper's classifier
+    LeakyRelu,
+    Elu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.2),
+            Activation::Elu => x.elu(1.0),
+        }
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling written as reshape + broadcast, whose
+/// backward pass is a plain sum: candle's `upsample_nearest2d` backward is
+/// several times slower on CPU (../shared/STACK.md).
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
+}
+
+/// Re-initialises every variable of `vm` from `seed`, so that a run is
+/// reproducible (candle's CPU initialisers draw from an unseeded RNG).
+/// Weights and biases are U(−1/√fan_in, 1/√fan_in), PyTorch's default for
+/// linear and conv layers; `fan_in` of a bias is its weight's.
+pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
+    let data = vm.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (k, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let fan_in = if name.ends_with(".bias") {
+            let w = format!("{}.weight", name.trim_end_matches(".bias"));
+            data.get(&w)
+                .map(|w| w.dims()[1..].iter().product::<usize>())
+                .unwrap_or(dims[0])
+        } else {
+            dims[1..].iter().product::<usize>().max(1)
+        };
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(k as u64 * 0x9E37_79B9));
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let t = Tensor::from_vec(v, dims.as_slice(), var.device())?.to_dtype(DType::F32)?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// Number of scalar parameters in a var map.
+pub fn parameter_count(vm: &VarMap) -> usize {
+    vm.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn upsample2x_matches_candle_nearest() {
+        let x = Tensor::arange(0f32, 24., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 3, 4))
+            .unwrap();
+        let a: Vec<f32> = upsample2x(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = x
+            .upsample_nearest2d(6, 8)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,599 @@
+//! `kind = "synthesize"`: turns a balance plan into labelled images.
+//!
+//! For each plan row: `original` rows are the source faces, copied byte for
+//! byte; `random_doubling` / `dynamic_balancing` rows are drawn by the
+//! generator, `G_de(Φ(a))` (Liu et al. Sec. III-B, "Testing phase"), and
+//! resized to the ingested image size; `flip` / `crop` / `erase` rows apply
+//! the image operation the plan recorded to the source face (random erasing
+//! after Zhong et al. 2017); `ml_ros` rows are copies of their source.
+//!
+//! Tables: `synth` (every non-original row, with `label_agreement`: the
+//! fraction of the 40 target labels on which the generator stage's
+//! classifier C agrees with the image) and `augmented` (the real rows plus
+//! every synthesized row that passes `min_label_agreement`), the table to
+//! train external classifiers on. `grid.png` is Fig. 6: for a few source
+//! faces, the image drawn for their labels and for flips of smiling, hair
+//! colour, pale skin, male and young.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::Int64Type;
+use arrow::record_batch::RecordBatch;
+use candle_core::{DType, Device, Module};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{InputStage, StageIo, StageOutput};
+use crate::data::celeba::Labels;
+use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
+use crate::data::parquet::{TableWriter, image_struct, read_columns};
+use crate::data::schema::{self, N_ATTRIBUTES, attribute_column, attribute_index};
+use crate::data::tensors::{
+    image_bytes, images_tensor, labels_of_batch, labels_tensor, resize_square, strings,
+    tensor_to_rgb,
+};
+use crate::data_error;
+use crate::models::attr2face::Config as NetConfig;
+use crate::models::began::Decoder;
+use crate::models::classifier::Classifier;
+use crate::models::mapping::Mapping;
+
+fn default_batch() -> usize {
+    64
+}
+fn default_grid_rows() -> usize {
+    6
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Images per generator forward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Keep only synthesized rows whose `label_agreement` is at least this
+    /// (in `augmented`; `synth` keeps every row). Off by default.
+    #[serde(default)]
+    pub min_label_agreement: Option<f64>,
+    /// Source faces in `grid.png` (0: no grid).
+    #[serde(default = "default_grid_rows")]
+    pub grid_rows: usize,
+}
+
+impl Config {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        if let Some(m) = self.min_label_agreement
+            && !(0.0..=1.0).contains(&m)
+        {
+            return Err(format!("min_label_agreement = {m}: must be in [0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+/// One plan row.
+#[derive(Debug, Clone)]
+struct PlanRow {
+    sample_id: i64,
+    source: String,
+    strategy: String,
+    op: Option<String>,
+    op_box: [i32; 4],
+    op_seed: Option<i64>,
+    labels: Labels,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Real,
+    Generated,
+    Classic,
+}
+
+impl Origin {
+    fn of(strategy: &str) -> Origin {
+        match strategy {
+            "original" => Origin::Real,
+            "random_doubling" | "dynamic_balancing" => Origin::Generated,
+            _ => Origin::Classic,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Origin::Real => "real",
+            Origin::Generated => "generated",
+            Origin::Classic => "classic",
+        }
+    }
+}
+
+fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
+    let mut cols: Vec<String> = [
+        "sample_id",
+        "source_image_id",
+        "strategy",
+        "op",
+        "op_x",
+        "op_y",
+        "op_width",
+        "op_height",
+        "op_seed",
+    ]
+    .map(String::from)
+    .to_vec();
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    for b in read_columns(path, &names)? {
+        let id = b
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .context("sample_id is not Int64")?;
+        let src = strings(&b, 1)?;
+        let strategy = strings(&b, 2)?;
+        let op = strings(&b, 3)?;
+        let ints: Vec<_> = (4..8)
+            .map(|c| {
+                b.column(c)
+                    .as_primitive_opt::<arrow::datatypes::Int32Type>()
+                    .context("op box is not Int32")
+            })
+            .collect::<Result<_>>()?;
+        let seed = b
+            .column(8)
+            .as_primitive_opt::<Int64Type>()
+            .context("op_seed is not Int64")?;
+        let labels = labels_of_batch(&b, 9)?;
+        for (r, &labels_r) in labels.iter().enumerate() {
+            rows.push(PlanRow {
+                sample_id: id.value(r),
+                source: src.value(r).to_string(),
+                strategy: strategy.value(r).to_string(),
+                op: (!op.is_null(r)).then(|| op.value(r).to_string()),
+                op_box: [0, 1, 2, 3].map(|k| {
+                    if ints[k].is_null(r) {
+                        0
+                    } else {
+                        ints[k].value(r)
+                    }
+                }),
+                op_seed: (!seed.is_null(r)).then(|| seed.value(r)),
+                labels: labels_r,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// PNG bytes of the faces in `wanted`, by image id.
+fn read_face_images(path: &Path, wanted: &HashSet<&str>) -> Result<HashMap<String, Vec<u8>>> {
+    let mut out = HashMap::new();
+    for b in read_columns(path, &["image_id", "image"])? {
+        let id = strings(&b, 0)?;
+        for r in 0..b.num_rows() {
+            if !wanted.contains(id.value(r)) {
+                continue;
+            }
+            let Some(bytes) = image_bytes(b.column(1).as_ref(), r) else {
+                return Err(data_error!(
+                    "{}: face {} has no image; ingest with `images = true`",
+                    path.display(),
+                    id.value(r)
+                ));
+            };
+            out.insert(id.value(r).to_string(), bytes.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// The generator stage's networks.
+struct Generator {
+    name: String,
+    mapping: Mapping,
+    decoder: Decoder,
+    classifier: Classifier,
+    image_size: usize,
+}
+
+impl Generator {
+    fn load(stage: &InputStage, dev: &Device) -> Result<Generator> {
+        let model: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(stage.dir.join("model.json"))?)?;
+        let net: NetConfig = serde_json::from_value(model["network"].clone())
+            .context("model.json: network sizes")?;
+        let gen_path = stage.dir.join("generator.safetensors");
+        let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
+        let g = candle_core::safetensors::load(&gen_path, dev)?;
+        let vb = VarBuilder::from_tensors(g, DType::F32, dev);
+        let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
+        let vc = VarBuilder::from_tensors(c, DType::F32, dev);
+        Ok(Generator {
+            name: format!("{}@sha256:{sha}", stage.name),
+            mapping: Mapping::new(&net.mapping, vb.pp("mapping"))?,
+            decoder: Decoder::new(&net.autoencoder, vb.pp("decoder"))?,
+            classifier: Classifier::new(&net.classifier, vc)?,
+            image_size: net.image_size(),
+        })
+    }
+
+    /// G_de(Φ(a)) for each label vector, at the generator's size.
+    fn draw(&self, labels: &[Labels], batch: usize, dev: &Device) -> Result<Vec<RgbImage>> {
+        let mut out = Vec::with_capacity(labels.len());
+        for c in labels.chunks(batch) {
+            let a = labels_tensor(c, dev)?;
+            out.extend(tensor_to_rgb(
+                &self.decoder.forward(&self.mapping.forward(&a)?)?,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// C's agreement with each image's target labels.
+    fn agreement(
+        &self,
+        imgs: &[RgbImage],
+        labels: &[Labels],
+        batch: usize,
+        dev: &Device,
+    ) -> Result<Vec<f64>> {
+        let mut out = Vec::with_capacity(imgs.len());
+        for (ic, lc) in imgs.chunks(batch).zip(labels.chunks(batch)) {
+            let small: Vec<RgbImage> = ic
+                .iter()
+                .map(|i| resize_square(i.clone(), self.image_size))
+                .collect();
+            let x = images_tensor(&small, dev)?;
+            let logits = self.classifier.forward(&x)?;
+            out.extend(crate::train::attr2face::label_agreement(
+                &logits,
+                &labels_tensor(lc, dev)?,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// Applies a classic row's operation to its source face.
+fn classic_image(row: &PlanRow, src: &RgbImage) -> Result<RgbImage> {
+    let [x, y, w, h] = row.op_box.map(|v| v.max(0) as u32);
+    Ok(match row.op.as_deref() {
+        Some("flip") => flip_horizontal(src),
+        Some("crop") => crop_back(src, x, y, w, h),
+        Some("erase") => erase(src, x, y, w, h, row.op_seed.unwrap_or(0) as u64),
+        None => src.clone(),
+        Some(other) => {
+            return Err(data_error!(
+                "plan row {}: unknown op `{other}`",
+                row.sample_id
+            ));
+        }
+    })
+}
+
+struct Writers {
+    synth: TableWriter,
+    augmented: TableWriter,
+    dropped: usize,
+}
+
+/// A finished row before it becomes Arrow.
+struct OutRow<'a> {
+    plan: &'a PlanRow,
+    origin: Origin,
+    generator: Option<&'a str>,
+    seed: Option<i64>,
+    agreement: Option<f64>,
+    png: Vec<u8>,
+}
+
+fn batch_of(
+    rows: &[OutRow],
+    with_image_id: bool,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    let file_name = |r: &OutRow| {
+        if r.origin == Origin::Real {
+            r.plan.source.clone()
+        } else {
+            format!("synth_{:08}.png", r.plan.sample_id)
+        }
+    };
+    if with_image_id {
+        cols.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(file_name),
+        )));
+    }
+    cols.push(Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| r.plan.sample_id),
+    )));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.plan.source.as_str()),
+    )));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.plan.strategy.as_str()),
+    )));
+    cols.push(Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.origin.name()),
+    )));
+    cols.push(Arc::new(StringArray::from_iter(
+        rows.iter().map(|r| r.generator),
+    )));
+    cols.push(Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.seed))));
+    for i in 0..N_ATTRIBUTES {
+        cols.push(Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some((r.plan.labels >> i) & 1 == 1)),
+        )));
+    }
+    cols.push(Arc::new(Float64Array::from_iter(
+        rows.iter().map(|r| r.agreement),
+    )));
+    let names: Vec<String> = rows.iter().map(file_name).collect();
+    cols.push(image_struct(
+        rows.iter()
+            .zip(&names)
+            .map(|(r, n)| Some((r.png.as_slice(), n.clone()))),
+    ));
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let dev = io.candle_device()?;
+    let plan_stage = io.input("balance")?;
+    let plan = read_plan(&plan_stage.table("plan")?)?;
+    let generator = match io
+        .inputs
+        .iter()
+        .find(|i| i.record.kind == "train_generator")
+    {
+        Some(s) => Some(Generator::load(s, &dev)?),
+        None => None,
+    };
+    let n_generated = plan
+        .iter()
+        .filter(|r| Origin::of(&r.strategy) == Origin::Generated)
+        .count();
+    if n_generated > 0 && generator.is_none() {
+        return Err(data_error!(
+            "plan `{}` has {n_generated} generator rows; add a `train_generator` stage to this stage's inputs",
+            plan_stage.name
+        ));
+    }
+    let faces_path = io.input("ingest")?.table("faces")?;
+    let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
+    let face_png = read_face_images(&faces_path, &wanted)?;
+    if let Some(missing) = plan.iter().find(|r| !face_png.contains_key(&r.source)) {
+        return Err(data_error!(
+            "plan row {} names source {}, which `{}` does not have; rerun the balance stage on this ingest",
+            missing.sample_id,
+            missing.source,
+            faces_path.display()
+        ));
+    }
+    let face_size = match face_png.values().next() {
+        Some(b) => decode_rgb(b).map_err(|e| data_error!("{e}"))?.width() as usize,
+        None => 64,
+    };
+    let run_seed = io.run_seed as i64;
+    let gen_name = generator.as_ref().map(|g| g.name.clone());
+
+    let out = &io.out_dir;
+    let mut w = Writers {
+        synth: TableWriter::create(&out.join("synth.parquet"), schema::synth(), &[], 512)?,
+        augmented: TableWriter::create(
+            &out.join("augmented.parquet"),
+            schema::augmented(),
+            &[],
+            512,
+        )?,
+        dropped: 0,
+    };
+
+    // Real rows first.
+    let originals: Vec<&PlanRow> = plan.iter().filter(|r| r.strategy == "original").collect();
+    for chunk in originals.chunks(512) {
+        let rows: Vec<OutRow> = chunk
+            .iter()
+            .map(|r| OutRow {
+                plan: r,
+                origin: Origin::Real,
+                generator: None,
+                seed: None,
+                agreement: None,
+                png: face_png[&r.source].clone(),
+            })
+            .collect();
+        w.augmented
+            .write(&batch_of(&rows, true, schema::augmented())?)?;
+    }
+
+    let todo: Vec<&PlanRow> = plan.iter().filter(|r| r.strategy != "original").collect();
+    io.say(format!(
+        "{} real rows, {} to synthesize ({} by the generator, {} by image operations)",
+        originals.len(),
+        todo.len(),
+        n_generated,
+        todo.len() - n_generated
+    ));
+    let pb = io.progress(todo.len() as u64, "images");
+    let mut agreement_sum = 0.0;
+    let mut agreement_n = 0usize;
+    for chunk in todo.chunks(512) {
+        // Generated rows in one batched pass, classic rows in parallel.
+        let gen_idx: Vec<usize> = (0..chunk.len())
+            .filter(|&i| Origin::of(&chunk[i].strategy) == Origin::Generated)
+            .collect();
+        let mut imgs: Vec<Option<RgbImage>> = chunk
+            .par_iter()
+            .map(|r| -> Result<Option<RgbImage>> {
+                if Origin::of(&r.strategy) == Origin::Generated {
+                    return Ok(None);
+                }
+                let src = decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?;
+                Ok(Some(classic_image(r, &src)?))
+            })
+            .collect::<Result<_>>()?;
+        if let Some(g) = &generator
+            && !gen_idx.is_empty()
+        {
+            let labels: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
+            let drawn = g.draw(&labels, c.batch_size, &dev)?;
+            for (&i, img) in gen_idx.iter().zip(drawn) {
+                imgs[i] = Some(resize_square(img, face_size));
+            }
+        }
+        let imgs: Vec<RgbImage> = imgs
+            .into_iter()
+            .map(|i| i.expect("every row drawn"))
+            .collect();
+        let agreement: Vec<Option<f64>> = match &generator {
+            Some(g) => {
+                let labels: Vec<Labels> = chunk.iter().map(|r| r.labels).collect();
+                g.agreement(&imgs, &labels, c.batch_size, &dev)?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => vec![None; chunk.len()],
+        };
+        let pngs: Vec<Vec<u8>> = imgs.par_iter().map(encode_png).collect::<Result<_>>()?;
+        let rows: Vec<OutRow> = chunk
+            .iter()
+            .zip(pngs)
+            .zip(&agreement)
+            .map(|((r, png), a)| {
+                let origin = Origin::of(&r.strategy);
+                OutRow {
+                    plan: r,
+                    origin,
+                    generator: (origin == Origin::Generated)
+                        .then_some(gen_name.as_deref())
+                        .flatten(),
+                    seed: Some(if r.op.as_deref() == Some("erase") {
+                        r.op_seed.unwrap_or(run_seed)
+                    } else {
+                        run_seed
+                    }),
+                    agreement: *a,
+                    png,
+                }
+            })
+            .collect();
+        for a in agreement.iter().flatten() {
+            agreement_sum += a;
+            agreement_n += 1;
+        }
+        w.synth.write(&batch_of(&rows, false, schema::synth())?)?;
+        let keep: Vec<OutRow> = rows
+            .into_iter()
+            .filter(|r| match (c.min_label_agreement, r.agreement) {
+                (Some(m), Some(a)) => a >= m,
+                _ => true,
+            })
+            .collect();
+        w.dropped += chunk.len() - keep.len();
+        if !keep.is_empty() {
+            w.augmented
+                .write(&batch_of(&keep, true, schema::augmented())?)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let synth_rows = w.synth.finish()?;
+    let augmented_rows = w.augmented.finish()?;
+    if let Some(m) = c.min_label_agreement {
+        io.say(format!(
+            "min_label_agreement {m}: dropped {} of {} synthesized rows from `augmented`",
+            w.dropped, synth_rows
+        ));
+    }
+    let mean_agreement = (agreement_n > 0).then(|| agreement_sum / agreement_n as f64);
+    if let Some(a) = mean_agreement {
+        io.say(format!("mean label agreement of synthesized rows: {a:.4}"));
+    }
+    let mut files = Vec::new();
+    if let Some(g) = &generator
+        && c.grid_rows > 0
+        && !originals.is_empty()
+    {
+        let sources: Vec<&PlanRow> = originals.iter().copied().take(c.grid_rows).collect();
+        fig6_grid(g, &sources, &face_png, face_size, &dev)?.save(out.join("grid.png"))?;
+        files.push("grid.png".to_string());
+    }
+    Ok(StageOutput {
+        tables: vec![
+            ("synth".into(), "synth.parquet".into(), synth_rows),
+            (
+                "augmented".into(),
+                "augmented.parquet".into(),
+                augmented_rows,
+            ),
+        ],
+        files,
+        summary: serde_json::json!({
+            "real_rows": originals.len(),
+            "synthesized_rows": synth_rows,
+            "generated_rows": n_generated,
+            "dropped_by_min_label_agreement": w.dropped,
+            "mean_label_agreement": mean_agreement,
+            "generator": gen_name,
+        }),
+    })
+}
+
+/// Fig. 6: per source face, the real image, the image drawn for its labels,
+/// and for flips of smiling, hair colour (black ↔ blond), pale skin, male, young.
+fn fig6_grid(
+    g: &Generator,
+    sources: &[&PlanRow],
+    face_png: &HashMap<String, Vec<u8>>,
+    size: usize,
+    dev: &Device,
+) -> Result<RgbImage> {
+    let idx = |n: &str| attribute_index(n).expect("known attribute");
+    let flip = |l: Labels, n: &str| l ^ (1u64 << idx(n));
+    let hair = |l: Labels| {
+        let black = 1u64 << idx("Black_Hair");
+        let blond = 1u64 << idx("Blond_Hair");
+        let others = (1u64 << idx("Brown_Hair")) | (1u64 << idx("Gray_Hair"));
+        let l = l & !others;
+        if l & black != 0 {
+            (l & !black) | blond
+        } else {
+            (l & !blond) | black
+        }
+    };
+    let mut labels = Vec::new();
+    for s in sources {
+        let l = s.labels;
+        labels.extend([
+            l,
+            flip(l, "Smiling"),
+            hair(l),
+            flip(l, "Pale_Skin"),
+            flip(l, "Male"),
+            flip(l, "Young"),
+        ]);
+    }
+    let drawn = g.draw(&labels, 64, dev)?;
+    let mut cells = Vec::new();
+    for (k, s) in sources.iter().enumerate() {
+        let real = decode_rgb(&face_png[&s.source]).map_err(|e| data_error!("{e}"))?;
+        cells.push(resize_square(real, size));
+        for img in &drawn[k * 6..(k + 1) * 6] {
+            cells.push(resize_square(img.clone(), size));
+        }
+    }
+    Ok(crate::data::tensors::grid(&cells, 7))
+}
