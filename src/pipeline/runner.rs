@@ -214,6 +214,13 @@ fn run_stage(
         Ok(o) => o,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp_dir);
+            // Keep the resume folder only when the stage left checkpoints in it.
+            let only_fingerprint = std::fs::read_dir(&resume_dir)
+                .map(|d| d.flatten().all(|e| e.file_name() == "fingerprint"))
+                .unwrap_or(true);
+            if only_fingerprint {
+                let _ = std::fs::remove_dir_all(&resume_dir);
+            }
             return Err(e);
         }
     };
