@@ -305,12 +305,25 @@ fn print_plan(
             &fps[&def.name][..12]
         );
         if let Ok(v) = serde_json::to_value(&def.config)
-            && let Ok(t) = toml::to_string(&v)
+            && let Ok(t) = toml::to_string(&without_nulls(v))
         {
             for line in t.lines() {
                 println!("     {line}");
             }
         }
+    }
+}
+
+/// TOML has no null: unset options are left out of the printed plan.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other,
     }
 }
 
