@@ -371,11 +371,13 @@ pub fn synth() -> SchemaRef {
         true,
         "fraction of the 40 target labels on which classifier C agrees with the image; null without a generator stage",
     ));
+    // Nullable like `faces.image`: `datasets` applies its Image feature only
+    // when the Arrow field equals the one it would write, nullability included.
     fields.push(field(
         "image",
         image_struct_type(),
-        false,
-        "Hugging Face `datasets` Image struct {bytes: PNG, path}",
+        true,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}; never null here",
     ));
     Arc::new(Schema::new(fields))
 }
@@ -397,11 +399,13 @@ pub fn augmented() -> SchemaRef {
         true,
         "as in `synth`; null for real rows",
     ));
+    // Nullable like `faces.image`: `datasets` applies its Image feature only
+    // when the Arrow field equals the one it would write, nullability included.
     fields.push(field(
         "image",
         image_struct_type(),
-        false,
-        "Hugging Face `datasets` Image struct {bytes: PNG, path}",
+        true,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}; never null here",
     ));
     Arc::new(Schema::new(fields))
 }
