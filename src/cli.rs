@@ -6,6 +6,30 @@ use clap::{Parser, Subcommand};
 
 use crate::query::Format;
 
+/// Arguments of the pairwise metric commands.
+#[derive(Debug, clap::Args)]
+pub struct PairArgs {
+    /// Image folder or Parquet table.
+    pub a: PathBuf,
+    /// Image folder or Parquet table.
+    pub b: PathBuf,
+    /// Key column of Parquet inputs.
+    #[arg(long, default_value = "image_id")]
+    pub key: String,
+    /// SQL condition selecting Parquet rows, e.g. "partition = 'test'".
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub filter: Option<String>,
+    /// Resize both images to SIZE×SIZE first.
+    #[arg(long, value_name = "SIZE")]
+    pub resize: Option<usize>,
+    /// Compare only the top-left SIZE×SIZE region (after --resize).
+    #[arg(long, value_name = "SIZE")]
+    pub crop: Option<usize>,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -75,6 +99,22 @@ the name is unique in the run, and always as <stage>_<table> (e.g. balance_plan)
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// MS-SSIM between paired images of two folders or Parquet tables (pytorch_msssim's settings;
+    /// images under 161 px use fewer scales, see --help).
+    #[command(
+        name = "ms-ssim",
+        after_help = "A and B are image folders (PNG/JPEG) or Parquet tables with an `image` column; pairs are \
+matched by file name or --key, extension dropped. Images of 161 px and more use the reference's 5 scales \
+(Wang et al. 2003; pytorch_msssim); smaller ones use as many scales as fit, and below 11 px a smaller \
+window; the output says which.\n\nExamples:\n  augment ms-ssim originals/ edited/\n  augment ms-ssim originals/ edited/ --crop 10   \
+# SG-GAN's background MS-SSIM\n  augment ms-ssim runs/a/ingest/faces.parquet runs/b/ingest/faces.parquet --where \"partition = 'test'\" --json"
+    )]
+    MsSsim(PairArgs),
+    /// PSNR (dB) between paired images of two folders or Parquet tables.
+    #[command(
+        after_help = "Pairs as for `augment ms-ssim`. Identical pairs (infinite PSNR) are counted and left out of the mean."
+    )]
+    Psnr(PairArgs),
     /// Draw the per-attribute positives of the originals and of every balance stage of a run on one chart.
     Chart {
         run_dir: PathBuf,

@@ -10,8 +10,10 @@
 
 pub mod charts;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod pipeline;
 pub mod progress;
@@ -68,6 +70,8 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             }
             Ok(())
         }
+        cli::Command::MsSsim(a) => pairwise(compare::Pairwise::MsSsim, a),
+        cli::Command::Psnr(a) => pairwise(compare::Pairwise::Psnr, a),
         cli::Command::Chart { run_dir, out } => {
             let n = stages::balance::chart_run(&run_dir, &out)?;
             if !cli.quiet {
@@ -76,4 +80,23 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn pairwise(metric: compare::Pairwise, a: cli::PairArgs) -> Result<()> {
+    if a.crop == Some(0) || a.resize == Some(0) {
+        return Err(config_error!("--crop and --resize must be at least 1"));
+    }
+    let opts = compare::Options {
+        key: a.key,
+        filter: a.filter,
+        resize: a.resize,
+        crop: a.crop,
+    };
+    let r = compare::pairwise(metric, &a.a, &a.b, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.human());
+    }
+    Ok(())
 }

@@ -68,14 +68,30 @@ pub fn sql(run_dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
             manifest::FILE
         )
     })?;
+    let tables: Vec<(String, std::path::PathBuf)> = table_names(&m, run_dir)
+        .into_iter()
+        .map(|(name, _, _, path, _)| (name, path))
+        .collect();
+    run_read_only(&tables, query)
+}
+
+/// Runs `query` read-only over one Parquet file registered as table `t`.
+pub fn sql_on_file(path: &Path, query: &str) -> Result<Vec<RecordBatch>> {
+    if !path.is_file() {
+        return Err(config_error!("{}: no such Parquet file", path.display()));
+    }
+    run_read_only(&[("t".to_string(), path.to_path_buf())], query)
+}
+
+fn run_read_only(tables: &[(String, std::path::PathBuf)], query: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .build()
         .context("starting the query runtime")?;
     rt.block_on(async {
         let ctx = SessionContext::new();
-        for (name, _, _, path, _) in table_names(&m, run_dir) {
+        for (name, path) in tables {
             let p = path.to_str().context("non-UTF-8 path")?.to_string();
-            ctx.register_parquet(&name, &p, ParquetReadOptions::default())
+            ctx.register_parquet(name, &p, ParquetReadOptions::default())
                 .await
                 .with_context(|| format!("registering {}", path.display()))?;
         }
