@@ -110,6 +110,43 @@ window; the output says which.\n\nExamples:\n  augment ms-ssim originals/ edited
 # SG-GAN's background MS-SSIM\n  augment ms-ssim runs/a/ingest/faces.parquet runs/b/ingest/faces.parquet --where \"partition = 'test'\" --json"
     )]
     MsSsim(PairArgs),
+    /// FID (and KID with --kid) between two image sets: the FID Inception of pytorch-fid, ported to candle.
+    #[command(
+        after_help = "A and B are image folders (PNG/JPEG) or Parquet tables with an `image` column (--where selects rows). \
+Inputs are resized to 299x299 bilinearly (align_corners=false, no antialias) and scaled to [-1, 1], as pytorch-fid does. \
+The weights are the TF 2015-12-05 FID Inception as safetensors (--weights or $AUGMENT_FID_WEIGHTS).\n\nExamples:\n  \
+augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet runs/r/synthesize/synth.parquet --where-a \"partition = 'test'\" --json"
+    )]
+    Fid {
+        a: PathBuf,
+        b: PathBuf,
+        /// The FID Inception weights (safetensors); default $AUGMENT_FID_WEIGHTS.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Also compute KID (unbiased, cubic polynomial kernel).
+        #[arg(long)]
+        kid: bool,
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        #[arg(long, default_value_t = 50)]
+        batch_size: usize,
+        /// cpu or cuda:N (needs a --features cuda build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// SQL condition selecting Parquet rows of both A and B.
+        #[arg(long = "where", value_name = "CONDITION")]
+        filter: Option<String>,
+        /// SQL condition for A only (overrides --where).
+        #[arg(long = "where-a", value_name = "CONDITION")]
+        filter_a: Option<String>,
+        /// SQL condition for B only (overrides --where).
+        #[arg(long = "where-b", value_name = "CONDITION")]
+        filter_b: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// PSNR (dB) between paired images of two folders or Parquet tables.
     #[command(
         after_help = "Pairs as for `augment ms-ssim`. Identical pairs (infinite PSNR) are counted and left out of the mean."

@@ -134,7 +134,14 @@ pub fn load_encoded(path: &Path, opts: &Options) -> Result<BTreeMap<String, Vec<
         .as_ref()
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
-    let q = format!("SELECT CAST(\"{key}\" AS VARCHAR) AS k, image['bytes'] AS b FROM t{filter}");
+    // An empty key numbers the rows (FID needs no pairing).
+    let key_expr = if key.is_empty() {
+        "''".to_string()
+    } else {
+        format!("CAST(\"{key}\" AS VARCHAR)")
+    };
+    let q = format!("SELECT {key_expr} AS k, image['bytes'] AS b FROM t{filter}");
+    let mut row = 0usize;
     for b in crate::query::sql_on_file(path, &q)
         .map_err(|e| config_error!("{}: {e:#} (key column `{key}`)", path.display()))?
     {
@@ -163,8 +170,14 @@ pub fn load_encoded(path: &Path, opts: &Options) -> Result<BTreeMap<String, Vec<
                 ));
             };
             if let Some(bytes) = bytes {
-                out.insert(stem(&k), bytes);
+                let k = if key.is_empty() {
+                    row.to_string()
+                } else {
+                    stem(&k)
+                };
+                out.insert(k, bytes);
             }
+            row += 1;
         }
     }
     Ok(out)
@@ -239,5 +252,106 @@ pub fn pairwise(metric: Pairwise, a: &Path, b: &Path, opts: &Options) -> Result<
         identical_pairs: (metric == Pairwise::Psnr).then(|| n - finite.len()),
         resize: opts.resize,
         crop: opts.crop,
+    })
+}
+
+/// Options of `augment fid`.
+#[derive(Debug, Clone)]
+pub struct FidOptions {
+    pub weights: std::path::PathBuf,
+    pub batch: usize,
+    pub device: candle_core::Device,
+    /// KID subsets and subset size (None: no KID).
+    pub kid: Option<(usize, usize)>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FidReport {
+    pub fid: f64,
+    pub n_a: usize,
+    pub n_b: usize,
+    pub resize: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_std: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_subsets: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_subset_size: Option<usize>,
+}
+
+/// How FID inputs are resized, recorded with every value.
+pub const FID_RESIZE: &str = "bilinear to 299x299, align_corners=false, no antialias (pytorch-fid)";
+
+impl FidReport {
+    pub fn human(&self) -> String {
+        let mut s = format!(
+            "FID {:.4} ({} vs {} images; {})",
+            self.fid, self.n_a, self.n_b, FID_RESIZE
+        );
+        if let (Some(m), Some(sd)) = (self.kid_mean, self.kid_std) {
+            s.push_str(&format!(
+                "\nKID {m:.6} ± {sd:.6} ({} subsets of {})",
+                self.kid_subsets.unwrap_or(0),
+                self.kid_subset_size.unwrap_or(0)
+            ));
+        }
+        if self.n_a.min(self.n_b) < 2048 {
+            s.push_str("\nnote: fewer than 2048 images per set; FID is biased upwards at this size, compare KID or equal-size runs");
+        }
+        s
+    }
+}
+
+/// FID (and KID) between the images of A and B (all images, no pairing).
+pub fn fid(
+    a: &Path,
+    b: &Path,
+    sel_a: &Options,
+    sel_b: &Options,
+    o: &FidOptions,
+) -> Result<FidReport> {
+    let net = crate::metrics::inception::FidInception::load(&o.weights, &o.device)?;
+    let mut feats = Vec::new();
+    for (side, sel) in [(a, sel_a), (b, sel_b)] {
+        let encoded = load_encoded(side, sel)?;
+        if encoded.len() < 2 {
+            return Err(config_error!(
+                "{}: FID needs at least 2 images, found {}",
+                side.display(),
+                encoded.len()
+            ));
+        }
+        let images: Vec<RgbImage> = encoded
+            .par_iter()
+            .map(|(n, b)| decode_rgb(b).map_err(|e| config_error!("{n}: {e}")))
+            .collect::<Result<_>>()?;
+        let pb = crate::progress::bar(images.len() as u64, "images", o.quiet);
+        let f =
+            crate::metrics::fid::features(&net, &images, o.batch, &o.device, |n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+        feats.push(f);
+    }
+    let (mu1, s1) = crate::metrics::fid::statistics(&feats[0])?;
+    let (mu2, s2) = crate::metrics::fid::statistics(&feats[1])?;
+    let value = crate::metrics::fid::frechet_distance(&mu1, &s1, &mu2, &s2);
+    let kid = o.kid.map(|(subsets, size)| {
+        (
+            crate::metrics::fid::kid(&feats[0], &feats[1], subsets, size, 0),
+            subsets,
+            size.min(feats[0].len()).min(feats[1].len()),
+        )
+    });
+    Ok(FidReport {
+        fid: value,
+        n_a: feats[0].len(),
+        n_b: feats[1].len(),
+        resize: FID_RESIZE,
+        kid_mean: kid.map(|k| k.0.0),
+        kid_std: kid.map(|k| k.0.1),
+        kid_subsets: kid.map(|k| k.1),
+        kid_subset_size: kid.map(|k| k.2),
     })
 }

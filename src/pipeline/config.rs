@@ -27,6 +27,22 @@ impl Device {
             .and_then(|n| n.parse().ok())
             .map(Device::Cuda)
     }
+
+    /// The candle device; a CUDA device needs a `--features cuda` build.
+    pub fn to_candle(&self) -> anyhow::Result<candle_core::Device> {
+        match self {
+            Device::Cpu => Ok(candle_core::Device::Cpu),
+            Device::Cuda(n) => {
+                if !cfg!(feature = "cuda") {
+                    return Err(crate::config_error!(
+                        "device cuda:{n} needs a build with CUDA: `cargo install --path . --features cuda` (or use cpu)"
+                    ));
+                }
+                candle_core::Device::new_cuda(*n)
+                    .map_err(|e| crate::data_error!("cannot open cuda:{n}: {e}"))
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Device {

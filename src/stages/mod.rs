@@ -226,18 +226,7 @@ impl StageIo {
 
     /// The candle device of the run's `device` setting.
     pub fn candle_device(&self) -> Result<candle_core::Device> {
-        match self.device {
-            Device::Cpu => Ok(candle_core::Device::Cpu),
-            Device::Cuda(n) => {
-                if !cfg!(feature = "cuda") {
-                    return Err(crate::config_error!(
-                        "run.device = \"cuda:{n}\" needs a build with CUDA: `cargo install --path . --features cuda` (or use device = \"cpu\")"
-                    ));
-                }
-                candle_core::Device::new_cuda(n)
-                    .map_err(|e| crate::data_error!("cannot open cuda:{n}: {e}"))
-            }
-        }
+        self.device.to_candle()
     }
 
     /// A progress bar with a rate and ETA (hidden with `--quiet`).
