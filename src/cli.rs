@@ -79,7 +79,7 @@ pub enum Command {
     /// Query a run's tables with SQL (DataFusion; read-only).
     #[command(
         after_help = "Tables: every table of every stage, by name (faces, rejects, plan, label_stats) when \
-the name is unique in the run, and always as <stage>_<table> (e.g. balance_plan).\n\nExample:\n  augment sql runs/quickstart \
+the name is unique in the run, and always as <stage>_<table> (e.g. balance_plan); `metrics` is also the union over stages.\n\nExample:\n  augment sql runs/quickstart \
 \"SELECT partition, count(*), avg(CAST(smiling AS DOUBLE)) FROM faces GROUP BY partition\""
     )]
     Sql {

@@ -68,32 +68,62 @@ pub fn sql(run_dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
             manifest::FILE
         )
     })?;
-    let tables: Vec<(String, std::path::PathBuf)> = table_names(&m, run_dir)
+    let mut tables: Vec<(String, Vec<std::path::PathBuf>)> = table_names(&m, run_dir)
         .into_iter()
-        .map(|(name, _, _, path, _)| (name, path))
+        .map(|(name, _, _, path, _)| (name, vec![path]))
         .collect();
+    // Tables that carry their stage in a column are also the union over stages.
+    for union in UNION_TABLES {
+        let paths: Vec<std::path::PathBuf> = m
+            .tables(run_dir)
+            .into_iter()
+            .filter(|(_, t, _, _)| t == union)
+            .map(|(_, _, p, _)| p)
+            .collect();
+        if paths.len() > 1 {
+            tables.push((union.to_string(), paths));
+        }
+    }
     run_read_only(&tables, query)
 }
+
+/// Tables with a `stage` column: registered under their bare name as the
+/// union over all stages (e.g. `metrics` of every classifier stage).
+pub const UNION_TABLES: [&str; 1] = ["metrics"];
 
 /// Runs `query` read-only over one Parquet file registered as table `t`.
 pub fn sql_on_file(path: &Path, query: &str) -> Result<Vec<RecordBatch>> {
     if !path.is_file() {
         return Err(config_error!("{}: no such Parquet file", path.display()));
     }
-    run_read_only(&[("t".to_string(), path.to_path_buf())], query)
+    run_read_only(&[("t".to_string(), vec![path.to_path_buf()])], query)
 }
 
-fn run_read_only(tables: &[(String, std::path::PathBuf)], query: &str) -> Result<Vec<RecordBatch>> {
+fn run_read_only(
+    tables: &[(String, Vec<std::path::PathBuf>)],
+    query: &str,
+) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .build()
         .context("starting the query runtime")?;
     rt.block_on(async {
         let ctx = SessionContext::new();
-        for (name, path) in tables {
-            let p = path.to_str().context("non-UTF-8 path")?.to_string();
-            ctx.register_parquet(name, &p, ParquetReadOptions::default())
-                .await
-                .with_context(|| format!("registering {}", path.display()))?;
+        for (name, paths) in tables {
+            let ps: Vec<String> = paths
+                .iter()
+                .map(|p| p.to_str().map(String::from).context("non-UTF-8 path"))
+                .collect::<Result<_>>()?;
+            if let [p] = ps.as_slice() {
+                ctx.register_parquet(name, p, ParquetReadOptions::default())
+                    .await
+                    .with_context(|| format!("registering {p}"))?;
+            } else {
+                let df = ctx
+                    .read_parquet(ps, ParquetReadOptions::default())
+                    .await
+                    .with_context(|| format!("registering the union table {name}"))?;
+                ctx.register_table(name, df.into_view())?;
+            }
         }
         let opts = SQLOptions::new()
             .with_allow_ddl(false)

@@ -72,6 +72,19 @@ impl TableWriter {
     }
 }
 
+/// The column names of a Parquet file.
+pub fn column_names(path: &Path) -> Result<Vec<String>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading Parquet metadata of {}", path.display()))?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
 /// Reads the named columns of a Parquet file (all columns when `columns` is empty).
 pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;

@@ -410,6 +410,58 @@ pub fn augmented() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `predictions`: a downstream classifier's output on the real test split.
+pub fn predictions() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(
+            "image_id",
+            DataType::Utf8,
+            false,
+            "the test face (`faces.image_id`)",
+        ),
+        field(
+            "attribute",
+            DataType::Utf8,
+            false,
+            "lowercase attribute name",
+        ),
+        field("label", DataType::Boolean, false, "the CelebA label"),
+        field(
+            "probability",
+            DataType::Float64,
+            false,
+            "the classifier's probability that the attribute is present (predicted when > 0.5)",
+        ),
+    ]))
+}
+
+/// `metrics`: one row per measured value.
+pub fn metrics() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("stage", DataType::Utf8, false, "the stage that measured it"),
+        field(
+            "metric",
+            DataType::Utf8,
+            false,
+            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch`, ...",
+        ),
+        field(
+            "attribute",
+            DataType::Utf8,
+            true,
+            "lowercase attribute name; null for a value over all attributes",
+        ),
+        field("value", DataType::Float64, false, "the value"),
+        field("n", DataType::Int64, false, "samples it was measured on"),
+        field(
+            "details",
+            DataType::Utf8,
+            false,
+            "JSON: the split, architecture, training table and anything else needed to compare rows",
+        ),
+    ]))
+}
+
 /// Every table `augment` writes, by name, for `schemas/` and the README.
 pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
     vec![
@@ -420,6 +472,8 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("train_log", "train_generator", train_log()),
         ("synth", "synthesize", synth()),
         ("augmented", "synthesize", augmented()),
+        ("predictions", "train_classifier", predictions()),
+        ("metrics", "train_classifier", metrics()),
     ]
 }
 

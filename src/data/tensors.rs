@@ -83,9 +83,17 @@ impl FaceSet {
         limit: Option<usize>,
         size: usize,
     ) -> Result<FaceSet> {
+        // Tables without a `partition` column (`augmented`) are all training rows.
+        let has_partition = crate::data::parquet::column_names(path)?
+            .iter()
+            .any(|c| c == "partition");
         let mut cols: Vec<String> = vec!["image_id".into(), "partition".into()];
+        if !has_partition {
+            cols.pop();
+        }
         cols.extend((0..N_ATTRIBUTES).map(attribute_column));
         cols.push("image".into());
+        let first_label = if has_partition { 2 } else { 1 };
         let names: Vec<&str> = cols.iter().map(String::as_str).collect();
         let mut ids = Vec::new();
         let mut parts = Vec::new();
@@ -93,14 +101,19 @@ impl FaceSet {
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         'batches: for b in read_columns(path, &names)? {
             let id = strings(&b, 0)?;
-            let part = strings(&b, 1)?;
-            let lab = labels_of_batch(&b, 2)?;
-            let img = b.column(2 + N_ATTRIBUTES);
+            let part = if has_partition {
+                Some(strings(&b, 1)?)
+            } else {
+                None
+            };
+            let part_of = |r: usize| part.map(|p| p.value(r)).unwrap_or("train");
+            let lab = labels_of_batch(&b, first_label)?;
+            let img = b.column(first_label + N_ATTRIBUTES);
             for (r, &labels_r) in lab.iter().enumerate() {
                 if limit.is_some_and(|l| ids.len() >= l) {
                     break 'batches;
                 }
-                if !partitions.is_empty() && !partitions.contains(&part.value(r)) {
+                if !partitions.is_empty() && !partitions.contains(&part_of(r)) {
                     continue;
                 }
                 let Some(bytes) = image_bytes(img.as_ref(), r) else {
@@ -111,7 +124,7 @@ impl FaceSet {
                     ));
                 };
                 ids.push(id.value(r).to_string());
-                parts.push(part.value(r).to_string());
+                parts.push(part_of(r).to_string());
                 labels.push(labels_r);
                 encoded.push(bytes.to_vec());
             }

@@ -107,10 +107,16 @@ pub struct Classifier {
 }
 
 impl Classifier {
+    /// The paper's C: 40 outputs.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::with_outputs(cfg, N_ATTRIBUTES, vb)
+    }
+
+    /// The same network with `outputs` attributes (e.g. the 13 of Table 3).
+    pub fn with_outputs(cfg: &Config, outputs: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Classifier {
             stack: ConvStack::new(cfg, vb.pp("stack"))?,
-            head: linear(cfg.feature_dim(), N_ATTRIBUTES, vb.pp("head"))?,
+            head: linear(cfg.feature_dim(), outputs, vb.pp("head"))?,
         })
     }
 }

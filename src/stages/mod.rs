@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod ingest;
 pub mod synthesize;
+pub mod train_classifier;
 pub mod train_generator;
 
 use std::path::{Path, PathBuf};
@@ -23,14 +24,16 @@ pub enum StageKind {
     Balance,
     TrainGenerator,
     Synthesize,
+    TrainClassifier,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 4] = [
+    pub const ALL: [StageKind; 5] = [
         StageKind::Ingest,
         StageKind::Balance,
         StageKind::TrainGenerator,
         StageKind::Synthesize,
+        StageKind::TrainClassifier,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl StageKind {
             StageKind::Balance => "balance",
             StageKind::TrainGenerator => "train_generator",
             StageKind::Synthesize => "synthesize",
+            StageKind::TrainClassifier => "train_classifier",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -56,6 +60,7 @@ pub enum StageConfig {
     Balance(balance::Config),
     TrainGenerator(train_generator::Config),
     Synthesize(synthesize::Config),
+    TrainClassifier(train_classifier::Config),
 }
 
 impl StageConfig {
@@ -65,6 +70,7 @@ impl StageConfig {
             StageConfig::Balance(_) => StageKind::Balance,
             StageConfig::TrainGenerator(_) => StageKind::TrainGenerator,
             StageConfig::Synthesize(_) => StageKind::Synthesize,
+            StageConfig::TrainClassifier(_) => StageKind::TrainClassifier,
         }
     }
 
@@ -117,6 +123,13 @@ impl StageConfig {
                 c.validate()?;
                 StageConfig::Synthesize(c)
             }
+            StageKind::TrainClassifier => {
+                let c: train_classifier::Config = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                c.validate()?;
+                StageConfig::TrainClassifier(c)
+            }
         })
     }
 
@@ -158,6 +171,18 @@ impl StageConfig {
                     ))
                 }
             }
+            StageConfig::TrainClassifier(_) => {
+                let mut k = inputs.to_vec();
+                k.sort_by_key(|k| k.name());
+                if k == [StageKind::Ingest] || k == [StageKind::Ingest, StageKind::Synthesize] {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation) and optionally one `synthesize` stage (train on its `augmented` table), got {}",
+                        kind_list(inputs)
+                    ))
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -168,7 +193,8 @@ impl StageConfig {
             StageConfig::Ingest(c) => ingest::external_fingerprint(c),
             StageConfig::Balance(_)
             | StageConfig::TrainGenerator(_)
-            | StageConfig::Synthesize(_) => Ok(String::new()),
+            | StageConfig::Synthesize(_)
+            | StageConfig::TrainClassifier(_) => Ok(String::new()),
         }
     }
 }
@@ -257,5 +283,6 @@ pub fn run(def: &crate::pipeline::config::StageDef, io: &StageIo) -> Result<Stag
         StageConfig::Balance(c) => balance::run(c, io),
         StageConfig::TrainGenerator(c) => train_generator::run(c, io),
         StageConfig::Synthesize(c) => synthesize::run(c, io),
+        StageConfig::TrainClassifier(c) => train_classifier::run(c, io),
     }
 }

@@ -12,9 +12,11 @@
 //! zero with bias correction, which only changes the first few steps.
 //!
 //! - [`losses`]: numerically stable loss functions.
+//! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 
 pub mod attr2face;
+pub mod classifier;
 pub mod losses;
 
 use std::path::{Path, PathBuf};

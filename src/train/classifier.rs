@@ -1,0 +1,201 @@
+//! Downstream attribute classifier training (Liu et al. Sec. V-D): a
+//! multi-label classifier trained on real or augmented rows, the epoch with
+//! the best accuracy on the real `val` split kept, through the same
+//! checkpointed loop as the generators ([`super::run_phase`]).
+
+use std::path::Path;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use super::losses::{bce_with_logits, scalar};
+use super::{LogRow, Phase, PhaseEnv, batch_indices, run_phase};
+use crate::data::tensors::FaceSet;
+use crate::models::classifier::{self, Classifier};
+use crate::models::seeded_init;
+
+/// Training settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub seed: u64,
+    /// Attribute indices the classifier predicts.
+    pub attributes: Vec<usize>,
+}
+
+/// The trained network (weights of the best val epoch).
+pub struct Trained {
+    pub net: Classifier,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub log: Vec<LogRow>,
+    pub wall_time_s: f64,
+}
+
+/// Rows of a face set with their labels restricted to `attributes`.
+pub struct Split<'a> {
+    pub faces: &'a FaceSet,
+    pub rows: Vec<usize>,
+}
+
+fn labels(faces: &FaceSet, rows: &[usize], attrs: &[usize], dev: &Device) -> Result<Tensor> {
+    let all = faces.label_tensor(rows, dev)?;
+    let idx = Tensor::from_vec(
+        attrs.iter().map(|&a| a as u32).collect::<Vec<_>>(),
+        attrs.len(),
+        dev,
+    )?;
+    Ok(all.index_select(&idx, 1)?)
+}
+
+/// Probabilities (rows × attributes) of `net` on `split`.
+pub fn predict(net: &Classifier, split: &Split, dev: &Device) -> Result<Vec<Vec<f64>>> {
+    let mut out = Vec::with_capacity(split.rows.len());
+    for c in split.rows.chunks(128) {
+        let x = split.faces.images(c, dev)?;
+        let p = candle_nn::ops::sigmoid(&net.forward(&x)?)?.to_dtype(DType::F64)?;
+        out.extend(p.to_vec2::<f64>()?);
+    }
+    Ok(out)
+}
+
+/// The paper's accuracy of `net` on `split`.
+pub fn accuracy(net: &Classifier, split: &Split, attrs: &[usize], dev: &Device) -> Result<f64> {
+    let mut correct = 0.0;
+    let mut n = 0usize;
+    for c in split.rows.chunks(128) {
+        let x = split.faces.images(c, dev)?;
+        let a = labels(split.faces, c, attrs, dev)?;
+        let pred = net.forward(&x)?.gt(0.0)?.to_dtype(DType::F32)?;
+        let agree = pred.eq(&a)?.to_dtype(DType::F64)?.mean(1)?.sum_all()?;
+        correct += agree.to_scalar::<f64>()?;
+        n += c.len();
+    }
+    Ok(correct / n.max(1) as f64)
+}
+
+struct ClassifierPhase<'a> {
+    train: &'a Split<'a>,
+    val: &'a Split<'a>,
+    opts: &'a Options,
+    dev: Device,
+    steps_per_epoch: usize,
+    vm: VarMap,
+    net: Classifier,
+    best_vm: VarMap,
+    opt: AdamW,
+    best_epoch: usize,
+    best_val: f64,
+}
+
+impl Phase for ClassifierPhase<'_> {
+    fn step(&mut self, step: usize) -> Result<Vec<(&'static str, f64)>> {
+        let idx: Vec<usize> = batch_indices(
+            self.train.rows.len(),
+            self.opts.batch_size,
+            self.opts.seed,
+            step,
+        )
+        .into_iter()
+        .map(|i| self.train.rows[i])
+        .collect();
+        let x = self.train.faces.images(&idx, &self.dev)?;
+        let a = labels(self.train.faces, &idx, &self.opts.attributes, &self.dev)?;
+        let loss = bce_with_logits(&self.net.forward(&x)?, &a)?;
+        self.opt.backward_step(&loss)?;
+        let mut out = vec![("loss", scalar(&loss)?)];
+        if step.is_multiple_of(self.steps_per_epoch) {
+            let epoch = step / self.steps_per_epoch;
+            let val = accuracy(&self.net, self.val, &self.opts.attributes, &self.dev)?;
+            if val > self.best_val {
+                self.best_val = val;
+                self.best_epoch = epoch;
+                copy_vars(&self.vm, &self.best_vm)?;
+            }
+            out.push(("val/accuracy", val));
+            out.push(("epoch", epoch as f64));
+        }
+        Ok(out)
+    }
+
+    fn sample(&mut self, _path: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn nets(&self) -> Vec<(&'static str, &VarMap)> {
+        vec![("classifier", &self.vm), ("best", &self.best_vm)]
+    }
+
+    fn extra(&self) -> serde_json::Value {
+        serde_json::json!({"best_epoch": self.best_epoch, "best_val": self.best_val})
+    }
+
+    fn restore_extra(&mut self, v: &serde_json::Value) -> Result<()> {
+        self.best_epoch = v["best_epoch"].as_u64().unwrap_or(0) as usize;
+        self.best_val = v["best_val"].as_f64().unwrap_or(f64::NEG_INFINITY);
+        Ok(())
+    }
+}
+
+fn copy_vars(from: &VarMap, to: &VarMap) -> Result<()> {
+    let src = from.data().lock().expect("varmap lock");
+    let dst = to.data().lock().expect("varmap lock");
+    for (k, v) in src.iter() {
+        dst[k].set(v.as_tensor())?;
+    }
+    Ok(())
+}
+
+/// Trains for `opts.epochs` epochs, keeping the best val epoch.
+pub fn train(
+    cfg: &classifier::Config,
+    opts: &Options,
+    train: &Split,
+    val: &Split,
+    dev: &Device,
+    env: &PhaseEnv,
+) -> Result<Trained> {
+    let k = opts.attributes.len();
+    let vm = VarMap::new();
+    let net = Classifier::with_outputs(cfg, k, VarBuilder::from_varmap(&vm, DType::F32, dev))?;
+    seeded_init(&vm, opts.seed)?;
+    let best_vm = VarMap::new();
+    let best =
+        Classifier::with_outputs(cfg, k, VarBuilder::from_varmap(&best_vm, DType::F32, dev))?;
+    copy_vars(&vm, &best_vm)?;
+    let opt = AdamW::new(
+        vm.all_vars(),
+        ParamsAdamW {
+            lr: opts.lr,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    )?;
+    let steps_per_epoch = train.rows.len().div_ceil(opts.batch_size).max(1);
+    let mut p = ClassifierPhase {
+        train,
+        val,
+        opts,
+        dev: dev.clone(),
+        steps_per_epoch,
+        vm,
+        net,
+        best_vm,
+        opt,
+        best_epoch: 0,
+        best_val: f64::NEG_INFINITY,
+    };
+    let r = run_phase(env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
+    Ok(Trained {
+        net: best,
+        best_epoch: p.best_epoch,
+        best_val_accuracy: p.best_val,
+        log: r.log,
+        wall_time_s: r.wall_time_s,
+    })
+}
