@@ -1,0 +1,55 @@
+//! Metric throughput on CPU: FID Inception features (images/s, batch 25) and
+//! MS-SSIM / PSNR pairs per second at 64×64 and 178×218.
+//! Run: `AUGMENT_FID_WEIGHTS=... cargo bench --profile dev --bench metrics`.
+
+use std::time::Instant;
+
+use augment::metrics::msssim::{Planar, ms_ssim, psnr};
+use image::RgbImage;
+
+fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = (x.wrapping_mul(73) ^ y.wrapping_mul(151) ^ seed.wrapping_mul(2_654_435_761)) % 256;
+        image::Rgb([v as u8, (v / 2) as u8, (255 - v) as u8])
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    println!("metrics benchmark (CPU)");
+    for (w, h) in [(64, 64), (178, 218)] {
+        let pairs: Vec<(Planar, Planar)> = (0..50)
+            .map(|i| {
+                (
+                    Planar::from_rgb(&noise(w, h, i)),
+                    Planar::from_rgb(&noise(w, h, i + 99)),
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        for (a, b) in &pairs {
+            ms_ssim(a, b, 255.0).map_err(anyhow::Error::msg)?;
+        }
+        let ms = pairs.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for (a, b) in &pairs {
+            psnr(a, b, 255.0).map_err(anyhow::Error::msg)?;
+        }
+        let ps = pairs.len() as f64 / t.elapsed().as_secs_f64();
+        println!("{w}x{h}: MS-SSIM {ms:.1} pairs/s (single thread), PSNR {ps:.0} pairs/s");
+    }
+    let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS") else {
+        println!("FID: SKIPPED (set AUGMENT_FID_WEIGHTS)");
+        return Ok(());
+    };
+    let dev = candle_core::Device::Cpu;
+    let net = augment::metrics::inception::FidInception::load(weights.as_ref(), &dev)?;
+    let images: Vec<RgbImage> = (0..50).map(|i| noise(64, 64, i)).collect();
+    augment::metrics::fid::features(&net, &images[..2], 2, &dev, |_| {})?;
+    let t = Instant::now();
+    augment::metrics::fid::features(&net, &images, 25, &dev, |_| {})?;
+    println!(
+        "FID Inception features: {:.2} images/s (batch 25, 299x299)",
+        images.len() as f64 / t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
