@@ -361,6 +361,18 @@ fn synth_fields() -> Vec<Field> {
     ]
 }
 
+/// The image column of `synth` and `augmented`. Nullable like `faces.image`:
+/// `datasets` applies its Image feature only when the Arrow field equals the
+/// one it would write, nullability included.
+fn synthesized_image_field() -> Field {
+    field(
+        "image",
+        image_struct_type(),
+        true,
+        "Hugging Face `datasets` Image struct {bytes: PNG, path}; never null here",
+    )
+}
+
 /// `synth`: one row per synthesized plan row (synthesize stage).
 pub fn synth() -> SchemaRef {
     let mut fields = synth_fields();
@@ -371,14 +383,7 @@ pub fn synth() -> SchemaRef {
         true,
         "fraction of the 40 target labels on which classifier C agrees with the image; null without a generator stage",
     ));
-    // Nullable like `faces.image`: `datasets` applies its Image feature only
-    // when the Arrow field equals the one it would write, nullability included.
-    fields.push(field(
-        "image",
-        image_struct_type(),
-        true,
-        "Hugging Face `datasets` Image struct {bytes: PNG, path}; never null here",
-    ));
+    fields.push(synthesized_image_field());
     Arc::new(Schema::new(fields))
 }
 
@@ -399,14 +404,7 @@ pub fn augmented() -> SchemaRef {
         true,
         "as in `synth`; null for real rows",
     ));
-    // Nullable like `faces.image`: `datasets` applies its Image feature only
-    // when the Arrow field equals the one it would write, nullability included.
-    fields.push(field(
-        "image",
-        image_struct_type(),
-        true,
-        "Hugging Face `datasets` Image struct {bytes: PNG, path}; never null here",
-    ));
+    fields.push(synthesized_image_field());
     Arc::new(Schema::new(fields))
 }
 

@@ -83,16 +83,12 @@ impl StageConfig {
     ) -> std::result::Result<Self, String> {
         Ok(match kind {
             StageKind::Ingest => {
-                let mut c: ingest::Config = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                let mut c: ingest::Config = parse(value)?;
                 c.resolve(base)?;
                 StageConfig::Ingest(c)
             }
             StageKind::Balance => {
-                let c: balance::Config = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                let c: balance::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::Balance(c)
             }
@@ -110,23 +106,17 @@ impl StageConfig {
                         ));
                     }
                 }
-                let c: train_generator::Config = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                let c: train_generator::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::TrainGenerator(c)
             }
             StageKind::Synthesize => {
-                let c: synthesize::Config = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                let c: synthesize::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::Synthesize(c)
             }
             StageKind::TrainClassifier => {
-                let c: train_classifier::Config = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| e.message().to_string())?;
+                let c: train_classifier::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::TrainClassifier(c)
             }
@@ -142,8 +132,7 @@ impl StageConfig {
                 kind_list(inputs)
             )),
             StageConfig::TrainGenerator(_) => {
-                let mut k = inputs.to_vec();
-                k.sort_by_key(|k| k.name());
+                let k = sorted(inputs);
                 let ok = k == [StageKind::Ingest] || k == [StageKind::Balance, StageKind::Ingest];
                 if !ok {
                     return Err(format!(
@@ -154,8 +143,7 @@ impl StageConfig {
                 Ok(())
             }
             StageConfig::Synthesize(_) => {
-                let mut k = inputs.to_vec();
-                k.sort_by_key(|k| k.name());
+                let k = sorted(inputs);
                 let ok = k == [StageKind::Balance, StageKind::Ingest]
                     || k == [
                         StageKind::Balance,
@@ -172,8 +160,7 @@ impl StageConfig {
                 }
             }
             StageConfig::TrainClassifier(_) => {
-                let mut k = inputs.to_vec();
-                k.sort_by_key(|k| k.name());
+                let k = sorted(inputs);
                 if k == [StageKind::Ingest] || k == [StageKind::Ingest, StageKind::Synthesize] {
                     Ok(())
                 } else {
@@ -197,6 +184,20 @@ impl StageConfig {
             | StageConfig::TrainClassifier(_) => Ok(String::new()),
         }
     }
+}
+
+/// A stage's keys as its typed config; the message is serde's (it names the key).
+fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> std::result::Result<T, String> {
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// Input kinds in a canonical order, for comparing against the allowed sets.
+fn sorted(inputs: &[StageKind]) -> Vec<StageKind> {
+    let mut k = inputs.to_vec();
+    k.sort_by_key(|k| k.name());
+    k
 }
 
 fn kind_list(k: &[StageKind]) -> String {
