@@ -33,7 +33,7 @@ fn full_attribute_file_parses_with_independent_counts() {
         .map(|n| format!("sum(CAST(\"{}\" AS BIGINT))", n.to_lowercase()))
         .collect();
     let sql = format!("SELECT count(*), {} FROM faces", sums.join(", "));
-    let out = augment_ok(&["sql", "run", &sql, "--format", "csv"], d.path());
+    let out = sql_csv(d.path(), &sql);
     let row: Vec<u64> = out
         .lines()
         .nth(1)

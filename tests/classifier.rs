@@ -5,10 +5,6 @@ mod common;
 
 use common::*;
 
-fn sql_csv(dir: &std::path::Path, q: &str) -> String {
-    augment_ok(&["sql", "run", q, "--format", "csv"], dir)
-}
-
 #[test]
 fn classifiers_on_real_and_augmented_rows_are_measured_on_real_test_rows() {
     let d = tempfile::tempdir().unwrap();
@@ -107,9 +103,7 @@ attributes = ["Bald", "Smiling", "Male"]
         "SELECT stage, count(*) AS n FROM metrics GROUP BY stage ORDER BY stage",
     );
     assert_eq!(out.trim(), "stage,n\naug,14\nreal,125", "{out}");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path().join("run/manifest.json")).unwrap())
-            .unwrap();
+    let m = manifest(&d.path().join("run"));
     let real_rows = m["stages"]["real"]["summary"]["training_rows"]
         .as_u64()
         .unwrap();

@@ -6,19 +6,10 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn manifest(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
-}
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn sql_csv(dir: &Path, q: &str) -> String {
-    augment_ok(&["sql", "run", q, "--format", "csv"], dir)
 }
 
 /// Tiny preset on the 2,000 shared CelebA faces, CPU. About 1–2 minutes.

@@ -187,6 +187,10 @@ pub fn rejects() -> SchemaRef {
     ]))
 }
 
+/// Plan strategies whose rows a generator draws (the others are originals,
+/// image operations or copies). Shared by the stages that read plans.
+pub const GENERATOR_STRATEGIES: [&str; 2] = ["random_doubling", "dynamic_balancing"];
+
 /// `plan`: one row per sample of the balanced dataset (balance stage).
 pub fn plan() -> SchemaRef {
     let mut fields = vec![

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
     StringBuilder,
@@ -32,6 +32,7 @@ use crate::charts::{self, Series};
 use crate::data::celeba::{Labels, Partition, label};
 use crate::data::parquet::{TableWriter, read_columns};
 use crate::data::schema::{self, ABBREVIATIONS, N_ATTRIBUTES, attribute_column, attribute_index};
+use crate::data::tensors::{labels_of_batch, strings};
 use crate::data_error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,35 +518,13 @@ pub fn read_sources(
     let mut ids = Vec::new();
     let mut labels = Vec::new();
     for b in read_columns(path, &names)? {
-        let id = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .context("image_id is not a string column")?;
-        let part = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .context("partition is not a string column")?;
-        let attrs: Vec<&BooleanArray> = (0..N_ATTRIBUTES)
-            .map(|i| {
-                b.column(2 + i)
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .context("attribute is not boolean")
-            })
-            .collect::<Result<_>>()?;
-        for r in 0..b.num_rows() {
-            if !wanted.contains(&part.value(r)) {
-                continue;
+        let id = strings(&b, 0)?;
+        let part = strings(&b, 1)?;
+        for (r, l) in labels_of_batch(&b, 2)?.into_iter().enumerate() {
+            if wanted.contains(&part.value(r)) {
+                ids.push(id.value(r).to_string());
+                labels.push(l);
             }
-            ids.push(id.value(r).to_string());
-            labels.push(
-                attrs
-                    .iter()
-                    .enumerate()
-                    .fold(0u64, |m, (i, a)| m | (a.value(r) as u64) << i),
-            );
         }
     }
     Ok((ids, labels))

@@ -93,19 +93,6 @@ impl StageConfig {
                 StageConfig::Balance(c)
             }
             StageKind::TrainGenerator => {
-                for (key, allowed) in [
-                    ("preset", ["paper_64", "tiny"]),
-                    ("model", ["attr2face", "dcgan"]),
-                ] {
-                    if let Some(v) = value.get(key)
-                        && !v.as_str().is_some_and(|s| allowed.contains(&s))
-                    {
-                        return Err(format!(
-                            "{key} = {v}: expected `{}` or `{}`",
-                            allowed[0], allowed[1]
-                        ));
-                    }
-                }
                 let c: train_generator::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::TrainGenerator(c)
@@ -186,11 +173,30 @@ impl StageConfig {
     }
 }
 
-/// A stage's keys as its typed config; the message is serde's (it names the key).
+/// A stage's keys as its typed config. serde names a bad enum value but not
+/// its key (`unknown variant `huge`, expected ...`), so the key is added.
 fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> std::result::Result<T, String> {
-    value
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())
+    value.clone().try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        let bad = msg
+            .strip_prefix("unknown variant `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(v, _)| v);
+        match bad.and_then(|v| key_holding(&value, v).map(|k| (k, v))) {
+            Some((key, v)) => format!("{key} = {v:?}: {msg}"),
+            None => msg,
+        }
+    })
+}
+
+/// The dotted key whose value is the string `s`, if any.
+fn key_holding(v: &toml::Value, s: &str) -> Option<String> {
+    let t = v.as_table()?;
+    t.iter().find_map(|(k, v)| match v {
+        toml::Value::String(x) if x == s => Some(k.clone()),
+        toml::Value::Table(_) => key_holding(v, s).map(|sub| format!("{k}.{sub}")),
+        _ => None,
+    })
 }
 
 /// Input kinds in a canonical order, for comparing against the allowed sets.

@@ -104,7 +104,7 @@ impl Origin {
     fn of(strategy: &str) -> Origin {
         match strategy {
             "original" => Origin::Real,
-            "random_doubling" | "dynamic_balancing" => Origin::Generated,
+            s if schema::GENERATOR_STRATEGIES.contains(&s) => Origin::Generated,
             _ => Origin::Classic,
         }
     }
@@ -213,8 +213,10 @@ impl Generator {
         let net: NetConfig = serde_json::from_value(model["network"].clone())
             .context("model.json: network sizes")?;
         let gen_path = stage.dir.join("generator.safetensors");
-        let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
-        let g = candle_core::safetensors::load(&gen_path, dev)?;
+        let bytes =
+            std::fs::read(&gen_path).with_context(|| format!("reading {}", gen_path.display()))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let g = candle_core::safetensors::load_buffer(&bytes, dev)?;
         let vb = VarBuilder::from_tensors(g, DType::F32, dev);
         let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
         let vc = VarBuilder::from_tensors(c, DType::F32, dev);

@@ -147,7 +147,7 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
         let strategy = strings(&b, 0)?;
         let labels = labels_of_batch(&b, 1)?;
         for (r, l) in labels.into_iter().enumerate() {
-            if matches!(strategy.value(r), "random_doubling" | "dynamic_balancing") {
+            if schema::GENERATOR_STRATEGIES.contains(&strategy.value(r)) {
                 out.push(l);
             }
         }

@@ -220,15 +220,10 @@ fn new_net<T>(
     Ok((vm, net))
 }
 
-/// Rows of `pick` in chunks of at most `n`.
-fn chunks(rows: &[usize], n: usize) -> impl Iterator<Item = &[usize]> {
-    rows.chunks(n.max(1))
-}
-
 /// Mean over rows of `f(batch)`, weighting by batch size.
 fn mean_over(rows: &[usize], mut f: impl FnMut(&[usize]) -> Result<f64>) -> Result<f64> {
     let mut sum = 0.0;
-    for c in chunks(rows, 64) {
+    for c in rows.chunks(64) {
         sum += f(c)? * c.len() as f64;
     }
     Ok(sum / rows.len().max(1) as f64)
@@ -301,9 +296,9 @@ impl Phase for AutoencoderPhase<'_> {
         let grads_g = loss_g.backward()?;
         self.opt_d.step(&grads_d)?;
         self.opt_g.step(&grads_g)?;
-        // L(x̂) under the pre-update D, the same value the generator term saw.
-        let g_adv = d_fake.clone();
-        let (r, f, g) = (scalar(&d_real)?, scalar(&d_fake)?, scalar(&g_adv)?);
+        // L(x̂) under the pre-update D is also the generator's adversarial term.
+        let (r, f) = (scalar(&d_real)?, scalar(&d_fake)?);
+        let g = f;
         let balance = self.opts.gamma * r - g;
         self.k = (self.k + self.opts.lambda_k * balance).clamp(0.0, 1.0);
         Ok(vec![

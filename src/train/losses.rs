@@ -23,11 +23,6 @@ pub fn l1(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     (a - b)?.abs()?.mean_all()
 }
 
-/// Mean squared error.
-pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    (a - b)?.sqr()?.mean_all()
-}
-
 /// Squared L2 norm of `a − b` per row (summed over the other dimensions),
 /// averaged over rows: E‖a − b‖²₂.
 pub fn squared_l2(a: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -101,9 +101,7 @@ struct State {
 #[derive(Debug)]
 pub struct PhaseReport {
     pub log: Vec<LogRow>,
-    /// Step the phase resumed from (0 when it started fresh).
-    pub resumed_from: usize,
-    pub already_done: bool,
+    /// Time spent training in this run (0 when the phase had finished before).
     pub wall_time_s: f64,
 }
 
@@ -198,8 +196,6 @@ pub fn run_phase(
             ));
             return Ok(PhaseReport {
                 log,
-                resumed_from: start,
-                already_done: true,
                 wall_time_s: 0.0,
             });
         }
@@ -259,8 +255,6 @@ pub fn run_phase(
     }
     Ok(PhaseReport {
         log,
-        resumed_from: start,
-        already_done: false,
         wall_time_s: start_time.elapsed().as_secs_f64(),
     })
 }

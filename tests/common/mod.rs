@@ -83,6 +83,16 @@ pub fn parse_attr_independently(path: &Path) -> (Vec<String>, Vec<String>, Vec<[
     (names, ids, labels)
 }
 
+/// `augment sql run QUERY --format csv` in `dir`.
+pub fn sql_csv(dir: &Path, query: &str) -> String {
+    augment_ok(&["sql", "run", query, "--format", "csv"], dir)
+}
+
+/// A run folder's `manifest.json`.
+pub fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
+}
+
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
