@@ -1,5 +1,6 @@
-//! Metric throughput on CPU: FID Inception features (images/s, batch 25) and
-//! MS-SSIM / PSNR pairs per second at 64×64 and 178×218.
+//! Metric throughput on CPU: FID Inception features (images/s, batch 25), the
+//! Fréchet distance of two 2048-d feature sets (statistics + distance), and
+//! MS-SSIM / PSNR pairs per second at 64×64, 178×218 and 256×256.
 //! Run: `AUGMENT_FID_WEIGHTS=... cargo bench --profile dev --bench metrics`.
 
 use std::time::Instant;
@@ -16,7 +17,7 @@ fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
 
 fn main() -> anyhow::Result<()> {
     println!("metrics benchmark (CPU)");
-    for (w, h) in [(64, 64), (178, 218)] {
+    for (w, h) in [(64, 64), (178, 218), (256, 256)] {
         let pairs: Vec<(Planar, Planar)> = (0..50)
             .map(|i| {
                 (
@@ -37,6 +38,34 @@ fn main() -> anyhow::Result<()> {
         let ps = pairs.len() as f64 / t.elapsed().as_secs_f64();
         println!("{w}x{h}: MS-SSIM {ms:.1} pairs/s (single thread), PSNR {ps:.0} pairs/s");
     }
+    // Fréchet distance at the real dimension: statistics of 2 × 2,500 feature
+    // rows, then the distance (symmetric eigendecompositions of 2048 × 2048).
+    let rows = |seed: u64| -> Vec<Vec<f64>> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..2500)
+            .map(|_| {
+                (0..2048)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x % 10_000) as f64 / 10_000.0
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (fa, fb) = (rows(1), rows(2));
+    let t = Instant::now();
+    let (m1, s1) = augment::metrics::fid::statistics(&fa)?;
+    let (m2, s2) = augment::metrics::fid::statistics(&fb)?;
+    let t_stats = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let d = augment::metrics::fid::frechet_distance(&m1, &s1, &m2, &s2);
+    println!(
+        "Frechet distance, 2048-d: statistics of 2 x 2500 rows {t_stats:.2} s, distance {:.2} s (value {d:.4})",
+        t.elapsed().as_secs_f64()
+    );
     let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS") else {
         println!("FID: SKIPPED (set AUGMENT_FID_WEIGHTS)");
         return Ok(());

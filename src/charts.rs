@@ -28,19 +28,50 @@ const COLOURS: [RGBColor; 6] = [
 ];
 
 pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
+    let bars: Vec<(String, Vec<f64>)> = series
+        .iter()
+        .map(|s| (s.name.clone(), s.counts.iter().map(|&c| c as f64).collect()))
+        .collect();
+    bar_chart(path, title, "positives", &bars, None)
+}
+
+/// Per-attribute accuracy of several classifiers, like Fig. 9 of Liu et
+/// al.: one group of bars per attribute, in the CelebA file's order.
+pub fn per_attribute(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<f64>)],
+) -> Result<()> {
+    bar_chart(path, title, y_desc, series, Some(1.0))
+}
+
+/// Grouped bars, one group per attribute. Without `ymax` the attributes are
+/// ordered by the first series, largest first (the long tail of Fig. 4).
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<f64>)],
+    ymax: Option<f64>,
+) -> Result<()> {
     let size = (1400u32, 560u32);
     let is_svg = path.extension().and_then(|e| e.to_str()) == Some("svg");
     if is_svg {
         draw(
             SVGBackend::new(path, size).into_drawing_area(),
             title,
+            y_desc,
             series,
+            ymax,
         )
     } else {
         draw(
             BitMapBackend::new(path, size).into_drawing_area(),
             title,
+            y_desc,
             series,
+            ymax,
         )
     }
     .with_context(|| format!("drawing {}", path.display()))
@@ -49,7 +80,9 @@ pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
-    series: &[Series],
+    y_desc: &str,
+    series: &[(String, Vec<f64>)],
+    fixed_ymax: Option<f64>,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -58,17 +91,19 @@ where
     root.fill(&WHITE).map_err(err)?;
     let first = series
         .first()
-        .map(|s| s.counts.clone())
-        .unwrap_or_else(|| vec![0; N_ATTRIBUTES]);
+        .map(|s| s.1.clone())
+        .unwrap_or_else(|| vec![0.0; N_ATTRIBUTES]);
     let mut order: Vec<usize> = (0..N_ATTRIBUTES).collect();
-    order.sort_by(|&a, &b| first[b].cmp(&first[a]).then(a.cmp(&b)));
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.counts.iter().copied())
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.08;
+    if fixed_ymax.is_none() {
+        order.sort_by(|&a, &b| first[b].total_cmp(&first[a]).then(a.cmp(&b)));
+    }
+    let ymax = fixed_ymax.unwrap_or_else(|| {
+        series
+            .iter()
+            .flat_map(|s| s.1.iter().copied())
+            .fold(1.0, f64::max)
+            * 1.08
+    });
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -80,8 +115,14 @@ where
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .y_desc("positives")
+        .y_label_formatter(&|y| {
+            if ymax <= 1.0 {
+                format!("{y:.1}")
+            } else {
+                format!("{y:.0}")
+            }
+        })
+        .y_desc(y_desc)
         .draw()
         .map_err(err)?;
     // One abbreviation under each group of bars (plotters' own labels skip some).
@@ -98,22 +139,23 @@ where
         let colour = COLOURS[s_idx % COLOURS.len()];
         let bars = order.iter().enumerate().map(|(pos, &a)| {
             let x0 = pos as f64 + 0.1 + width * s_idx as f64;
-            Rectangle::new(
-                [(x0, 0.0), (x0 + width, s.counts[a] as f64)],
-                colour.filled(),
-            )
+            Rectangle::new([(x0, 0.0), (x0 + width, s.1[a])], colour.filled())
         });
         chart
             .draw_series(bars)
             .map_err(err)?
-            .label(s.name.clone())
+            .label(s.0.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(if fixed_ymax.is_some() {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .draw()
         .map_err(err)?;
     root.present().map_err(err)?;

@@ -152,6 +152,18 @@ augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet ru
         after_help = "Pairs as for `augment ms-ssim`. Identical pairs (infinite PSNR) are counted and left out of the mean."
     )]
     Psnr(PairArgs),
+    /// Compare runs: the Table 2 comparison, the Fig. 9 per-attribute chart and an index.html.
+    #[command(
+        after_help = "Reads each run's manifest and `metrics` tables (from `train_classifier` and `evaluate` stages) and writes into --out: index.html (tables, charts, label counts, sample grids), table.csv, report.json and per_attribute_accuracy.png/.svg.\n\nExample: augment report runs/no_augmentation runs/dynamic_balance --out report"
+    )]
+    Report {
+        /// Run folders (the `dir` of a pipeline's [run]).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        run_dirs: Vec<PathBuf>,
+        /// Output folder (created).
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+    },
     /// Draw the per-attribute positives of the originals and of every balance stage of a run on one chart.
     Chart {
         run_dir: PathBuf,

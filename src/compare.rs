@@ -282,8 +282,7 @@ pub struct FidReport {
     pub kid_subset_size: Option<usize>,
 }
 
-/// How FID inputs are resized, recorded with every value.
-pub const FID_RESIZE: &str = "bilinear to 299x299, align_corners=false, no antialias (pytorch-fid)";
+pub use crate::metrics::fid::FID_RESIZE;
 
 impl FidReport {
     pub fn human(&self) -> String {

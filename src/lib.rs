@@ -18,6 +18,7 @@ pub mod models;
 pub mod pipeline;
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod stages;
 pub mod train;
 
@@ -84,17 +85,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             filter_b,
             json,
         } => {
-            let weights = weights
-                .or_else(|| std::env::var_os("AUGMENT_FID_WEIGHTS").map(Into::into))
-                .ok_or_else(|| {
-                    config_error!("no FID weights: pass --weights FILE or set AUGMENT_FID_WEIGHTS")
-                })?;
-            if !weights.is_file() {
-                return Err(config_error!(
-                    "--weights {}: no such file",
-                    weights.display()
-                ));
-            }
+            let weights = metrics::inception::weights_path(weights.as_deref(), "--weights")?;
             let device = pipeline::config::Device::parse(&device)
                 .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
                 .to_candle()?;
@@ -126,6 +117,18 @@ pub fn run(cli: cli::Cli) -> Result<()> {
         }
         cli::Command::MsSsim(a) => pairwise(compare::Pairwise::MsSsim, a),
         cli::Command::Psnr(a) => pairwise(compare::Pairwise::Psnr, a),
+        cli::Command::Report { run_dirs, out } => {
+            let (index, r) = report::write(&run_dirs, &out)?;
+            if !cli.quiet {
+                eprintln!(
+                    "report of {} run(s), {} classifier(s): {}",
+                    r.runs.len(),
+                    r.comparison.len(),
+                    index.display()
+                );
+            }
+            Ok(())
+        }
         cli::Command::Chart { run_dir, out } => {
             let n = stages::balance::chart_run(&run_dir, &out)?;
             if !cli.quiet {

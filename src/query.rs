@@ -88,7 +88,8 @@ pub fn sql(run_dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
 }
 
 /// Tables with a `stage` column: registered under their bare name as the
-/// union over all stages (e.g. `metrics` of every classifier stage).
+/// distinct union over all stages (e.g. `metrics` of every classifier and
+/// evaluate stage; rows an `evaluate` stage copied appear once).
 pub const UNION_TABLES: [&str; 1] = ["metrics"];
 
 /// Runs `query` read-only over one Parquet file registered as table `t`.
@@ -118,10 +119,13 @@ fn run_read_only(
                     .await
                     .with_context(|| format!("registering {p}"))?;
             } else {
+                // Distinct union: `evaluate` copies the rows of the
+                // classifier stages it collects, which must not count twice.
                 let df = ctx
                     .read_parquet(ps, ParquetReadOptions::default())
                     .await
-                    .with_context(|| format!("registering the union table {name}"))?;
+                    .with_context(|| format!("registering the union table {name}"))?
+                    .distinct()?;
                 ctx.register_table(name, df.into_view())?;
             }
         }

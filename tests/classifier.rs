@@ -144,6 +144,15 @@ size = "tiny"
 epochs = 8
 batch_size = 32
 lr = 1e-3
+
+[stages.resnet]
+kind = "train_classifier"
+inputs = ["ingest"]
+architecture = "resnet18"
+size = "tiny"
+epochs = 8
+batch_size = 32
+lr = 1e-3
 "#,
             root.display()
         ),
@@ -172,18 +181,168 @@ lr = 1e-3
         .unwrap()
         .parse()
         .unwrap();
-    let acc: f64 = sql_csv(
+    for stage in ["cnn", "resnet"] {
+        let acc: f64 = sql_csv(
+            d.path(),
+            &format!(
+                "SELECT value FROM {stage}_metrics WHERE metric = 'accuracy' AND attribute IS NULL"
+            ),
+        )
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+        eprintln!("{stage}: test accuracy {acc:.4}, majority baseline {majority:.4}");
+        assert!(
+            acc > majority + 0.01,
+            "{stage}: accuracy {acc} vs majority {majority}"
+        );
+    }
+}
+
+/// The size sweep (Fig. 10), `evaluate` and `augment report` on demo faces:
+/// the chosen size is the one with the best val accuracy, its reported test
+/// accuracy is that classifier's, copied rows count once in `metrics`, and
+/// the report lists every classifier with its numbers.
+#[test]
+fn size_sweep_evaluate_and_report() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        &d.path().join("p.toml"),
+        r#"
+[run]
+name = "sweep"
+dir = "run"
+seed = 2
+
+[stages.ingest]
+kind = "ingest"
+source = "demo"
+n = 300
+image_size = 32
+
+[stages.ros]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "ml_ros"
+sizes = [1.5, 2, 3]
+
+[stages.synth]
+kind = "synthesize"
+inputs = ["ingest", "ros"]
+
+[stages.cls]
+kind = "train_classifier"
+inputs = ["ingest", "synth"]
+size = "tiny"
+epochs = 2
+lr = 1e-3
+
+[stages.real]
+kind = "train_classifier"
+inputs = ["ingest"]
+architecture = "resnet18"
+size = "tiny"
+epochs = 2
+lr = 1e-3
+
+[stages.evaluate]
+kind = "evaluate"
+inputs = ["ingest", "cls", "real"]
+fid = false
+"#,
+    );
+    let (code, _, err) = augment(&["run", "p.toml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let vals = sql_csv(
         d.path(),
-        "SELECT value FROM metrics WHERE metric = 'accuracy' AND attribute IS NULL",
+        "SELECT stage, value FROM metrics WHERE metric = 'val_accuracy' AND stage LIKE 'cls_x%' ORDER BY value DESC, stage",
+    );
+    let best_stage = vals
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let want_size = match best_stage.as_str() {
+        "cls_x1_5" => 1.5,
+        "cls_x2" => 2.0,
+        "cls_x3" => 3.0,
+        s => panic!("unexpected stage {s}"),
+    };
+    let sweep = sql_csv(
+        d.path(),
+        "SELECT metric, value FROM evaluate_metrics WHERE stage = 'cls' ORDER BY metric",
+    );
+    let get = |m: &str| -> f64 {
+        sweep
+            .lines()
+            .find(|l| l.starts_with(&format!("{m},")))
+            .unwrap_or_else(|| panic!("{m} in {sweep}"))
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Ties in val accuracy go to the smaller size, which ORDER BY stage gives too.
+    assert_eq!(get("size_sweep_size"), want_size, "{vals}\n{sweep}");
+    let test_acc: f64 = sql_csv(
+        d.path(),
+        &format!(
+            "SELECT value FROM {best_stage}_metrics WHERE metric = 'accuracy' AND attribute IS NULL"
+        ),
     )
     .lines()
     .nth(1)
     .unwrap()
     .parse()
     .unwrap();
-    eprintln!("test accuracy {acc:.4}, majority baseline {majority:.4}");
-    assert!(
-        acc > majority + 0.01,
-        "accuracy {acc} vs majority {majority}"
+    assert_eq!(get("size_sweep_accuracy"), test_acc);
+    // `evaluate` copied the classifiers' rows; the `metrics` union has them once.
+    let out = sql_csv(
+        d.path(),
+        "SELECT count(*) AS n FROM metrics WHERE stage = 'real' AND metric = 'accuracy' AND attribute IS NULL",
     );
+    assert_eq!(out.trim(), "n\n1", "{out}");
+    let out = sql_csv(d.path(), "SELECT DISTINCT run FROM metrics");
+    assert_eq!(out.trim(), "run\nsweep", "{out}");
+
+    // The report: four classifiers, real numbers, charts and the html page.
+    augment_ok(&["report", "run", "--out", "rep"], d.path());
+    let csv = std::fs::read_to_string(d.path().join("rep/table.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(
+        csv.contains("sweep,real,resnet18,\"no augmentation\""),
+        "{csv}"
+    );
+    assert!(csv.contains("\"ml_ros ×1.5\""), "{csv}");
+    let html = std::fs::read_to_string(d.path().join("rep/index.html")).unwrap();
+    for s in [
+        "cls_x1_5",
+        "cls_x2",
+        "cls_x3",
+        "real",
+        "size_sweep_accuracy",
+        "per_attribute_accuracy.png",
+    ] {
+        assert!(html.contains(s), "{s} missing from index.html");
+    }
+    assert!(!html.contains("NaN"), "{html}");
+    for f in [
+        "per_attribute_accuracy.png",
+        "per_attribute_accuracy.svg",
+        "report.json",
+    ] {
+        assert!(
+            d.path().join("rep").join(f).metadata().unwrap().len() > 1000,
+            "{f}"
+        );
+    }
+    let (code, _, err) = augment(&["report", "nowhere"], d.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a run folder"), "{err}");
 }

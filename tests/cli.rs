@@ -121,12 +121,19 @@ fn config_errors_exit_2_with_one_line() {
             "inputs = [\"ingest\"]\nstrategy = \"random",
             "inputs = [\"ingst\"]\nstrategy = \"random",
         ),
+        (
+            "strategy = \"random_doubling\"",
+            "strategy = \"random_doubling\"\nsizes = [2, 2]",
+        ),
+        ("n = 300", "n = 300\nsizes = [2, 3]"),
     ];
     let expect = [
         "unknown field `resolution`",
         "random_doubling adds exactly one row",
         "unknown kind \"balanse\"",
         "no stage named \"ingst\"",
+        "the size 2 is listed twice",
+        "only `balance` stages take a size sweep",
     ];
     for ((from, to), want) in cases.iter().zip(expect) {
         let text = PIPELINE.replacen(from, to, 1);
@@ -291,4 +298,54 @@ fn demo_data_is_celeba_layout() {
             .unwrap()
             .contains("000012.jpg 2")
     );
+}
+
+/// Every pipeline file shipped in `pipelines/` validates (pointed at the
+/// shared CelebA folder, on CPU): a dry run plans its stages, size sweeps
+/// expanded.
+#[test]
+fn shipped_pipelines_validate() {
+    let Some(root) = celeba_dir("shipped_pipelines_validate") else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    for p in names {
+        let root_set = format!("stages.ingest.root={}", root.display());
+        let run_dir = format!("run.dir={}", d.path().join("run").display());
+        let mut args = vec![
+            "run",
+            p.to_str().unwrap(),
+            "--dry-run",
+            "--set",
+            "run.device=cpu",
+            "--set",
+            &run_dir,
+        ];
+        let is_demo = std::fs::read_to_string(&p)
+            .unwrap()
+            .contains("source = \"demo\"");
+        if !is_demo {
+            args.extend(["--set", &root_set]);
+        }
+        let out = augment_ok(&args, d.path());
+        assert!(out.contains("(validated)"), "{}: {out}", p.display());
+        if p.ends_with("dynamic_balance.toml") {
+            for s in [
+                "dynamic_x1_5",
+                "synthesize_dynamic_x3",
+                "classifier_dynamic_x2",
+            ] {
+                assert!(out.contains(&format!("[stages.{s}]")), "{s} in {out}");
+            }
+        }
+    }
+    assert!(!d.path().join("run").exists(), "a dry run writes nothing");
 }

@@ -58,8 +58,24 @@ mapping.steps = 80
 kind = "synthesize"
 inputs = ["ingest", "balance", "gen"]
 min_label_agreement = 0.5
+
+# A linear probe on the trained encoder's embedding.
+[stages.probe]
+kind = "train_classifier"
+inputs = ["ingest", "gen"]
+architecture = "linear_probe"
+
+[stages.eval]
+kind = "evaluate"
+inputs = ["ingest", "gen", "synth", "probe"]
+fid = {}
+fid_samples = 24
+kid_subsets = 10
+kid_subset_size = 24
+reconstruction_samples = 64
 "#,
-            root.display()
+            root.display(),
+            std::env::var_os("AUGMENT_FID_WEIGHTS").is_some()
         ),
     );
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
@@ -151,6 +167,57 @@ min_label_agreement = 0.5
          WHERE s.bald <> p.bald OR s.male <> p.male OR s.smiling <> p.smiling",
     );
     assert_eq!(out.trim(), "n\n0");
+
+    // The linear probe on G_en's embedding beats the per-attribute majority
+    // on the real test split.
+    let probe = &m["stages"]["probe"]["summary"];
+    eprintln!("probe: {probe}");
+    let probe_acc = f(&probe["test_accuracy"]);
+    assert!(
+        probe_acc > maj,
+        "probe test accuracy {probe_acc} vs val majority {maj}"
+    );
+
+    // Evaluate: reconstructions, label agreement, FID/KID.
+    let ev = sql_csv(
+        d.path(),
+        "SELECT stage, metric, value, n FROM eval_metrics WHERE attribute IS NULL \
+         AND stage <> 'probe' ORDER BY stage, metric, value",
+    );
+    eprintln!("{ev}");
+    let row = |stage: &str, metric: &str| -> (f64, u64) {
+        let l = ev
+            .lines()
+            .find(|l| l.starts_with(&format!("{stage},{metric},")))
+            .unwrap_or_else(|| panic!("{stage} {metric} in {ev}"));
+        let v: Vec<&str> = l.split(',').collect();
+        (v[2].parse().unwrap(), v[3].parse().unwrap())
+    };
+    let (ms, n) = row("gen", "reconstruction_ms_ssim");
+    assert_eq!(n, 64);
+    let (psnr, _) = row("gen", "reconstruction_psnr");
+    assert!(
+        ms > 0.3 && ms < 1.0 && psnr > 12.0,
+        "MS-SSIM {ms}, PSNR {psnr}"
+    );
+    let (agree, n) = row("synth", "label_agreement");
+    assert_eq!(n, 1560);
+    let want: f64 = sql_csv(d.path(), "SELECT avg(label_agreement) AS a FROM synth")
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((agree - want).abs() < 1e-12, "{agree} vs {want}");
+    if std::env::var_os("AUGMENT_FID_WEIGHTS").is_some() {
+        let (fid, n) = row("synth", "fid");
+        assert_eq!(n, 24);
+        assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
+        let (kid, _) = row("synth", "kid");
+        assert!(kid.is_finite(), "KID {kid}");
+    } else {
+        eprintln!("FID part SKIPPED: set AUGMENT_FID_WEIGHTS");
+    }
 }
 
 const DEMO: &str = r#"

@@ -6,6 +6,7 @@
 pub mod celeba;
 pub mod demo;
 pub mod images;
+pub mod metrics_table;
 pub mod parquet;
 pub mod schema;
 pub mod tensors;

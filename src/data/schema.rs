@@ -440,12 +440,23 @@ pub fn predictions() -> SchemaRef {
 /// `metrics`: one row per measured value.
 pub fn metrics() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field("stage", DataType::Utf8, false, "the stage that measured it"),
+        field(
+            "run",
+            DataType::Utf8,
+            false,
+            "the run's name (`[run] name`)",
+        ),
+        field(
+            "stage",
+            DataType::Utf8,
+            false,
+            "the stage measured: the classifier, synthesize or generator stage the value is about",
+        ),
         field(
             "metric",
             DataType::Utf8,
             false,
-            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch`, ...",
+            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch` (train_classifier); `fid`, `kid`, `reconstruction_ms_ssim`, `reconstruction_psnr`, `label_agreement`, `label_agreement_full`, `size_sweep_*` (evaluate)",
         ),
         field(
             "attribute",
@@ -475,7 +486,7 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("synth", "synthesize", synth()),
         ("augmented", "synthesize", augmented()),
         ("predictions", "train_classifier", predictions()),
-        ("metrics", "train_classifier", metrics()),
+        ("metrics", "train_classifier, evaluate", metrics()),
     ]
 }
 

@@ -56,6 +56,9 @@ pub fn preprocess(img: &RgbImage) -> Vec<f32> {
     out
 }
 
+/// How FID inputs are resized, recorded with every value.
+pub const FID_RESIZE: &str = "bilinear to 299x299, align_corners=false, no antialias (pytorch-fid)";
+
 /// pool3 features (N × 2048, f64) of images, in batches.
 pub fn features(
     net: &FidInception,

@@ -64,6 +64,26 @@ fn read_metadata(path: &Path) -> Result<serde_json::Value> {
     Ok(h["__metadata__"].clone())
 }
 
+/// The FID weights file: `explicit` (a config key or flag named `what`),
+/// else `$AUGMENT_FID_WEIGHTS`; a clear error when neither names a file.
+pub fn weights_path(explicit: Option<&Path>, what: &str) -> anyhow::Result<std::path::PathBuf> {
+    let p = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("AUGMENT_FID_WEIGHTS").map(Into::into))
+        .ok_or_else(|| {
+            crate::config_error!(
+                "no FID Inception weights: set `{what}` or the environment variable AUGMENT_FID_WEIGHTS (see ../shared/data/README.md for the file)"
+            )
+        })?;
+    if !p.is_file() {
+        return Err(crate::config_error!(
+            "{what} = {}: no such file",
+            p.display()
+        ));
+    }
+    Ok(p)
+}
+
 impl FidInception {
     /// Loads the weights (see `$AUGMENT_FID_WEIGHTS`).
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {

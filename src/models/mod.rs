@@ -13,6 +13,7 @@ pub mod began;
 pub mod classifier;
 pub mod discriminator;
 pub mod mapping;
+pub mod resnet;
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarMap;
@@ -53,7 +54,9 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 /// Re-initialises every variable of `vm` from `seed`, so that a run is
 /// reproducible (candle's CPU initialisers draw from an unseeded RNG).
 /// Weights and biases are U(−1/√fan_in, 1/√fan_in), PyTorch's default for
-/// linear and conv layers; `fan_in` of a bias is its weight's.
+/// linear and conv layers; `fan_in` of a bias is its weight's. Norm layers
+/// (a one-dimensional `weight`) start as the identity, as in PyTorch: scale
+/// 1, shift 0, running mean 0 and running variance 1.
 pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
     let data = vm.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
@@ -61,6 +64,16 @@ pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
     for (k, name) in names.into_iter().enumerate() {
         let var = &data[name];
         let dims = var.dims().to_vec();
+        let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or("");
+        let is_norm = data
+            .get(&format!("{stem}.weight"))
+            .is_some_and(|w| w.rank() == 1);
+        if is_norm || name.ends_with("running_mean") || name.ends_with("running_var") {
+            let one = name.ends_with(".weight") || name.ends_with("running_var");
+            let v = if one { 1.0 } else { 0.0 };
+            var.set(&Tensor::full(v as f32, dims.as_slice(), var.device())?)?;
+            continue;
+        }
         let fan_in = if name.ends_with(".bias") {
             let w = format!("{}.weight", name.trim_end_matches(".bias"));
             data.get(&w)

@@ -237,6 +237,8 @@ fn from_table(
             ));
         }
     };
+    let mut stages_table = stages_table;
+    let variant_of = expand_sweeps(&mut stages_table).map_err(|e| config_error!("{f}: {e}"))?;
     // toml::Table keeps keys sorted; declaration order is recovered from the text below when possible.
     let mut defs = Vec::new();
     for (name, value) in stages_table {
@@ -311,7 +313,18 @@ fn from_table(
             .map_err(|e| config_error!("{f}: [stages.{}]: inputs: {e}", d.name))?;
     }
     let order = declaration_order(file);
-    defs.sort_by_key(|d| order.get(&d.name).copied().unwrap_or(usize::MAX));
+    let position = |name: &str| {
+        order
+            .get(name)
+            .or_else(|| variant_of.get(name).and_then(|b| order.get(b)))
+            .copied()
+            .unwrap_or(usize::MAX)
+    };
+    defs.sort_by(|a, b| {
+        position(&a.name)
+            .cmp(&position(&b.name))
+            .then(a.name.cmp(&b.name))
+    });
     let stages = topological(defs)
         .map_err(|cycle| config_error!("{f}: stages form a cycle through inputs: {cycle}"))?;
     Ok(Pipeline {
@@ -320,6 +333,154 @@ fn from_table(
         stages,
         resolved_toml,
     })
+}
+
+/// The augmentation-size sweep (Liu et al. Fig. 10): a `balance` stage with
+/// `sizes = [1.5, 2, 3]` becomes one stage per size, `<name>_x1_5`,
+/// `<name>_x2`, `<name>_x3`, each with `size` set; every stage downstream of
+/// it is copied per size the same way (`<stage>_x2` reads `<name>_x2`), and an
+/// `evaluate` stage that lists the stage gets every copy, picks the size with
+/// the best val accuracy and reports its test accuracy. Returns copy → the
+/// name it was copied from.
+fn expand_sweeps(stages: &mut toml::Table) -> std::result::Result<HashMap<String, String>, String> {
+    let mut variant_of = HashMap::new();
+    // Expanded stage → its (copy name, tag) per size.
+    let mut expanded: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let names: Vec<String> = stages.keys().cloned().collect();
+    for name in names {
+        let Some(toml::Value::Table(t)) = stages.get(&name) else {
+            continue;
+        };
+        let Some(sizes) = t.get("sizes") else {
+            continue;
+        };
+        let ctx = format!("[stages.{name}] sizes");
+        if t.get("kind").and_then(|k| k.as_str()) != Some("balance") {
+            return Err(format!("{ctx}: only `balance` stages take a size sweep"));
+        }
+        if t.contains_key("size") {
+            return Err(format!("{ctx}: give either `size` or `sizes`, not both"));
+        }
+        let values: Vec<f64> = sizes
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .and_then(|a| {
+                a.iter()
+                    .map(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                format!("{ctx}: expected a list of numbers, e.g. sizes = [1.5, 2, 3]")
+            })?;
+        let mut t = t.clone();
+        t.remove("sizes");
+        stages.remove(&name);
+        let mut copies = Vec::new();
+        for v in values {
+            if !(v.is_finite() && v > 1.0) {
+                return Err(format!(
+                    "{ctx}: {v} is not a size above 1 (the augmented table is size × the train split)"
+                ));
+            }
+            let tag = format!("{v}").replace('.', "_");
+            let copy = format!("{name}_x{tag}");
+            let mut c = t.clone();
+            c.insert("size".into(), toml::Value::Float(v));
+            if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
+                return Err(format!(
+                    "{ctx}: the size {v} is listed twice, or a stage is already named `{copy}`"
+                ));
+            }
+            variant_of.insert(copy.clone(), name.clone());
+            copies.push((copy, tag));
+        }
+        expanded.insert(name, copies);
+    }
+    if expanded.is_empty() {
+        return Ok(variant_of);
+    }
+    let inputs_of = |t: &toml::Table| -> Vec<String> {
+        t.get("inputs")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Copy the downstream stages until no stage reads an expanded one.
+    loop {
+        let mut next = None;
+        for (name, v) in stages.iter() {
+            let Some(t) = v.as_table() else { continue };
+            if t.get("kind").and_then(|k| k.as_str()) == Some("evaluate") {
+                continue;
+            }
+            let hits: Vec<String> = inputs_of(t)
+                .into_iter()
+                .filter(|i| expanded.contains_key(i))
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => {
+                    next = Some((name.clone(), hits[0].clone()));
+                    break;
+                }
+                _ => {
+                    return Err(format!(
+                        "[stages.{name}] inputs: reads two size sweeps ({}); sweep one stage at a time",
+                        hits.join(", ")
+                    ));
+                }
+            }
+        }
+        let Some((name, input)) = next else { break };
+        let t = stages
+            .remove(&name)
+            .and_then(|v| v.as_table().cloned())
+            .unwrap_or_default();
+        let mut copies = Vec::new();
+        for (input_copy, tag) in expanded[&input].clone() {
+            let copy = format!("{name}_x{tag}");
+            let mut c = t.clone();
+            let ins: Vec<toml::Value> = inputs_of(&t)
+                .into_iter()
+                .map(|i| toml::Value::String(if i == input { input_copy.clone() } else { i }))
+                .collect();
+            c.insert("inputs".into(), toml::Value::Array(ins));
+            if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
+                return Err(format!(
+                    "[stages.{name}]: a stage is already named `{copy}`, the copy of `{name}` for the size sweep of `{input}`"
+                ));
+            }
+            variant_of.insert(copy.clone(), name.clone());
+            copies.push((copy, tag));
+        }
+        expanded.insert(name, copies);
+    }
+    // Evaluate stages get every copy.
+    let names: Vec<String> = stages.keys().cloned().collect();
+    for name in names {
+        let Some(t) = stages.get_mut(&name).and_then(|v| v.as_table_mut()) else {
+            continue;
+        };
+        if t.get("kind").and_then(|k| k.as_str()) != Some("evaluate") {
+            continue;
+        }
+        let ins: Vec<toml::Value> = inputs_of(t)
+            .into_iter()
+            .flat_map(|i| match expanded.get(&i) {
+                Some(c) => c.iter().map(|(n, _)| n.clone()).collect(),
+                None => vec![i],
+            })
+            .map(toml::Value::String)
+            .collect();
+        if t.contains_key("inputs") {
+            t.insert("inputs".into(), toml::Value::Array(ins));
+        }
+    }
+    Ok(variant_of)
 }
 
 /// Position of each `[stages.NAME]` header in the file, for stable ordering.

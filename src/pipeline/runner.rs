@@ -117,7 +117,16 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
     std::fs::write(p.run.dir.join(manifest::PIPELINE_FILE), &p.resolved_toml)?;
     let mut m = existing.unwrap_or_default();
     m.run_name = p.run.name.clone();
-    m.order = p.stages.iter().map(|s| s.name.clone()).collect();
+    // Pipelines may share a run folder (pipelines/no_augmentation.toml,
+    // random_doubling.toml, ... share `ingest` and the real-data classifier):
+    // stages recorded by another pipeline stay listed after this one's.
+    let mut order: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
+    for old in &m.order {
+        if !order.contains(old) && m.stages.contains_key(old) {
+            order.push(old.clone());
+        }
+    }
+    m.order = order;
 
     for def in &p.stages {
         let selected = opts.only.is_empty() || opts.only.contains(&def.name);
@@ -202,6 +211,7 @@ fn run_stage(
         .collect();
     let io = StageIo {
         name: def.name.clone(),
+        run_name: p.run.name.clone(),
         out_dir: tmp_dir.clone(),
         resume_dir: resume_dir.clone(),
         inputs,

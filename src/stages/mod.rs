@@ -4,6 +4,7 @@
 //! manifest ([`InputStage`]).
 
 pub mod balance;
+pub mod evaluate;
 pub mod ingest;
 pub mod synthesize;
 pub mod train_classifier;
@@ -25,15 +26,17 @@ pub enum StageKind {
     TrainGenerator,
     Synthesize,
     TrainClassifier,
+    Evaluate,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 5] = [
+    pub const ALL: [StageKind; 6] = [
         StageKind::Ingest,
         StageKind::Balance,
         StageKind::TrainGenerator,
         StageKind::Synthesize,
         StageKind::TrainClassifier,
+        StageKind::Evaluate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl StageKind {
             StageKind::TrainGenerator => "train_generator",
             StageKind::Synthesize => "synthesize",
             StageKind::TrainClassifier => "train_classifier",
+            StageKind::Evaluate => "evaluate",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -61,6 +65,7 @@ pub enum StageConfig {
     TrainGenerator(train_generator::Config),
     Synthesize(synthesize::Config),
     TrainClassifier(train_classifier::Config),
+    Evaluate(evaluate::Config),
 }
 
 impl StageConfig {
@@ -71,6 +76,7 @@ impl StageConfig {
             StageConfig::TrainGenerator(_) => StageKind::TrainGenerator,
             StageConfig::Synthesize(_) => StageKind::Synthesize,
             StageConfig::TrainClassifier(_) => StageKind::TrainClassifier,
+            StageConfig::Evaluate(_) => StageKind::Evaluate,
         }
     }
 
@@ -106,6 +112,11 @@ impl StageConfig {
                 let c: train_classifier::Config = parse(value)?;
                 c.validate()?;
                 StageConfig::TrainClassifier(c)
+            }
+            StageKind::Evaluate => {
+                let c: evaluate::Config = parse(value)?;
+                c.validate()?;
+                StageConfig::Evaluate(c)
             }
         })
     }
@@ -146,13 +157,49 @@ impl StageConfig {
                     ))
                 }
             }
-            StageConfig::TrainClassifier(_) => {
+            StageConfig::TrainClassifier(c) => {
                 let k = sorted(inputs);
-                if k == [StageKind::Ingest] || k == [StageKind::Ingest, StageKind::Synthesize] {
+                let ok = [
+                    vec![StageKind::Ingest],
+                    vec![StageKind::Ingest, StageKind::Synthesize],
+                    vec![StageKind::Ingest, StageKind::TrainGenerator],
+                    vec![
+                        StageKind::Ingest,
+                        StageKind::Synthesize,
+                        StageKind::TrainGenerator,
+                    ],
+                ]
+                .contains(&k);
+                let probe_on_encoder = c.features() == Some(train_classifier::Features::Encoder);
+                if ok && probe_on_encoder && !k.contains(&StageKind::TrainGenerator) {
+                    Err("`linear_probe` with features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or set features = \"inception\"".into())
+                } else if ok {
                     Ok(())
                 } else {
                     Err(format!(
-                        "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation) and optionally one `synthesize` stage (train on its `augmented` table), got {}",
+                        "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation), optionally one `synthesize` stage (train on its `augmented` table) and, for a `linear_probe` on encoder features, one `train_generator` stage, got {}",
+                        kind_list(inputs)
+                    ))
+                }
+            }
+            StageConfig::Evaluate(_) => {
+                let ingests = inputs.iter().filter(|k| **k == StageKind::Ingest).count();
+                let measured = inputs.iter().any(|k| {
+                    matches!(
+                        k,
+                        StageKind::TrainClassifier
+                            | StageKind::Synthesize
+                            | StageKind::TrainGenerator
+                    )
+                });
+                let others = inputs
+                    .iter()
+                    .any(|k| matches!(k, StageKind::Balance | StageKind::Evaluate));
+                if ingests == 1 && measured && !others {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`evaluate` needs one `ingest` stage (the real test images) and the `train_classifier`, `synthesize` and `train_generator` stages to measure, got {}",
                         kind_list(inputs)
                     ))
                 }
@@ -168,7 +215,8 @@ impl StageConfig {
             StageConfig::Balance(_)
             | StageConfig::TrainGenerator(_)
             | StageConfig::Synthesize(_)
-            | StageConfig::TrainClassifier(_) => Ok(String::new()),
+            | StageConfig::TrainClassifier(_)
+            | StageConfig::Evaluate(_) => Ok(String::new()),
         }
     }
 }
@@ -238,6 +286,8 @@ impl InputStage {
 /// Everything a stage may touch.
 pub struct StageIo {
     pub name: String,
+    /// The run's name (`[run] name`), recorded in `metrics` rows.
+    pub run_name: String,
     /// Temporary output folder; the runner renames it into place on success.
     pub out_dir: PathBuf,
     /// Kept across failed or killed runs with the same fingerprint (training
@@ -291,5 +341,6 @@ pub fn run(def: &crate::pipeline::config::StageDef, io: &StageIo) -> Result<Stag
         StageConfig::TrainGenerator(c) => train_generator::run(c, io),
         StageConfig::Synthesize(c) => synthesize::run(c, io),
         StageConfig::TrainClassifier(c) => train_classifier::run(c, io),
+        StageConfig::Evaluate(c) => evaluate::run(c, io),
     }
 }

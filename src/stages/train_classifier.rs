@@ -5,7 +5,11 @@
 //! the epoch with the best accuracy on the real `val` split, and measures it
 //! on the real `test` split only — never on synthetic rows.
 //!
-//! Architecture `paper_cnn`: the 5-convolution classifier of Sec. III-D.
+//! Architectures: `paper_cnn`, the 5-convolution classifier of Sec. III-D;
+//! `resnet18`, the evaluation network of SG-GAN and StarGAN; `linear_probe`,
+//! a `linfa` logistic regression per attribute on frozen features (the
+//! embedding of a `train_generator` input's encoder G_en, or the FID
+//! Inception's pool3), with the L2 strength chosen on `val`.
 //! Tables: `predictions` (test image × attribute → probability) and
 //! `metrics` (the paper's accuracy, per-attribute accuracy, balanced
 //! accuracy and F1, their means, the best epoch and its val accuracy).
@@ -13,11 +17,12 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::{StageIo, StageOutput};
+use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
     self, ATTRIBUTES, N_ATTRIBUTES, attribute_by_any_name, attribute_column,
@@ -25,9 +30,13 @@ use crate::data::schema::{
 use crate::data::tensors::FaceSet;
 use crate::data_error;
 use crate::metrics::accuracy::{confusion, paper_accuracy};
+use candle_core::{DType, Module};
+
 use crate::models::Activation;
-use crate::models::classifier;
-use crate::train::classifier::{Options, Split, predict, train};
+use crate::models::began::{self, Encoder};
+use crate::models::{classifier, resnet};
+use crate::train::classifier::{NetConfig, Options, Split, predict, train};
+use crate::train::probe::Options as ProbeOptions;
 use crate::train::{Cadence, PhaseEnv};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +44,20 @@ use crate::train::{Cadence, PhaseEnv};
 pub enum Architecture {
     /// The 5-conv classifier of Sec. III-D (64 → 1024 filters, leaky ReLU).
     PaperCnn,
+    /// ResNet-18 (He et al. 2016) with batch norm.
+    Resnet18,
+    /// Logistic regression per attribute on frozen features.
+    LinearProbe,
+}
+
+/// Frozen features of a `linear_probe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Features {
+    /// The embedding z = G_en(x) of a `train_generator` input (attr2face).
+    Encoder,
+    /// pool3 (2048-d) of the FID Inception (`weights` or $AUGMENT_FID_WEIGHTS).
+    Inception,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +106,15 @@ pub struct Config {
     pub limit: Option<usize>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `linear_probe` only: which frozen features (default `encoder`).
+    #[serde(default)]
+    pub features: Option<Features>,
+    /// `linear_probe` only: L2 strengths tried per attribute.
+    #[serde(default)]
+    pub alphas: Option<Vec<f64>>,
+    /// `features = "inception"`: the FID weights (default $AUGMENT_FID_WEIGHTS).
+    #[serde(default)]
+    pub weights: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -94,7 +126,24 @@ impl Config {
             return Err(format!("lr = {}: must be positive", self.lr));
         }
         self.attribute_indices()?;
+        let probe = self.architecture == Architecture::LinearProbe;
+        if !probe && (self.features.is_some() || self.alphas.is_some()) {
+            return Err("features and alphas apply to architecture = \"linear_probe\" only".into());
+        }
+        if let Some(a) = &self.alphas
+            && (a.is_empty() || a.iter().any(|v| !(*v > 0.0 && v.is_finite())))
+        {
+            return Err("alphas: give one or more positive numbers".into());
+        }
+        if self.weights.is_some() && self.features != Some(Features::Inception) {
+            return Err("weights applies to features = \"inception\" only".into());
+        }
         Ok(())
+    }
+
+    pub fn features(&self) -> Option<Features> {
+        (self.architecture == Architecture::LinearProbe)
+            .then(|| self.features.unwrap_or(Features::Encoder))
     }
 
     pub fn attribute_indices(&self) -> std::result::Result<Vec<usize>, String> {
@@ -112,31 +161,54 @@ impl Config {
         }
     }
 
-    fn network(&self) -> classifier::Config {
-        match self.size {
-            Size::Paper => classifier::Config::paper_64(),
-            Size::Tiny => classifier::Config {
+    fn network(&self) -> NetConfig {
+        match (self.architecture, self.size) {
+            (Architecture::Resnet18, Size::Paper) => {
+                NetConfig::ResNet18(resnet::Config::paper_64())
+            }
+            (Architecture::Resnet18, Size::Tiny) => NetConfig::ResNet18(resnet::Config::tiny()),
+            (_, Size::Paper) => NetConfig::PaperCnn(classifier::Config::paper_64()),
+            (_, Size::Tiny) => NetConfig::PaperCnn(classifier::Config {
                 activation: Activation::LeakyRelu,
                 ..classifier::Config::tiny()
-            },
+            }),
         }
     }
 }
 
+/// What either kind of training produced, for the test split.
+struct Outcome {
+    probs: Vec<Vec<f64>>,
+    val_accuracy: f64,
+    best_epoch: Option<usize>,
+    wall_time_s: f64,
+    details: serde_json::Value,
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
-    let net = c.network();
     let attrs = c.attribute_indices().map_err(|e| data_error!("{e}"))?;
+    let encoder = match c.features() {
+        Some(Features::Encoder) => Some(load_encoder(io, &dev)?),
+        _ => None,
+    };
+    // Images at the network's input size (features: the encoder's, or 64
+    // for Inception, which resizes to 299 itself).
+    let image_size = match (&encoder, c.features()) {
+        (Some((cfg, _)), _) => cfg.image_size,
+        (None, Some(Features::Inception)) => 64,
+        _ => c.network().image_size(),
+    };
     let ingest = io.input("ingest")?;
     let faces_path = ingest.table("faces")?;
-    let eval = FaceSet::load(&faces_path, &["val", "test"], None, net.image_size)?;
+    let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
     let (train_set, table) = match io.inputs.iter().find(|i| i.record.kind == "synthesize") {
         Some(s) => (
-            FaceSet::load(&s.table("augmented")?, &[], c.limit, net.image_size)?,
+            FaceSet::load(&s.table("augmented")?, &[], c.limit, image_size)?,
             format!("{}.augmented", s.name),
         ),
         None => (
-            FaceSet::load(&faces_path, &["train"], c.limit, net.image_size)?,
+            FaceSet::load(&faces_path, &["train"], c.limit, image_size)?,
             format!("{}.faces (train)", ingest.name),
         ),
     };
@@ -161,43 +233,54 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ));
     }
     io.say(format!(
-        "{} attributes, training on {} rows of {table}; best epoch by val ({} rows); test {} rows",
+        "{} attributes, training on {} rows of {table}; best {} by val ({} rows); test {} rows",
         attrs.len(),
         train_split.rows.len(),
+        if c.architecture == Architecture::LinearProbe {
+            "L2 strength"
+        } else {
+            "epoch"
+        },
         val.rows.len(),
         test.rows.len()
     ));
-    let opts = Options {
-        epochs: c.epochs,
-        batch_size: c.batch_size,
-        lr: c.lr,
-        seed: c.seed.unwrap_or(io.run_seed),
-        attributes: attrs.clone(),
+    let outcome = match c.features() {
+        None => train_network(c, io, &attrs, &train_split, &val, &test, &dev)?,
+        Some(f) => {
+            let t0 = std::time::Instant::now();
+            let featurize = |split: &Split, what: &str| -> Result<Vec<Vec<f32>>> {
+                match &encoder {
+                    Some((_, enc)) => encoder_features(enc, split, &dev),
+                    None => inception_features(c, io, split, what, &dev),
+                }
+            };
+            let tx = featurize(&train_split, "train")?;
+            let vx = featurize(&val, "val")?;
+            let sx = featurize(&test, "test")?;
+            let ty = bool_labels(&train_split, &attrs);
+            let vy = bool_labels(&val, &attrs);
+            let mut popts = ProbeOptions::default();
+            if let Some(a) = &c.alphas {
+                popts.alphas = a.clone();
+            }
+            let pb = io.progress(attrs.len() as u64, "attributes");
+            let probe = crate::train::probe::fit(&tx, &ty, &vx, &vy, &popts, || pb.inc(1))?;
+            pb.finish_and_clear();
+            Outcome {
+                probs: probe.predict(&sx)?,
+                val_accuracy: probe.val_accuracy,
+                best_epoch: None,
+                wall_time_s: t0.elapsed().as_secs_f64(),
+                details: serde_json::json!({
+                    "features": f,
+                    "feature_dim": tx.first().map(Vec::len).unwrap_or(0),
+                    "alphas": probe.alphas,
+                }),
+            }
+        }
     };
-    let env = PhaseEnv {
-        dir: &io.resume_dir,
-        cadence: Cadence {
-            log_every: 10,
-            sample_every: 0,
-            checkpoint_every: 500,
-        },
-        quiet: io.quiet,
-        label: &io.name,
-    };
-    let trained = train(&net, &opts, &train_split, &val, &dev, &env)?;
-
-    // Test predictions and metrics.
-    let probs = predict(&trained.net, &test, &dev)?;
-    let truth: Vec<Vec<bool>> = test
-        .rows
-        .iter()
-        .map(|&r| {
-            attrs
-                .iter()
-                .map(|&a| (eval.labels[r] >> a) & 1 == 1)
-                .collect()
-        })
-        .collect();
+    let probs = outcome.probs;
+    let truth = bool_labels(&test, &attrs);
     let pred: Vec<Vec<bool>> = probs
         .iter()
         .map(|p| p.iter().map(|&v| v > 0.5).collect())
@@ -205,15 +288,18 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let acc = paper_accuracy(&pred, &truth);
     let counts = confusion(&pred, &truth);
     let n_test = test.rows.len() as i64;
-    let details = serde_json::json!({
+    let mut details = serde_json::json!({
         "split": "test",
         "architecture": c.architecture,
         "size": c.size,
         "training_table": table,
         "training_rows": train_split.rows.len(),
         "attributes": attrs.len(),
-    })
-    .to_string();
+    });
+    if let (Some(d), Some(extra)) = (details.as_object_mut(), outcome.details.as_object()) {
+        d.extend(extra.clone());
+    }
+    let details = details.to_string();
     let mut rows: Vec<(String, Option<String>, f64, i64)> = vec![
         ("accuracy".into(), None, acc, n_test),
         (
@@ -231,16 +317,13 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         (
             "val_accuracy".into(),
             None,
-            trained.best_val_accuracy,
-            val.rows.len() as i64,
-        ),
-        (
-            "best_epoch".into(),
-            None,
-            trained.best_epoch as f64,
+            outcome.val_accuracy,
             val.rows.len() as i64,
         ),
     ];
+    if let Some(e) = outcome.best_epoch {
+        rows.push(("best_epoch".into(), None, e as f64, val.rows.len() as i64));
+    }
     for (k, &a) in attrs.iter().enumerate() {
         let name = Some(attribute_column(a));
         rows.push((
@@ -258,7 +341,19 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         rows.push(("f1".into(), name, counts[k].f1(), n_test));
     }
     let out = &io.out_dir;
-    let n_metrics = write_metrics(&out.join("metrics.parquet"), &io.name, &rows, &details)?;
+    let rows: Vec<MetricRow> = rows
+        .into_iter()
+        .map(|(metric, attribute, value, n)| MetricRow {
+            run: io.run_name.clone(),
+            stage: io.name.clone(),
+            metric,
+            attribute,
+            value,
+            n,
+            details: details.clone(),
+        })
+        .collect();
+    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
     let n_pred = write_predictions(
         &out.join("predictions.parquet"),
         &eval,
@@ -266,10 +361,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         &attrs,
         &probs,
     )?;
-    let mean_bal = rows[1].2;
+    let mean_bal = rows[1].value;
     io.say(format!(
-        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; best epoch {} (val {:.4})",
-        trained.best_epoch, trained.best_val_accuracy
+        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; val accuracy {:.4}{}",
+        outcome.val_accuracy,
+        outcome.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default()
     ));
     Ok(StageOutput {
         tables: vec![
@@ -280,35 +376,127 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary: serde_json::json!({
             "test_accuracy": acc,
             "test_balanced_accuracy": mean_bal,
-            "best_epoch": trained.best_epoch,
-            "val_accuracy": trained.best_val_accuracy,
+            "architecture": c.architecture,
+            "best_epoch": outcome.best_epoch,
+            "val_accuracy": outcome.val_accuracy,
             "training_table": table,
             "training_rows": train_split.rows.len(),
-            "wall_time_s": trained.wall_time_s,
+            "wall_time_s": outcome.wall_time_s,
         }),
     })
 }
 
-fn write_metrics(
-    path: &std::path::Path,
-    stage: &str,
-    rows: &[(String, Option<String>, f64, i64)],
-    details: &str,
-) -> Result<usize> {
-    let schema = schema::metrics();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| stage))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.0.as_str()),
-        )),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.as_deref()))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| details))),
-    ];
-    let mut w = TableWriter::create(path, schema.clone(), &[], 1 << 16)?;
-    w.write(&RecordBatch::try_new(schema, cols)?)?;
-    w.finish()
+fn bool_labels(split: &Split, attrs: &[usize]) -> Vec<Vec<bool>> {
+    split
+        .rows
+        .iter()
+        .map(|&r| {
+            attrs
+                .iter()
+                .map(|&a| (split.faces.labels[r] >> a) & 1 == 1)
+                .collect()
+        })
+        .collect()
+}
+
+fn train_network(
+    c: &Config,
+    io: &StageIo,
+    attrs: &[usize],
+    train_split: &Split,
+    val: &Split,
+    test: &Split,
+    dev: &candle_core::Device,
+) -> Result<Outcome> {
+    let opts = Options {
+        epochs: c.epochs,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        seed: c.seed.unwrap_or(io.run_seed),
+        attributes: attrs.to_vec(),
+    };
+    let env = PhaseEnv {
+        dir: &io.resume_dir,
+        cadence: Cadence {
+            log_every: 10,
+            sample_every: 0,
+            checkpoint_every: 500,
+        },
+        quiet: io.quiet,
+        label: &io.name,
+    };
+    let trained = train(&c.network(), &opts, train_split, val, dev, &env)?;
+    Ok(Outcome {
+        probs: predict(&trained.net, test, dev)?,
+        val_accuracy: trained.best_val_accuracy,
+        best_epoch: Some(trained.best_epoch),
+        wall_time_s: trained.wall_time_s,
+        details: serde_json::json!({"best_epoch": trained.best_epoch}),
+    })
+}
+
+/// G_en of the `train_generator` input, from its `autoencoder.safetensors`.
+fn load_encoder(io: &StageIo, dev: &candle_core::Device) -> Result<(began::Config, Encoder)> {
+    let Some(g) = io
+        .inputs
+        .iter()
+        .find(|i| i.record.kind == "train_generator")
+    else {
+        return Err(data_error!(
+            "stage `{}`: features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or use features = \"inception\"",
+            io.name
+        ));
+    };
+    let weights = g.dir.join("autoencoder.safetensors");
+    if !weights.is_file() {
+        return Err(data_error!(
+            "stage `{}`: input `{}` has no autoencoder.safetensors (only model = \"attr2face\" trains an encoder)",
+            io.name,
+            g.name
+        ));
+    }
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.dir.join("model.json"))?)?;
+    let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())?;
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, dev)? };
+    let enc = Encoder::new(&cfg, vb.pp("encoder"))?;
+    Ok((cfg, enc))
+}
+
+fn encoder_features(
+    enc: &Encoder,
+    split: &Split,
+    dev: &candle_core::Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(split.rows.len());
+    for chunk in split.rows.chunks(128) {
+        let x = split.faces.images(chunk, dev)?;
+        out.extend(enc.forward(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn inception_features(
+    c: &Config,
+    io: &StageIo,
+    split: &Split,
+    what: &str,
+    dev: &candle_core::Device,
+) -> Result<Vec<Vec<f32>>> {
+    let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")?;
+    let net = crate::metrics::inception::FidInception::load(&weights, dev)?;
+    let images: Vec<_> = split.rows.iter().map(|&r| split.faces.rgb(r)).collect();
+    io.say(format!(
+        "Inception features of {} {what} images",
+        images.len()
+    ));
+    let pb = io.progress(images.len() as u64, "images");
+    let f = crate::metrics::fid::features(&net, &images, 50, dev, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    Ok(f.into_iter()
+        .map(|r| r.into_iter().map(|v| v as f32).collect())
+        .collect())
 }
 
 fn write_predictions(

@@ -6,7 +6,9 @@
 //! where it stopped. `model = "dcgan"` is the footnote-4 ablation.
 //!
 //! Outputs: `generator.safetensors` (Φ and G_de), `classifier.safetensors`
-//! (C, used by `synthesize` for `label_agreement`), `model.json` (network
+//! (C, used by `synthesize` for `label_agreement`), `autoencoder.safetensors`
+//! (G_en and G_de, attr2face only: reconstructions for `evaluate`, embeddings
+//! for a `linear_probe` classifier), `model.json` (network
 //! sizes), the `train_log` table, sample grids under `samples/`, and every
 //! phase's last checkpoint under `checkpoints/`.
 
@@ -240,6 +242,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         "classifier.safetensors".to_string(),
         "model.json".to_string(),
     ];
+    if let Some(ae) = &trained.autoencoder {
+        candle_core::safetensors::save(ae, out.join("autoencoder.safetensors"))?;
+        files.push("autoencoder.safetensors".to_string());
+    }
     files.extend(copy_tree(&io.resume_dir.join("samples"), out, "samples")?);
     for entry in std::fs::read_dir(&io.resume_dir)? {
         let entry = entry?;

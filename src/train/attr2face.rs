@@ -180,6 +180,9 @@ pub struct Trained {
     pub generator: HashMap<String, Tensor>,
     /// C after the last round.
     pub classifier: HashMap<String, Tensor>,
+    /// `encoder.*` and `decoder.*` of the trained autoencoder (attr2face
+    /// only): reconstructions for evaluation, embeddings for linear probes.
+    pub autoencoder: Option<HashMap<String, Tensor>>,
 }
 
 fn adam(vm: &VarMap, lr: f64) -> Result<AdamW> {
@@ -781,6 +784,7 @@ pub fn train(
         summary: summary.into(),
         generator,
         classifier: frozen(&cp.vm),
+        autoencoder,
     })
 }
 

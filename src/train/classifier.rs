@@ -6,14 +6,57 @@
 use std::path::Path;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use super::losses::{bce_with_logits, scalar};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, run_phase};
 use crate::data::tensors::FaceSet;
 use crate::models::classifier::{self, Classifier};
+use crate::models::resnet::{self, ResNet};
 use crate::models::seeded_init;
+
+/// The downstream network to train.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetConfig {
+    /// The 5-conv classifier of Liu et al. Sec. III-D.
+    PaperCnn(classifier::Config),
+    /// ResNet-18, the translation papers' evaluation network.
+    ResNet18(resnet::Config),
+}
+
+impl NetConfig {
+    pub fn image_size(&self) -> usize {
+        match self {
+            NetConfig::PaperCnn(c) => c.image_size,
+            NetConfig::ResNet18(c) => c.image_size,
+        }
+    }
+}
+
+/// A trained or training downstream network.
+pub enum Net {
+    PaperCnn(Classifier),
+    ResNet18(ResNet),
+}
+
+impl Net {
+    pub fn new(cfg: &NetConfig, outputs: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(match cfg {
+            NetConfig::PaperCnn(c) => Net::PaperCnn(Classifier::with_outputs(c, outputs, vb)?),
+            NetConfig::ResNet18(c) => Net::ResNet18(ResNet::new(c, outputs, vb)?),
+        })
+    }
+}
+
+impl ModuleT for Net {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Net::PaperCnn(n) => n.forward(x),
+            Net::ResNet18(n) => n.forward_t(x, train),
+        }
+    }
+}
 
 /// Training settings.
 #[derive(Debug, Clone)]
@@ -28,7 +71,7 @@ pub struct Options {
 
 /// The trained network (weights of the best val epoch).
 pub struct Trained {
-    pub net: Classifier,
+    pub net: Net,
     pub best_epoch: usize,
     pub best_val_accuracy: f64,
     pub log: Vec<LogRow>,
@@ -52,24 +95,24 @@ fn labels(faces: &FaceSet, rows: &[usize], attrs: &[usize], dev: &Device) -> Res
 }
 
 /// Probabilities (rows × attributes) of `net` on `split`.
-pub fn predict(net: &Classifier, split: &Split, dev: &Device) -> Result<Vec<Vec<f64>>> {
+pub fn predict(net: &Net, split: &Split, dev: &Device) -> Result<Vec<Vec<f64>>> {
     let mut out = Vec::with_capacity(split.rows.len());
     for c in split.rows.chunks(128) {
         let x = split.faces.images(c, dev)?;
-        let p = candle_nn::ops::sigmoid(&net.forward(&x)?)?.to_dtype(DType::F64)?;
+        let p = candle_nn::ops::sigmoid(&net.forward_t(&x, false)?)?.to_dtype(DType::F64)?;
         out.extend(p.to_vec2::<f64>()?);
     }
     Ok(out)
 }
 
 /// The paper's accuracy of `net` on `split`.
-pub fn accuracy(net: &Classifier, split: &Split, attrs: &[usize], dev: &Device) -> Result<f64> {
+pub fn accuracy(net: &Net, split: &Split, attrs: &[usize], dev: &Device) -> Result<f64> {
     let mut correct = 0.0;
     let mut n = 0usize;
     for c in split.rows.chunks(128) {
         let x = split.faces.images(c, dev)?;
         let a = labels(split.faces, c, attrs, dev)?;
-        let pred = net.forward(&x)?.gt(0.0)?.to_dtype(DType::F32)?;
+        let pred = net.forward_t(&x, false)?.gt(0.0)?.to_dtype(DType::F32)?;
         let agree = pred.eq(&a)?.to_dtype(DType::F64)?.mean(1)?.sum_all()?;
         correct += agree.to_scalar::<f64>()?;
         n += c.len();
@@ -84,7 +127,7 @@ struct ClassifierPhase<'a> {
     dev: Device,
     steps_per_epoch: usize,
     vm: VarMap,
-    net: Classifier,
+    net: Net,
     best_vm: VarMap,
     opt: AdamW,
     best_epoch: usize,
@@ -104,7 +147,7 @@ impl Phase for ClassifierPhase<'_> {
         .collect();
         let x = self.train.faces.images(&idx, &self.dev)?;
         let a = labels(self.train.faces, &idx, &self.opts.attributes, &self.dev)?;
-        let loss = bce_with_logits(&self.net.forward(&x)?, &a)?;
+        let loss = bce_with_logits(&self.net.forward_t(&x, true)?, &a)?;
         self.opt.backward_step(&loss)?;
         let mut out = vec![("loss", scalar(&loss)?)];
         if step.is_multiple_of(self.steps_per_epoch) {
@@ -151,7 +194,7 @@ fn copy_vars(from: &VarMap, to: &VarMap) -> Result<()> {
 
 /// Trains for `opts.epochs` epochs, keeping the best val epoch.
 pub fn train(
-    cfg: &classifier::Config,
+    cfg: &NetConfig,
     opts: &Options,
     train: &Split,
     val: &Split,
@@ -160,11 +203,10 @@ pub fn train(
 ) -> Result<Trained> {
     let k = opts.attributes.len();
     let vm = VarMap::new();
-    let net = Classifier::with_outputs(cfg, k, VarBuilder::from_varmap(&vm, DType::F32, dev))?;
+    let net = Net::new(cfg, k, VarBuilder::from_varmap(&vm, DType::F32, dev))?;
     seeded_init(&vm, opts.seed)?;
     let best_vm = VarMap::new();
-    let best =
-        Classifier::with_outputs(cfg, k, VarBuilder::from_varmap(&best_vm, DType::F32, dev))?;
+    let best = Net::new(cfg, k, VarBuilder::from_varmap(&best_vm, DType::F32, dev))?;
     copy_vars(&vm, &best_vm)?;
     let opt = AdamW::new(
         vm.all_vars(),

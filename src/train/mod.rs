@@ -18,6 +18,7 @@
 pub mod attr2face;
 pub mod classifier;
 pub mod losses;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

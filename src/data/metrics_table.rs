@@ -1,0 +1,103 @@
+//! Rows of the `metrics` table (schema in [`super::schema::metrics`]), written
+//! by `train_classifier` and `evaluate` and read back by `evaluate` and
+//! `augment report`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+
+use super::parquet::{TableWriter, read_columns};
+use super::schema;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub run: String,
+    pub stage: String,
+    pub metric: String,
+    pub attribute: Option<String>,
+    pub value: f64,
+    pub n: i64,
+    /// JSON object.
+    pub details: String,
+}
+
+impl MetricRow {
+    pub fn details_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.details).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+pub fn write(path: &Path, rows: &[MetricRow]) -> Result<usize> {
+    let schema = schema::metrics();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.run.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.stage.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.metric.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.attribute.as_deref()),
+        )),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.value))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.details.as_str()),
+        )),
+    ];
+    let mut w = TableWriter::create(path, schema.clone(), &[], 1 << 16)?;
+    w.write(&RecordBatch::try_new(schema, cols)?)?;
+    w.finish()
+}
+
+pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
+    let mut out = Vec::new();
+    let names = [
+        "run",
+        "stage",
+        "metric",
+        "attribute",
+        "value",
+        "n",
+        "details",
+    ];
+    for b in read_columns(path, &names)? {
+        let s = |i: usize| -> Result<&StringArray> {
+            b.column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .with_context(|| {
+                    format!("{}: column `{}` is not a string", path.display(), names[i])
+                })
+        };
+        let (run, stage, metric, attr, details) = (s(0)?, s(1)?, s(2)?, s(3)?, s(6)?);
+        let value = b
+            .column(4)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .context("value")?;
+        let n = b
+            .column(5)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("n")?;
+        for r in 0..b.num_rows() {
+            out.push(MetricRow {
+                run: run.value(r).to_string(),
+                stage: stage.value(r).to_string(),
+                metric: metric.value(r).to_string(),
+                attribute: (!attr.is_null(r)).then(|| attr.value(r).to_string()),
+                value: value.value(r),
+                n: n.value(r),
+                details: details.value(r).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,469 @@
+//! `augment report RUN_DIR... --out DIR`: one comparison across runs, like
+//! Table 2 of Liu et al. (method, data amount, accuracy, balanced accuracy,
+//! FID), the per-attribute accuracy chart of Fig. 9 (PNG and SVG), the size
+//! sweeps of Fig. 10, generator quality (reconstruction MS-SSIM/PSNR, label
+//! agreement), and an `index.html` with those tables, the charts, each
+//! balance stage's label-count chart and each synthesize stage's sample grid.
+//! Also `table.csv` and `report.json` for scripts. Reads only manifests and
+//! `metrics` tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::charts;
+use crate::config_error;
+use crate::data::metrics_table::{self, MetricRow};
+use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
+use crate::pipeline::manifest::Manifest;
+
+/// One row of the comparison (a downstream classifier).
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonRow {
+    pub run: String,
+    pub classifier: String,
+    pub architecture: String,
+    pub method: String,
+    /// Training rows (the "data amount" of Table 2).
+    pub training_rows: u64,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub f1: f64,
+    pub n_test: i64,
+    /// FID of the synthesized images the classifier trained on, if measured.
+    pub fid: Option<f64>,
+    #[serde(skip)]
+    per_attribute: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub runs: Vec<String>,
+    pub comparison: Vec<ComparisonRow>,
+    /// Every other metric row (FID, KID, reconstruction, label agreement, sweeps).
+    pub other: Vec<OtherRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherRow {
+    pub run: String,
+    pub stage: String,
+    pub metric: String,
+    pub value: f64,
+    pub n: i64,
+    pub details: serde_json::Value,
+}
+
+struct RunData {
+    dir: PathBuf,
+    manifest: Manifest,
+    rows: Vec<MetricRow>,
+}
+
+fn load_run(dir: &Path) -> Result<RunData> {
+    let manifest = Manifest::load(dir)?.ok_or_else(|| {
+        config_error!(
+            "{}: not a run folder (no manifest.json); pass the `dir` of a pipeline's [run]",
+            dir.display()
+        )
+    })?;
+    let mut rows = Vec::new();
+    let mut seen = BTreeSet::new();
+    for stage in &manifest.order {
+        let Some(rec) = manifest.stages.get(stage) else {
+            continue;
+        };
+        for t in rec.tables.iter().filter(|t| t.name == "metrics") {
+            for r in metrics_table::read(&dir.join(stage).join(&t.file))? {
+                let key = format!(
+                    "{}|{}|{:?}|{}|{}",
+                    r.stage, r.metric, r.attribute, r.value, r.details
+                );
+                if seen.insert(key) {
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        manifest,
+        rows,
+    })
+}
+
+/// How a classifier's training table was made, in words.
+fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
+    let Some(rec) = m.stages.get(classifier) else {
+        return ("?".into(), None);
+    };
+    let synth = rec
+        .inputs
+        .keys()
+        .find(|i| m.stages.get(*i).is_some_and(|r| r.kind == "synthesize"));
+    let Some(synth) = synth else {
+        return ("no augmentation".into(), None);
+    };
+    let srec = &m.stages[synth];
+    let mut parts = Vec::new();
+    for i in srec.inputs.keys() {
+        let Some(r) = m.stages.get(i) else { continue };
+        match r.kind.as_str() {
+            "balance" => {
+                let strategy = r
+                    .config
+                    .get("strategy")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                let size = r.config.get("size").and_then(|v| v.as_f64());
+                parts.insert(
+                    0,
+                    match size {
+                        Some(s) => format!("{strategy} ×{s}"),
+                        None => strategy.to_string(),
+                    },
+                );
+            }
+            "train_generator" => {
+                let model = r
+                    .config
+                    .get("model")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("attr2face");
+                parts.push(format!("generator {model} ({i})"));
+            }
+            _ => {}
+        }
+    }
+    (parts.join(", "), Some(synth.clone()))
+}
+
+fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
+    let runs: Vec<RunData> = run_dirs
+        .iter()
+        .map(|d| load_run(d))
+        .collect::<Result<_>>()?;
+    let mut comparison = Vec::new();
+    let mut other = Vec::new();
+    for run in &runs {
+        let name = run.manifest.run_name.clone();
+        let fid_of: BTreeMap<&str, f64> = run
+            .rows
+            .iter()
+            .filter(|r| r.metric == "fid")
+            .map(|r| (r.stage.as_str(), r.value))
+            .collect();
+        let classifiers: Vec<&String> = run
+            .manifest
+            .order
+            .iter()
+            .filter(|s| {
+                run.manifest
+                    .stages
+                    .get(*s)
+                    .is_some_and(|r| r.kind == "train_classifier")
+            })
+            .collect();
+        for c in classifiers {
+            let rows: Vec<&MetricRow> = run.rows.iter().filter(|r| &r.stage == c).collect();
+            let overall = |k: &str| rows.iter().find(|r| r.metric == k && r.attribute.is_none());
+            let Some(acc) = overall("accuracy") else {
+                continue;
+            };
+            let details = acc.details_json();
+            let mut per_attribute = vec![f64::NAN; N_ATTRIBUTES];
+            for r in rows.iter().filter(|r| r.metric == "accuracy") {
+                if let Some(a) = &r.attribute
+                    && let Some(i) = ATTRIBUTES.iter().position(|n| n.eq_ignore_ascii_case(a))
+                {
+                    per_attribute[i] = r.value;
+                }
+            }
+            let (method, synth) = method(&run.manifest, c);
+            comparison.push(ComparisonRow {
+                run: name.clone(),
+                classifier: c.clone(),
+                architecture: details["architecture"].as_str().unwrap_or("?").to_string(),
+                method,
+                training_rows: details["training_rows"].as_u64().unwrap_or(0),
+                accuracy: acc.value,
+                balanced_accuracy: overall("balanced_accuracy")
+                    .map(|r| r.value)
+                    .unwrap_or(f64::NAN),
+                f1: overall("f1").map(|r| r.value).unwrap_or(f64::NAN),
+                n_test: acc.n,
+                fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
+                per_attribute,
+            });
+        }
+        let classifier_metrics = [
+            "accuracy",
+            "balanced_accuracy",
+            "f1",
+            "val_accuracy",
+            "best_epoch",
+        ];
+        for r in &run.rows {
+            let is_classifier = run
+                .manifest
+                .stages
+                .get(&r.stage)
+                .is_some_and(|s| s.kind == "train_classifier");
+            if r.attribute.is_none()
+                && !(is_classifier && classifier_metrics.contains(&r.metric.as_str()))
+            {
+                other.push(OtherRow {
+                    run: name.clone(),
+                    stage: r.stage.clone(),
+                    metric: r.metric.clone(),
+                    value: r.value,
+                    n: r.n,
+                    details: r.details_json(),
+                });
+            }
+        }
+    }
+    let report = Report {
+        runs: runs.iter().map(|r| r.manifest.run_name.clone()).collect(),
+        comparison,
+        other,
+    };
+    Ok((report, runs))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn num(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "–".into()
+    }
+}
+
+/// Writes the report into `out`; returns the path of `index.html`.
+pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
+    if run_dirs.is_empty() {
+        return Err(config_error!(
+            "name at least one run folder, e.g. augment report runs/quickstart"
+        ));
+    }
+    let (report, runs) = build(run_dirs)?;
+    if report.comparison.is_empty() && report.other.is_empty() {
+        return Err(config_error!(
+            "no metrics in {}: run `train_classifier` or `evaluate` stages first",
+            run_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    std::fs::create_dir_all(out.join("img"))
+        .with_context(|| format!("creating {}", out.display()))?;
+
+    // Fig. 9: per-attribute accuracy, one series per classifier.
+    let series: Vec<(String, Vec<f64>)> = report
+        .comparison
+        .iter()
+        .map(|r| {
+            let name = if report.runs.len() > 1 {
+                format!("{}/{}", r.run, r.classifier)
+            } else {
+                r.classifier.clone()
+            };
+            (
+                name,
+                r.per_attribute
+                    .iter()
+                    .map(|v| if v.is_finite() { *v } else { 0.0 })
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut charts_html = String::new();
+    if !series.is_empty() {
+        for ext in ["png", "svg"] {
+            charts::per_attribute(
+                &out.join(format!("per_attribute_accuracy.{ext}")),
+                "Per-attribute test accuracy (Liu et al. Fig. 9)",
+                "accuracy",
+                &series,
+            )?;
+        }
+        charts_html.push_str("<h2>Per-attribute accuracy (Fig. 9)</h2>\n<p><a href=\"per_attribute_accuracy.svg\">SVG</a></p>\n<img class=\"wide\" src=\"per_attribute_accuracy.png\" alt=\"per-attribute accuracy\">\n");
+    }
+
+    // Images of each run: label-count charts and sample grids.
+    let mut gallery = String::new();
+    for run in &runs {
+        let mut items = String::new();
+        for stage in &run.manifest.order {
+            let Some(rec) = run.manifest.stages.get(stage) else {
+                continue;
+            };
+            let pick: &[(&str, &str)] = match rec.kind.as_str() {
+                "balance" => &[("label_counts.png", "label counts")],
+                "synthesize" => &[("grid.png", "sample grid")],
+                _ => &[],
+            };
+            for (file, what) in pick {
+                let src = run.dir.join(stage).join(file);
+                if !src.is_file() {
+                    continue;
+                }
+                let name = format!("{}_{}_{}", run.manifest.run_name, stage, file);
+                std::fs::copy(&src, out.join("img").join(&name))
+                    .with_context(|| format!("copying {}", src.display()))?;
+                let _ = write!(
+                    items,
+                    "<figure><img src=\"img/{}\" alt=\"{}\"><figcaption>{} — {}</figcaption></figure>\n",
+                    esc(&name),
+                    esc(what),
+                    esc(stage),
+                    esc(what)
+                );
+            }
+        }
+        if !items.is_empty() {
+            let _ = write!(
+                gallery,
+                "<h3>{}</h3>\n<div class=\"gallery\">\n{items}</div>\n",
+                esc(&run.manifest.run_name)
+            );
+        }
+    }
+
+    // Tables.
+    let mut table = String::from(
+        "<table>\n<thead><tr><th>run</th><th>classifier</th><th>architecture</th><th>method</th><th class=\"n\">data amount</th><th class=\"n\">accuracy</th><th class=\"n\">balanced accuracy</th><th class=\"n\">F1</th><th class=\"n\">FID</th><th class=\"n\">test N</th></tr></thead>\n<tbody>\n",
+    );
+    let best = report
+        .comparison
+        .iter()
+        .map(|r| r.accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut csv = String::from(
+        "run,classifier,architecture,method,training_rows,accuracy,balanced_accuracy,f1,fid,n_test\n",
+    );
+    for r in &report.comparison {
+        let mark = if r.accuracy == best {
+            " class=\"best\""
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            table,
+            "<tr{mark}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&r.run),
+            esc(&r.classifier),
+            esc(&r.architecture),
+            esc(&r.method),
+            r.training_rows,
+            num(r.accuracy, 4),
+            num(r.balanced_accuracy, 4),
+            num(r.f1, 4),
+            r.fid.map(|v| num(v, 2)).unwrap_or_else(|| "–".into()),
+            r.n_test
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{},\"{}\",{},{},{},{},{},{}",
+            r.run,
+            r.classifier,
+            r.architecture,
+            r.method.replace('"', "\"\""),
+            r.training_rows,
+            r.accuracy,
+            r.balanced_accuracy,
+            r.f1,
+            r.fid.map(|v| v.to_string()).unwrap_or_default(),
+            r.n_test
+        );
+    }
+    table.push_str("</tbody>\n</table>\n");
+    let mut others = String::new();
+    if !report.other.is_empty() {
+        others.push_str("<h2>Synthesized images, generators and size sweeps</h2>\n<table>\n<thead><tr><th>run</th><th>stage</th><th>metric</th><th class=\"n\">value</th><th class=\"n\">N</th><th>details</th></tr></thead>\n<tbody>\n");
+        for r in &report.other {
+            let d = match &r.details {
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "sizes")
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: {}",
+                            v.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                v => v.to_string(),
+            };
+            let _ = writeln!(
+                others,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"details\">{}</td></tr>",
+                esc(&r.run),
+                esc(&r.stage),
+                esc(&r.metric),
+                num(r.value, 4),
+                r.n,
+                esc(&d)
+            );
+        }
+        others.push_str("</tbody>\n</table>\n");
+    }
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>augment report: {title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 2rem auto; max-width: 1500px; padding: 0 1rem; color: #222; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ margin-top: 2.2rem; font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }}
+table {{ border-collapse: collapse; margin: .5rem 0; font-size: .92rem; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }} td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.best td {{ background: #eef7ee; font-weight: 600; }}
+td.details {{ font-size: .8rem; color: #555; max-width: 40rem; }}
+img.wide {{ max-width: 100%; border: 1px solid #ddd; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
+figure {{ margin: 0; }} figure img {{ max-width: 700px; max-height: 420px; border: 1px solid #ddd; image-rendering: pixelated; }}
+figcaption {{ font-size: .85rem; color: #555; }}
+.note {{ color: #555; font-size: .9rem; }}
+</style>
+</head>
+<body>
+<h1>augment report: {title}</h1>
+<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted.</p>
+<h2>Comparison (Table 2)</h2>
+{table}
+{charts_html}
+{others}
+<h2>Label counts and samples</h2>
+{gallery}
+</body>
+</html>
+"#,
+        title = esc(&report.runs.join(", ")),
+    );
+    let index = out.join("index.html");
+    std::fs::write(&index, html)?;
+    std::fs::write(out.join("table.csv"), csv)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok((index, report))
+}

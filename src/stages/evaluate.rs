@@ -1,0 +1,517 @@
+//! `kind = "evaluate"`: the run's metrics in one `metrics` table (Liu et al.
+//! Sec. V-D; Zhang et al. Sec. 4.2 for PSNR/MS-SSIM of reconstructions).
+//!
+//! For its inputs it measures:
+//! - `train_classifier` stages: their test metrics, copied as they are;
+//!   classifiers named `<name>_x<size>` (from a `sizes = [...]` sweep of a
+//!   balance stage) are grouped, and the size with the best val accuracy is
+//!   reported with its test accuracy (`size_sweep_*`, Fig. 10's criterion);
+//! - `synthesize` stages: FID and KID (FID Inception, pytorch-fid input
+//!   conventions) between their synthesized rows and the real `test` images
+//!   of the ingest input, and summaries of C's `label_agreement`;
+//! - `train_generator` stages (attr2face): MS-SSIM and PSNR between real test
+//!   faces and their autoencoder reconstructions G_de(G_en(x)).
+//!
+//! Every row records N and, in `details`, the reference set and settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, Float64Array};
+use candle_core::{DType, Device, Module};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{InputStage, StageIo, StageOutput};
+use crate::data::images::decode_rgb;
+use crate::data::metrics_table::{self, MetricRow};
+use crate::data::parquet::read_columns;
+use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
+use crate::data_error;
+use crate::metrics::{fid, inception::FidInception, msssim};
+use crate::models::began::{self, Autoencoder};
+use crate::pipeline::manifest::Manifest;
+
+fn yes() -> bool {
+    true
+}
+fn default_fid_samples() -> usize {
+    2000
+}
+fn default_rec_samples() -> usize {
+    256
+}
+fn default_batch() -> usize {
+    50
+}
+fn default_kid_subsets() -> usize {
+    100
+}
+fn default_kid_subset_size() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// FID of each synthesize input against the real test images (needs the
+    /// Inception weights: `weights` or $AUGMENT_FID_WEIGHTS).
+    #[serde(default = "yes")]
+    pub fid: bool,
+    /// KID next to FID (unbiased; FID is biased at small N).
+    #[serde(default = "yes")]
+    pub kid: bool,
+    /// Images per side for FID/KID (fewer when fewer exist).
+    #[serde(default = "default_fid_samples")]
+    pub fid_samples: usize,
+    #[serde(default = "default_kid_subsets")]
+    pub kid_subsets: usize,
+    #[serde(default = "default_kid_subset_size")]
+    pub kid_subset_size: usize,
+    /// Test faces reconstructed per generator for MS-SSIM/PSNR.
+    #[serde(default = "default_rec_samples")]
+    pub reconstruction_samples: usize,
+    /// Inception forward batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Config {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.fid && self.fid_samples < 2 {
+            return Err("fid_samples must be at least 2".into());
+        }
+        if self.batch_size == 0 || self.kid_subsets == 0 || self.kid_subset_size < 2 {
+            return Err(
+                "batch_size and kid_subsets must be at least 1, kid_subset_size at least 2".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+struct Rows<'a> {
+    io: &'a StageIo,
+    rows: Vec<MetricRow>,
+}
+
+impl Rows<'_> {
+    fn push(
+        &mut self,
+        stage: &str,
+        metric: &str,
+        value: f64,
+        n: usize,
+        details: serde_json::Value,
+    ) {
+        self.rows.push(MetricRow {
+            run: self.io.run_name.clone(),
+            stage: stage.to_string(),
+            metric: metric.to_string(),
+            attribute: None,
+            value,
+            n: n as i64,
+            details: details.to_string(),
+        });
+    }
+}
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let dev = io.candle_device()?;
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let ingest = io.input("ingest")?;
+    let faces = ingest.table("faces")?;
+    let mut out = Rows {
+        io,
+        rows: Vec::new(),
+    };
+    let mut summary = serde_json::Map::new();
+
+    // Classifiers, and the size sweep over them.
+    let classifiers: Vec<&InputStage> = of_kind(io, "train_classifier");
+    for s in &classifiers {
+        let rows = metrics_table::read(&s.table("metrics")?)?;
+        out.rows.extend(rows.into_iter().map(|r| MetricRow {
+            run: io.run_name.clone(),
+            ..r
+        }));
+    }
+    for (group, members) in sweep_groups(&classifiers) {
+        let sweep = size_sweep(io, &group, &members)?;
+        summary.insert(format!("size_sweep/{group}"), sweep.clone());
+        let best = &sweep["chosen"];
+        let details = serde_json::json!({"sizes": sweep["sizes"], "criterion": "best val accuracy (Liu et al. Fig. 10)"});
+        let n = best["n_test"].as_u64().unwrap_or(0) as usize;
+        out.push(
+            &group,
+            "size_sweep_size",
+            best["size"].as_f64().unwrap_or(f64::NAN),
+            n,
+            details.clone(),
+        );
+        out.push(
+            &group,
+            "size_sweep_val_accuracy",
+            best["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            n,
+            details.clone(),
+        );
+        out.push(
+            &group,
+            "size_sweep_accuracy",
+            best["accuracy"].as_f64().unwrap_or(f64::NAN),
+            n,
+            details,
+        );
+        io.say(format!(
+            "size sweep `{group}`: size {} has the best val accuracy ({:.4}); its test accuracy {:.4}",
+            best["size"], best["val_accuracy"].as_f64().unwrap_or(f64::NAN), best["accuracy"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+
+    // Synthesized images: label agreement, FID and KID.
+    let synths = of_kind(io, "synthesize");
+    for s in &synths {
+        label_agreement(&mut out, s)?;
+    }
+    if c.fid && !synths.is_empty() {
+        let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")
+            .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = false", io.name))?;
+        let net = FidInception::load(&weights, &dev)?;
+        let real = sample(
+            read_images(&faces, Some(("partition", "test")), "real")?,
+            c.fid_samples,
+            seed,
+        );
+        if real.len() < 2 {
+            return Err(data_error!(
+                "FID needs at least 2 real test images; the ingest input has {}",
+                real.len()
+            ));
+        }
+        io.say(format!(
+            "Inception features of {} real test images",
+            real.len()
+        ));
+        let real_f = features(io, &net, &real, c.batch_size, &dev)?;
+        let (m2, s2) = fid::statistics(&real_f)?;
+        for s in &synths {
+            let imgs = sample(
+                read_images(&s.table("synth")?, None, "synth")?,
+                c.fid_samples,
+                seed,
+            );
+            if imgs.len() < 2 {
+                io.say(format!(
+                    "`{}` has fewer than 2 synthesized images; no FID",
+                    s.name
+                ));
+                continue;
+            }
+            io.say(format!(
+                "Inception features of {} images of `{}`",
+                imgs.len(),
+                s.name
+            ));
+            let f = features(io, &net, &imgs, c.batch_size, &dev)?;
+            let (m1, s1) = fid::statistics(&f)?;
+            let value = fid::frechet_distance(&m1, &s1, &m2, &s2);
+            let details = serde_json::json!({
+                "reference": format!("{}.faces partition = 'test'", ingest.name),
+                "images": format!("{}.synth origin <> 'real'", s.name),
+                "n_synthesized": f.len(),
+                "n_reference": real_f.len(),
+                "resize": fid::FID_RESIZE,
+            });
+            let n = f.len().min(real_f.len());
+            out.push(&s.name, "fid", value, n, details.clone());
+            io.say(format!(
+                "`{}`: FID {value:.3} ({} vs {} real test images)",
+                s.name,
+                f.len(),
+                real_f.len()
+            ));
+            if c.kid {
+                let size = c.kid_subset_size.min(n);
+                let (mean, sd) = fid::kid(&f, &real_f, c.kid_subsets, size, seed);
+                let mut d = details;
+                d["kid_std"] = sd.into();
+                d["kid_subsets"] = c.kid_subsets.into();
+                d["kid_subset_size"] = size.into();
+                out.push(&s.name, "kid", mean, n, d);
+            }
+        }
+    }
+
+    // Autoencoder reconstructions.
+    for g in of_kind(io, "train_generator") {
+        reconstruction(&mut out, io, g, &faces, c.reconstruction_samples, &dev)?;
+    }
+
+    if out.rows.is_empty() {
+        return Err(data_error!(
+            "stage `{}`: nothing to evaluate; add `train_classifier`, `synthesize` or `train_generator` stages to `inputs`",
+            io.name
+        ));
+    }
+    let n = metrics_table::write(&io.out_dir.join("metrics.parquet"), &out.rows)?;
+    summary.insert("rows".into(), n.into());
+    Ok(StageOutput {
+        tables: vec![("metrics".into(), "metrics.parquet".into(), n)],
+        files: vec![],
+        summary: summary.into(),
+    })
+}
+
+fn of_kind<'a>(io: &'a StageIo, kind: &str) -> Vec<&'a InputStage> {
+    io.inputs.iter().filter(|i| i.record.kind == kind).collect()
+}
+
+/// `name_x1_5` → `name`; the sweep's variant stages end in `_x<size>`.
+pub fn sweep_base(name: &str) -> Option<&str> {
+    let (base, tag) = name.rsplit_once("_x")?;
+    let ok = !tag.is_empty()
+        && tag.split('_').count() <= 2
+        && tag
+            .split('_')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (ok && !base.is_empty()).then_some(base)
+}
+
+fn sweep_groups<'a>(classifiers: &[&'a InputStage]) -> BTreeMap<String, Vec<&'a InputStage>> {
+    let mut g: BTreeMap<String, Vec<&InputStage>> = BTreeMap::new();
+    for s in classifiers {
+        if let Some(base) = sweep_base(&s.name) {
+            g.entry(base.to_string()).or_default().push(s);
+        }
+    }
+    g.retain(|_, v| v.len() >= 2);
+    g
+}
+
+/// The balance `size` upstream of a classifier (classifier → synthesize → balance).
+fn upstream_size(m: &Manifest, stage: &str) -> Option<f64> {
+    let rec = m.stages.get(stage)?;
+    if rec.kind == "balance" {
+        return rec.config.get("size").and_then(|v| v.as_f64());
+    }
+    rec.inputs.keys().find_map(|i| upstream_size(m, i))
+}
+
+fn size_sweep(io: &StageIo, group: &str, members: &[&InputStage]) -> Result<serde_json::Value> {
+    let run_dir = members[0]
+        .dir
+        .parent()
+        .context("stage folder has no parent")?;
+    let m = Manifest::load(run_dir)?.context("run has no manifest")?;
+    let mut sizes = Vec::new();
+    for s in members {
+        let rows = metrics_table::read(&s.table("metrics")?)?;
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r.metric == k && r.attribute.is_none())
+                .map(|r| (r.value, r.n))
+        };
+        let (val, _) = get("val_accuracy").context("classifier metrics lack val_accuracy")?;
+        let (acc, n) = get("accuracy").context("classifier metrics lack accuracy")?;
+        let size = upstream_size(&m, &s.name).ok_or_else(|| {
+            data_error!(
+                "stage `{}`: `{}` looks like a size-sweep variant of `{group}` but no balance stage with a `size` is upstream of it",
+                io.name,
+                s.name
+            )
+        })?;
+        sizes.push(serde_json::json!({"stage": s.name, "size": size, "val_accuracy": val, "accuracy": acc, "n_test": n}));
+    }
+    let best = sizes
+        .iter()
+        .max_by(|a, b| {
+            let (x, y) = (
+                a["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+                b["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            );
+            // Ties go to the smaller size (less synthesis for the same result).
+            x.total_cmp(&y).then(
+                b["size"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&a["size"].as_f64().unwrap_or(0.0)),
+            )
+        })
+        .cloned()
+        .context("empty sweep")?;
+    Ok(serde_json::json!({"sizes": sizes, "chosen": best}))
+}
+
+fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {
+    let path = s.table("synth")?;
+    let mut by_strategy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for b in read_columns(&path, &["strategy", "label_agreement"])? {
+        let strat = strings(&b, 0)?;
+        let agree = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .context("label_agreement is not float64")?;
+        for r in 0..b.num_rows() {
+            if !agree.is_null(r) {
+                by_strategy
+                    .entry(strat.value(r).to_string())
+                    .or_default()
+                    .push(agree.value(r));
+            }
+        }
+    }
+    for (strategy, v) in by_strategy {
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let full = v.iter().filter(|&&a| a >= 1.0).count() as f64 / n as f64;
+        let d = serde_json::json!({"strategy": strategy, "table": format!("{}.synth", s.name), "judge": "the generator stage's classifier C"});
+        out.push(&s.name, "label_agreement", mean, n, d.clone());
+        out.push(&s.name, "label_agreement_full", full, n, d);
+    }
+    Ok(())
+}
+
+/// Images of a table; `filter` keeps rows whose string column equals a value;
+/// `synth` tables keep the synthesized rows (`origin` other than `real`).
+fn read_images(path: &Path, filter: Option<(&str, &str)>, what: &str) -> Result<Vec<Vec<u8>>> {
+    let key = match (filter, what) {
+        (Some((col, _)), _) => col,
+        (None, _) => "origin",
+    };
+    let mut out = Vec::new();
+    for b in read_columns(path, &[key, "image"])? {
+        let k = strings(&b, 0)?;
+        for r in 0..b.num_rows() {
+            let keep = match filter {
+                Some((_, v)) => k.value(r) == v,
+                None => k.value(r) != "real",
+            };
+            if keep && let Some(bytes) = image_bytes(b.column(1).as_ref(), r) {
+                out.push(bytes.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sample(mut v: Vec<Vec<u8>>, n: usize, seed: u64) -> Vec<Vec<u8>> {
+    if v.len() > n {
+        v.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        v.truncate(n);
+    }
+    v
+}
+
+fn features(
+    io: &StageIo,
+    net: &FidInception,
+    encoded: &[Vec<u8>],
+    batch: usize,
+    dev: &Device,
+) -> Result<Vec<Vec<f64>>> {
+    let images: Vec<RgbImage> = encoded
+        .par_iter()
+        .map(|b| decode_rgb(b).map_err(|e| data_error!("undecodable image: {e}")))
+        .collect::<Result<_>>()?;
+    let pb = io.progress(images.len() as u64, "images");
+    let f = fid::features(net, &images, batch, dev, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    Ok(f)
+}
+
+fn reconstruction(
+    out: &mut Rows,
+    io: &StageIo,
+    g: &InputStage,
+    faces: &Path,
+    n: usize,
+    dev: &Device,
+) -> Result<()> {
+    let weights = g.dir.join("autoencoder.safetensors");
+    if !weights.is_file() || n == 0 {
+        return Ok(());
+    }
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.dir.join("model.json"))?)?;
+    let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())?;
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, dev)? };
+    let ae = Autoencoder::new(&cfg, vb)?;
+    let set = FaceSet::load(faces, &["test"], Some(n), cfg.image_size)?;
+    if set.is_empty() {
+        return Ok(());
+    }
+    let mut ms = Vec::new();
+    let mut ps = Vec::new();
+    let mut setting = None;
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(64) {
+        let x = set.images(chunk, dev)?;
+        let rec = tensor_to_rgb(&ae.forward(&x)?)?;
+        for (k, &i) in chunk.iter().enumerate() {
+            let a = msssim::Planar::from_rgb(&set.rgb(i));
+            let b = msssim::Planar::from_rgb(&rec[k]);
+            let m = msssim::ms_ssim(&a, &b, 255.0).map_err(|e| data_error!("{e}"))?;
+            setting = Some((m.levels, m.window));
+            ms.push(m.value);
+            if let Ok(p) = msssim::psnr(&a, &b, 255.0)
+                && p.is_finite()
+            {
+                ps.push(p);
+            }
+        }
+    }
+    let (levels, window) = setting.unwrap_or((0, 0));
+    let d = serde_json::json!({
+        "images": "real test faces vs G_de(G_en(x))",
+        "image_size": cfg.image_size,
+        "levels": levels,
+        "window": window,
+        "data_range": 255,
+    });
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    out.push(
+        &g.name,
+        "reconstruction_ms_ssim",
+        mean(&ms),
+        ms.len(),
+        d.clone(),
+    );
+    if !ps.is_empty() {
+        out.push(&g.name, "reconstruction_psnr", mean(&ps), ps.len(), d);
+    }
+    io.say(format!(
+        "`{}`: reconstruction MS-SSIM {:.4} ({levels} levels, window {window}), PSNR {:.2} dB on {} test faces",
+        g.name,
+        mean(&ms),
+        mean(&ps),
+        ms.len()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sweep_base;
+
+    #[test]
+    fn sweep_variant_names() {
+        assert_eq!(sweep_base("classifier_x1_5"), Some("classifier"));
+        assert_eq!(sweep_base("classifier_x2"), Some("classifier"));
+        assert_eq!(sweep_base("c_dyn_x10"), Some("c_dyn"));
+        assert_eq!(sweep_base("classifier"), None);
+        assert_eq!(sweep_base("classifier_xl"), None);
+        assert_eq!(sweep_base("classifier_x1_5_2"), None);
+    }
+}
