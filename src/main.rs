@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread exists (candle reads it once per thread): second-order
+    // gradients for the WGAN-GP penalty.
+    // SAFETY: single-threaded here, nothing else reads the environment yet.
+    unsafe { augment::train::enable_second_order_gradients() };
     let cli = augment::cli::Cli::parse();
     match augment::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

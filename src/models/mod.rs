@@ -11,11 +11,12 @@
 pub mod attr2face;
 pub mod began;
 pub mod classifier;
+pub mod critic;
 pub mod discriminator;
 pub mod mapping;
 pub mod resnet;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -71,7 +72,9 @@ pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
         if is_norm || name.ends_with("running_mean") || name.ends_with("running_var") {
             let one = name.ends_with(".weight") || name.ends_with("running_var");
             let v = if one { 1.0 } else { 0.0 };
-            var.set(&Tensor::full(v as f32, dims.as_slice(), var.device())?)?;
+            var.set(
+                &Tensor::full(v as f32, dims.as_slice(), var.device())?.to_dtype(var.dtype())?,
+            )?;
             continue;
         }
         let fan_in = if name.ends_with(".bias") {
@@ -88,7 +91,7 @@ pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
         let v: Vec<f32> = (0..n)
             .map(|_| rng.random_range(-bound..bound) as f32)
             .collect();
-        let t = Tensor::from_vec(v, dims.as_slice(), var.device())?.to_dtype(DType::F32)?;
+        let t = Tensor::from_vec(v, dims.as_slice(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }
     Ok(())

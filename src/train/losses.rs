@@ -51,3 +51,28 @@ mod tests {
         assert!((v - 80.226667).abs() < 1e-4, "{v}");
     }
 }
+
+/// WGAN-GP's penalty (Gulrajani et al. 2017, eq. 3; SG-GAN eq. 3, StarGAN
+/// eq. 1 without λ): E[(‖∇_x̂ D(x̂)‖₂ − 1)²] at x̂ = ε·x + (1 − ε)·x̃, with
+/// `eps` of shape (B, 1, 1, 1). The gradient ∇_x̂ D is itself differentiated
+/// when the penalty is minimised, which candle does only with
+/// `CANDLE_GRAD_DO_NOT_DETACH=1` set before the first backward pass of the
+/// thread ([`super::enable_second_order_gradients`]; the `augment` binary
+/// sets it at start-up).
+pub fn gradient_penalty(
+    critic: impl Fn(&Tensor) -> Result<Tensor>,
+    real: &Tensor,
+    fake: &Tensor,
+    eps: &Tensor,
+) -> Result<Tensor> {
+    let x_hat = (real.broadcast_mul(eps)? + fake.broadcast_mul(&eps.affine(-1.0, 1.0)?)?)?.detach();
+    let x_var = candle_core::Var::from_tensor(&x_hat)?;
+    let out = critic(x_var.as_tensor())?.sum_all()?;
+    let grads = out.backward()?;
+    let g = grads.get(x_var.as_tensor()).ok_or_else(|| {
+        candle_core::Error::Msg("critic output does not depend on its input".into())
+    })?;
+    // A tiny ridge keeps sqrt differentiable where a gradient vanishes.
+    let norm = (g.sqr()?.flatten_from(1)?.sum(1)? + 1e-12)?.sqrt()?;
+    (norm - 1.0)?.sqr()?.mean_all()
+}

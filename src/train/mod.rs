@@ -15,6 +15,20 @@
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 
+/// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
+/// which the WGAN-GP penalty needs: without it candle detaches inside
+/// `backward()` and the penalty's gradient is silently wrong (see
+/// `../shared/STACK.md`; `tests/gradient_penalty.rs` shows both cases).
+/// candle reads the variable once per thread, lazily, so this must run
+/// before any thread exists: the `augment` binary calls it first thing.
+///
+/// # Safety
+/// Modifies the process environment: call it while the process has one thread.
+pub unsafe fn enable_second_order_gradients() {
+    // SAFETY: the caller guarantees no other thread reads the environment.
+    unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+}
+
 pub mod attr2face;
 pub mod classifier;
 pub mod losses;
