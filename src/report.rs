@@ -397,14 +397,26 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
             let d = match &r.details {
                 serde_json::Value::Object(m) => m
                     .iter()
-                    .filter(|(k, _)| k.as_str() != "sizes")
-                    .map(|(k, v)| {
-                        format!(
+                    .map(|(k, v)| match (k.as_str(), v.as_array()) {
+                        // The size sweep: each size's val and test accuracy.
+                        ("sizes", Some(sizes)) => sizes
+                            .iter()
+                            .map(|s| {
+                                format!(
+                                    "×{}: val {}, test {}",
+                                    s["size"],
+                                    num(s["val_accuracy"].as_f64().unwrap_or(f64::NAN), 4),
+                                    num(s["accuracy"].as_f64().unwrap_or(f64::NAN), 4)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        _ => format!(
                             "{k}: {}",
                             v.as_str()
                                 .map(String::from)
                                 .unwrap_or_else(|| v.to_string())
-                        )
+                        ),
                     })
                     .collect::<Vec<_>>()
                     .join("; "),
