@@ -15,6 +15,7 @@ pub mod critic;
 pub mod discriminator;
 pub mod mapping;
 pub mod resnet;
+pub mod translator;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
