@@ -5,8 +5,11 @@
 //! - [`msssim`]: SSIM, MS-SSIM (adapted to small images) and PSNR.
 //! - [`inception`]: the FID InceptionV3 (pool3 features).
 //! - [`fid`]: FID and KID with pytorch-fid's input conventions.
+//! - [`translation`]: editing accuracy, untouched-attribute accuracy,
+//!   background MS-SSIM of translated images.
 
 pub mod accuracy;
 pub mod fid;
 pub mod inception;
 pub mod msssim;
+pub mod translation;
