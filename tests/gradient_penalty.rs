@@ -71,19 +71,25 @@ fn critics() -> Vec<(&'static str, Config)> {
     ]
 }
 
+/// Worst errors of every critic, computed in a fresh thread (which reads
+/// `CANDLE_GRAD_DO_NOT_DETACH` anew).
+fn in_fresh_thread() -> Vec<(&'static str, (f64, String))> {
+    std::thread::spawn(|| {
+        critics()
+            .into_iter()
+            .map(|(n, c)| (n, worst_error(&c)))
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn penalty_gradients_match_finite_differences_only_without_detaching() {
     // Without the variable (a thread that never saw it): wrong gradients.
     // SAFETY: the test's other threads do not read the environment.
     unsafe { std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH") };
-    let without = std::thread::spawn(|| {
-        critics()
-            .into_iter()
-            .map(|(n, c)| (n, worst_error(&c)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let without = in_fresh_thread();
     for (name, (err, at)) in &without {
         eprintln!(
             "without CANDLE_GRAD_DO_NOT_DETACH, {name}: worst relative error {err:.3e} ({at})"
@@ -96,14 +102,7 @@ fn penalty_gradients_match_finite_differences_only_without_detaching() {
     // With it, as the binary runs: every parameter matches.
     // SAFETY: as above.
     unsafe { augment::train::enable_second_order_gradients() };
-    let with = std::thread::spawn(|| {
-        critics()
-            .into_iter()
-            .map(|(n, c)| (n, worst_error(&c)))
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap();
+    let with = in_fresh_thread();
     for (name, (err, at)) in &with {
         eprintln!(
             "with CANDLE_GRAD_DO_NOT_DETACH=1, {name}: worst relative error {err:.3e} ({at})"

@@ -90,6 +90,15 @@ fn conv(
     conv2d(cin, cout, k, cfg, vb)
 }
 
+/// ReLU then IN (SG-GAN's table) or IN then ReLU (StarGAN).
+fn relu_norm(h: &Tensor, norm: &GroupNorm, relu_first: bool) -> Result<Tensor> {
+    if relu_first {
+        norm.forward(&h.relu()?)
+    } else {
+        norm.forward(h)?.relu()
+    }
+}
+
 /// conv → (ReLU, IN) in SG-GAN's order or (IN, ReLU) in StarGAN's.
 #[derive(Debug, Clone)]
 struct Unit {
@@ -100,12 +109,7 @@ struct Unit {
 
 impl Unit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv.forward(x)?;
-        if self.relu_first {
-            self.norm.forward(&h.relu()?)
-        } else {
-            self.norm.forward(&h)?.relu()
-        }
+        relu_norm(&self.conv.forward(x)?, &self.norm, self.relu_first)
     }
 }
 
@@ -127,12 +131,7 @@ struct ResBlock {
 
 impl ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.a.forward(x)?;
-        let h = if self.relu_first {
-            self.na.forward(&h.relu()?)?
-        } else {
-            self.na.forward(&h)?.relu()?
-        };
+        let h = relu_norm(&self.a.forward(x)?, &self.na, self.relu_first)?;
         let h = self.b.forward(&h)?;
         let h = if self.relu_first {
             self.nb.forward(&h.relu()?)?
@@ -242,12 +241,7 @@ impl Translator {
             t = r.forward(&t)?;
         }
         for u in &self.up {
-            let y = u.conv.forward(&t)?;
-            t = if u.relu_first {
-                u.norm.forward(&y.relu()?)?
-            } else {
-                u.norm.forward(&y)?.relu()?
-            };
+            t = relu_norm(&u.conv.forward(&t)?, &u.norm, u.relu_first)?;
         }
         match self.kind {
             Kind::Sggan => {
