@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, Float64Array};
-use candle_core::{DType, Device, Module};
+use candle_core::{Device, Module};
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -34,7 +34,6 @@ use crate::data::parquet::read_columns;
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data_error;
 use crate::metrics::{fid, inception::FidInception, msssim};
-use crate::models::began::{self, Autoencoder};
 use crate::pipeline::manifest::Manifest;
 
 fn yes() -> bool {
@@ -138,15 +137,17 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 
     // Classifiers, and the size sweep over them.
     let classifiers: Vec<&InputStage> = of_kind(io, "train_classifier");
+    let mut classifier_rows: BTreeMap<&str, Vec<MetricRow>> = BTreeMap::new();
     for s in &classifiers {
         let rows = metrics_table::read(&s.table("metrics")?)?;
-        out.rows.extend(rows.into_iter().map(|r| MetricRow {
+        out.rows.extend(rows.iter().map(|r| MetricRow {
             run: io.run_name.clone(),
-            ..r
+            ..r.clone()
         }));
+        classifier_rows.insert(&s.name, rows);
     }
     for (group, members) in sweep_groups(&classifiers) {
-        let sweep = size_sweep(io, &group, &members)?;
+        let sweep = size_sweep(io, &group, &members, &classifier_rows)?;
         summary.insert(format!("size_sweep/{group}"), sweep.clone());
         let best = &sweep["chosen"];
         let details = serde_json::json!({"sizes": sweep["sizes"], "criterion": "best val accuracy (Liu et al. Fig. 10)"});
@@ -188,7 +189,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = false", io.name))?;
         let net = FidInception::load(&weights, &dev)?;
         let real = sample(
-            read_images(&faces, Some(("partition", "test")), "real")?,
+            read_images(&faces, "partition", |p| p == "test")?,
             c.fid_samples,
             seed,
         );
@@ -206,7 +207,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         let (m2, s2) = fid::statistics(&real_f)?;
         for s in &synths {
             let imgs = sample(
-                read_images(&s.table("synth")?, None, "synth")?,
+                read_images(&s.table("synth")?, "origin", |o| o != "real")?,
                 c.fid_samples,
                 seed,
             );
@@ -307,7 +308,12 @@ fn upstream_size(m: &Manifest, stage: &str) -> Option<f64> {
     rec.inputs.keys().find_map(|i| upstream_size(m, i))
 }
 
-fn size_sweep(io: &StageIo, group: &str, members: &[&InputStage]) -> Result<serde_json::Value> {
+fn size_sweep(
+    io: &StageIo,
+    group: &str,
+    members: &[&InputStage],
+    metrics: &BTreeMap<&str, Vec<MetricRow>>,
+) -> Result<serde_json::Value> {
     let run_dir = members[0]
         .dir
         .parent()
@@ -315,7 +321,7 @@ fn size_sweep(io: &StageIo, group: &str, members: &[&InputStage]) -> Result<serd
     let m = Manifest::load(run_dir)?.context("run has no manifest")?;
     let mut sizes = Vec::new();
     for s in members {
-        let rows = metrics_table::read(&s.table("metrics")?)?;
+        let rows = &metrics[s.name.as_str()];
         let get = |k: &str| {
             rows.iter()
                 .find(|r| r.metric == k && r.attribute.is_none())
@@ -382,22 +388,15 @@ fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {
     Ok(())
 }
 
-/// Images of a table; `filter` keeps rows whose string column equals a value;
-/// `synth` tables keep the synthesized rows (`origin` other than `real`).
-fn read_images(path: &Path, filter: Option<(&str, &str)>, what: &str) -> Result<Vec<Vec<u8>>> {
-    let key = match (filter, what) {
-        (Some((col, _)), _) => col,
-        (None, _) => "origin",
-    };
+/// The images of a table's rows whose string column `column` satisfies `keep`.
+fn read_images(path: &Path, column: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    for b in read_columns(path, &[key, "image"])? {
+    for b in read_columns(path, &[column, "image"])? {
         let k = strings(&b, 0)?;
         for r in 0..b.num_rows() {
-            let keep = match filter {
-                Some((_, v)) => k.value(r) == v,
-                None => k.value(r) != "real",
-            };
-            if keep && let Some(bytes) = image_bytes(b.column(1).as_ref(), r) {
+            if keep(k.value(r))
+                && let Some(bytes) = image_bytes(b.column(1).as_ref(), r)
+            {
                 out.push(bytes.to_vec());
             }
         }
@@ -438,16 +437,12 @@ fn reconstruction(
     n: usize,
     dev: &Device,
 ) -> Result<()> {
-    let weights = g.dir.join("autoencoder.safetensors");
-    if !weights.is_file() || n == 0 {
+    let Some((cfg, ae)) = g.autoencoder(dev)? else {
+        return Ok(());
+    };
+    if n == 0 {
         return Ok(());
     }
-    let model: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(g.dir.join("model.json"))?)?;
-    let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())?;
-    let vb =
-        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, dev)? };
-    let ae = Autoencoder::new(&cfg, vb)?;
     let set = FaceSet::load(faces, &["test"], Some(n), cfg.image_size)?;
     if set.is_empty() {
         return Ok(());

@@ -12,9 +12,10 @@ pub mod train_generator;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::models::began;
 use crate::pipeline::config::Device;
 use crate::pipeline::manifest::StageRecord;
 
@@ -280,6 +281,33 @@ impl InputStage {
             Some(t) => Ok(self.dir.join(&t.file)),
             None => bail!("input stage `{}` has no table `{table}`", self.name),
         }
+    }
+
+    /// The trained autoencoder (G_en, G_de) of a `train_generator` input,
+    /// from its `autoencoder.safetensors` and the sizes in `model.json`;
+    /// None when the model trains none (`dcgan`).
+    pub fn autoencoder(
+        &self,
+        dev: &candle_core::Device,
+    ) -> Result<Option<(began::Config, began::Autoencoder)>> {
+        let weights = self.dir.join("autoencoder.safetensors");
+        if !weights.is_file() {
+            return Ok(None);
+        }
+        let model: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("model.json"))?)?;
+        let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())
+            .with_context(|| format!("{}: model.json: autoencoder sizes", self.dir.display()))?;
+        // SAFETY: the file is a finished stage output, not modified while mapped.
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(
+                &[&weights],
+                candle_core::DType::F32,
+                dev,
+            )?
+        };
+        let ae = began::Autoencoder::new(&cfg, vb)?;
+        Ok(Some((cfg, ae)))
     }
 }
 

@@ -32,6 +32,7 @@ use crate::data_error;
 use crate::metrics::accuracy::{confusion, paper_accuracy};
 use candle_core::{DType, Module};
 
+use crate::metrics::inception::FidInception;
 use crate::models::Activation;
 use crate::models::began::{self, Encoder};
 use crate::models::{classifier, resnet};
@@ -188,16 +189,25 @@ struct Outcome {
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let attrs = c.attribute_indices().map_err(|e| data_error!("{e}"))?;
-    let encoder = match c.features() {
-        Some(Features::Encoder) => Some(load_encoder(io, &dev)?),
-        _ => None,
+    // The frozen feature network of a linear probe, loaded once (and before
+    // the images, so that a missing input or weights file fails fast).
+    let extractor = match c.features() {
+        Some(Features::Encoder) => {
+            let (cfg, enc) = load_encoder(io, &dev)?;
+            Some(Extractor::Encoder(cfg.image_size, enc))
+        }
+        Some(Features::Inception) => {
+            let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")?;
+            Some(Extractor::Inception(FidInception::load(&weights, &dev)?))
+        }
+        None => None,
     };
     // Images at the network's input size (features: the encoder's, or 64
     // for Inception, which resizes to 299 itself).
-    let image_size = match (&encoder, c.features()) {
-        (Some((cfg, _)), _) => cfg.image_size,
-        (None, Some(Features::Inception)) => 64,
-        _ => c.network().image_size(),
+    let image_size = match &extractor {
+        Some(Extractor::Encoder(size, _)) => *size,
+        Some(Extractor::Inception(_)) => 64,
+        None => c.network().image_size(),
     };
     let ingest = io.input("ingest")?;
     let faces_path = ingest.table("faces")?;
@@ -244,19 +254,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         val.rows.len(),
         test.rows.len()
     ));
-    let outcome = match c.features() {
-        None => train_network(c, io, &attrs, &train_split, &val, &test, &dev)?,
-        Some(f) => {
+    let outcome = match (&extractor, c.features()) {
+        (Some(ex), Some(f)) => {
             let t0 = std::time::Instant::now();
-            let featurize = |split: &Split, what: &str| -> Result<Vec<Vec<f32>>> {
-                match &encoder {
-                    Some((_, enc)) => encoder_features(enc, split, &dev),
-                    None => inception_features(c, io, split, what, &dev),
-                }
-            };
-            let tx = featurize(&train_split, "train")?;
-            let vx = featurize(&val, "val")?;
-            let sx = featurize(&test, "test")?;
+            let tx = ex.features(io, &train_split, "train", &dev)?;
+            let vx = ex.features(io, &val, "val", &dev)?;
+            let sx = ex.features(io, &test, "test", &dev)?;
             let ty = bool_labels(&train_split, &attrs);
             let vy = bool_labels(&val, &attrs);
             let mut popts = ProbeOptions::default();
@@ -278,6 +281,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 }),
             }
         }
+        _ => train_network(c, io, &attrs, &train_split, &val, &test, &dev)?,
     };
     let probs = outcome.probs;
     let truth = bool_labels(&test, &attrs);
@@ -447,56 +451,55 @@ fn load_encoder(io: &StageIo, dev: &candle_core::Device) -> Result<(began::Confi
             io.name
         ));
     };
-    let weights = g.dir.join("autoencoder.safetensors");
-    if !weights.is_file() {
-        return Err(data_error!(
+    match g.autoencoder(dev)? {
+        Some((cfg, ae)) => Ok((cfg, ae.encoder)),
+        None => Err(data_error!(
             "stage `{}`: input `{}` has no autoencoder.safetensors (only model = \"attr2face\" trains an encoder)",
             io.name,
             g.name
-        ));
+        )),
     }
-    let model: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(g.dir.join("model.json"))?)?;
-    let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())?;
-    let vb =
-        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, dev)? };
-    let enc = Encoder::new(&cfg, vb.pp("encoder"))?;
-    Ok((cfg, enc))
 }
 
-fn encoder_features(
-    enc: &Encoder,
-    split: &Split,
-    dev: &candle_core::Device,
-) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(split.rows.len());
-    for chunk in split.rows.chunks(128) {
-        let x = split.faces.images(chunk, dev)?;
-        out.extend(enc.forward(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
-    }
-    Ok(out)
+/// Frozen features for a linear probe.
+enum Extractor {
+    /// G_en and its input size.
+    Encoder(usize, Encoder),
+    Inception(FidInception),
 }
 
-fn inception_features(
-    c: &Config,
-    io: &StageIo,
-    split: &Split,
-    what: &str,
-    dev: &candle_core::Device,
-) -> Result<Vec<Vec<f32>>> {
-    let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")?;
-    let net = crate::metrics::inception::FidInception::load(&weights, dev)?;
-    let images: Vec<_> = split.rows.iter().map(|&r| split.faces.rgb(r)).collect();
-    io.say(format!(
-        "Inception features of {} {what} images",
-        images.len()
-    ));
-    let pb = io.progress(images.len() as u64, "images");
-    let f = crate::metrics::fid::features(&net, &images, 50, dev, |n| pb.inc(n as u64))?;
-    pb.finish_and_clear();
-    Ok(f.into_iter()
-        .map(|r| r.into_iter().map(|v| v as f32).collect())
-        .collect())
+impl Extractor {
+    fn features(
+        &self,
+        io: &StageIo,
+        split: &Split,
+        what: &str,
+        dev: &candle_core::Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Extractor::Encoder(_, enc) => {
+                let mut out = Vec::with_capacity(split.rows.len());
+                for chunk in split.rows.chunks(128) {
+                    let x = split.faces.images(chunk, dev)?;
+                    out.extend(enc.forward(&x)?.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+                }
+                Ok(out)
+            }
+            Extractor::Inception(net) => {
+                let images: Vec<_> = split.rows.iter().map(|&r| split.faces.rgb(r)).collect();
+                io.say(format!(
+                    "Inception features of {} {what} images",
+                    images.len()
+                ));
+                let pb = io.progress(images.len() as u64, "images");
+                let f = crate::metrics::fid::features(net, &images, 50, dev, |n| pb.inc(n as u64))?;
+                pb.finish_and_clear();
+                Ok(f.into_iter()
+                    .map(|r| r.into_iter().map(|v| v as f32).collect())
+                    .collect())
+            }
+        }
+    }
 }
 
 fn write_predictions(
