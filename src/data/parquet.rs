@@ -85,7 +85,8 @@ pub fn column_names(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Reads the named columns of a Parquet file (all columns when `columns` is empty).
+/// Reads the named columns of a Parquet file, in the order named (all
+/// columns when `columns` is empty).
 pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -107,7 +108,21 @@ pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
         builder.with_projection(mask)
     };
     let reader = builder.with_batch_size(65_536).build()?;
-    reader.map(|b| b.map_err(anyhow::Error::from)).collect()
+    // A projection keeps the file's column order; callers index columns in
+    // the order they asked for.
+    reader
+        .map(|b| {
+            let b = b.map_err(anyhow::Error::from)?;
+            if columns.is_empty() {
+                return Ok(b);
+            }
+            let order: Vec<usize> = columns
+                .iter()
+                .map(|c| b.schema().index_of(c))
+                .collect::<std::result::Result<_, _>>()?;
+            Ok(b.project(&order)?)
+        })
+        .collect()
 }
 
 /// Builds the HF image struct column; `None` items are null structs.

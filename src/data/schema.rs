@@ -311,7 +311,7 @@ pub fn train_log() -> SchemaRef {
             "phase",
             DataType::Utf8,
             false,
-            "`autoencoder`, `classifier`, `mapping`, `dcgan`, or `<phase>_round<r>` for recursive rounds",
+            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, or `sggan` / `stargan`",
         ),
         field(
             "step",
@@ -323,9 +323,24 @@ pub fn train_log() -> SchemaRef {
             "loss",
             DataType::Utf8,
             false,
-            "name, e.g. `AE/rec_l1`, `D/real`, `k_t`, `M`, `C/loss`, `Phi/perceptual`, `val/rec_l1`",
+            "name, e.g. `AE/rec_l1`, `D/real`, `k_t`, `M`, `C/loss`, `Phi/perceptual`, `val/rec_l1`, `D/wasserstein`, `G/cls`",
         ),
         field("value", DataType::Float64, false, "its value"),
+    ]))
+}
+
+/// `labelled`: SG-GAN's sparse grouping, the (image, attribute) pairs
+/// trained with their label (the rest were mixed data).
+pub fn labelled() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("image_id", DataType::Utf8, false, "training face"),
+        field(
+            "attribute",
+            DataType::Utf8,
+            false,
+            "CelebA attribute whose label this image kept",
+        ),
+        field("value", DataType::Boolean, false, "the label it kept"),
     ]))
 }
 
@@ -483,6 +498,7 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("plan", "balance", plan()),
         ("label_stats", "balance", label_stats()),
         ("train_log", "train_generator", train_log()),
+        ("labelled", "train_generator", labelled()),
         ("synth", "synthesize", synth()),
         ("augmented", "synthesize", augmented()),
         ("predictions", "train_classifier", predictions()),

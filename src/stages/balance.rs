@@ -80,6 +80,11 @@ pub struct Config {
     /// Default: the run's seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// `random_doubling` / `dynamic_balancing`: the attributes the strategy
+    /// may change (default all 40). A translation generator can only edit
+    /// the attributes it was trained on: list those here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Vec<String>>,
     /// Resolve implausible label vectors (opt-in; the paper does not).
     #[serde(default)]
     pub exclusive_groups: bool,
@@ -113,6 +118,26 @@ fn erase_ratio() -> f64 {
 }
 
 impl Config {
+    /// Indices of the attributes the strategy may change.
+    pub fn candidates(&self) -> std::result::Result<Vec<usize>, String> {
+        let Some(names) = &self.attributes else {
+            return Ok((0..N_ATTRIBUTES).collect());
+        };
+        if names.is_empty() {
+            return Err("`attributes` is empty; leave it out to use all 40".into());
+        }
+        let mut out = Vec::new();
+        for n in names {
+            let i = schema::attribute_by_any_name(n)
+                .ok_or_else(|| format!("attributes: unknown attribute `{n}`"))?;
+            if out.contains(&i) {
+                return Err(format!("attributes: `{n}` is listed twice"));
+            }
+            out.push(i);
+        }
+        Ok(out)
+    }
+
     pub fn size(&self) -> f64 {
         self.size.unwrap_or(if self.strategy == Strategy::None {
             1.0
@@ -147,10 +172,23 @@ impl Config {
             }
             _ => {}
         }
-        if self.top_k + self.bottom_k > N_ATTRIBUTES {
+        let cands = self.candidates()?;
+        if self.attributes.is_some()
+            && !matches!(
+                self.strategy,
+                Strategy::RandomDoubling | Strategy::DynamicBalancing
+            )
+        {
             return Err(format!(
-                "top_k + bottom_k = {} exceeds the 40 attributes",
-                self.top_k + self.bottom_k
+                "`attributes` restricts random_doubling and dynamic_balancing; {} does not change labels",
+                self.strategy.name()
+            ));
+        }
+        if self.strategy == Strategy::DynamicBalancing && self.top_k + self.bottom_k > cands.len() {
+            return Err(format!(
+                "top_k + bottom_k = {} exceeds the {} attributes it may change",
+                self.top_k + self.bottom_k,
+                cands.len()
             ));
         }
         if self.rerank_every == 0 {
@@ -252,9 +290,9 @@ pub fn resolve_exclusions(mut l: Labels, masks: &[Labels], rng: &mut impl Rng) -
     l
 }
 
-/// Attributes by positive count, most frequent first; ties by attribute index.
-fn ranking(counts: &[u64; N_ATTRIBUTES]) -> [usize; N_ATTRIBUTES] {
-    let mut idx: [usize; N_ATTRIBUTES] = std::array::from_fn(|i| i);
+/// Attributes `cands` by positive count, most frequent first; ties by attribute index.
+fn ranking(counts: &[u64; N_ATTRIBUTES], cands: &[usize]) -> Vec<usize> {
+    let mut idx = cands.to_vec();
     idx.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
     idx
 }
@@ -274,6 +312,9 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
     let n = sources.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let masks = group_masks();
+    let cands = c
+        .candidates()
+        .unwrap_or_else(|_| (0..N_ATTRIBUTES).collect());
     let mut rows: Vec<PlanRow> = (0..n)
         .map(|i| PlanRow {
             source: i,
@@ -300,7 +341,7 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
         Strategy::None => {}
         Strategy::RandomDoubling => {
             for (src, &labels) in sources.iter().enumerate().take(n) {
-                let bit = rng.random_range(0..N_ATTRIBUTES);
+                let bit = cands[rng.random_range(0..cands.len())];
                 let r = PlanRow {
                     source: src,
                     strategy: "random_doubling",
@@ -317,9 +358,9 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
                 if j % c.rerank_every == 0 {
                     // Step (1): rank by proportion over originals + rows added so far
                     // (all share the same denominator, so counts rank the same).
-                    let rank = ranking(&counts);
+                    let rank = ranking(&counts, &cands);
                     low = rank[..c.top_k].iter().fold(0, |m, &i| m | 1 << i);
-                    high = rank[N_ATTRIBUTES - c.bottom_k..]
+                    high = rank[rank.len() - c.bottom_k..]
                         .iter()
                         .fold(0, |m, &i| m | 1 << i);
                 }
@@ -834,6 +875,46 @@ mod tests {
         let mut c: Config = toml::from_str(&format!("strategy = \"{}\"", strategy.name())).unwrap();
         c.size = size;
         c
+    }
+
+    #[test]
+    fn attributes_restrict_what_generator_strategies_change() {
+        let names = ["Male", "Smiling", "Bald", "Young"];
+        let allowed: Labels = names
+            .iter()
+            .map(|n| 1u64 << attribute_index(n).unwrap())
+            .sum();
+        let sources: Vec<Labels> = (0..50u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        for (strategy, size) in [
+            (Strategy::RandomDoubling, None),
+            (Strategy::DynamicBalancing, Some(1.5)),
+        ] {
+            let mut c = cfg(strategy, size);
+            c.attributes = Some(names.iter().map(|s| s.to_string()).collect());
+            c.top_k = 1;
+            c.bottom_k = 1;
+            c.validate().unwrap();
+            let (rows, _) = plan(&c, &sources, 7, 64);
+            let generated: Vec<&PlanRow> =
+                rows.iter().filter(|r| r.strategy != "original").collect();
+            assert!(!generated.is_empty());
+            assert!(generated.iter().any(|r| r.labels != sources[r.source]));
+            for r in generated {
+                assert_eq!((r.labels ^ sources[r.source]) & !allowed, 0, "{strategy:?}");
+            }
+        }
+        let mut c = cfg(Strategy::DynamicBalancing, Some(1.5));
+        c.attributes = Some(vec!["Male".into(), "Smiling".into()]);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("exceeds the 2 attributes")
+        );
+        let mut c = cfg(Strategy::Flip, None);
+        c.attributes = Some(vec!["Male".into()]);
+        assert!(c.validate().is_err());
     }
 
     #[test]

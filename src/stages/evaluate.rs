@@ -10,7 +10,14 @@
 //!   conventions) between their synthesized rows and the real `test` images
 //!   of the ingest input, and summaries of C's `label_agreement`;
 //! - `train_generator` stages (attr2face): MS-SSIM and PSNR between real test
-//!   faces and their autoencoder reconstructions G_de(G_en(x)).
+//!   faces and their autoencoder reconstructions G_de(G_en(x));
+//! - `synthesize` stages whose generator is a translation generator
+//!   (`sggan` / `stargan`; SG-GAN Sec. 5.3, Tables 1–3): on the generated
+//!   rows, `editing_accuracy` (the evaluation classifier — the first
+//!   `train_classifier` input trained on real faces only — assigns each
+//!   changed attribute its target value), `untouched_accuracy` (it still
+//!   assigns the attributes the row did not change their source labels) and
+//!   `background_ms_ssim` (source vs translated face, top-left 10×10 crop).
 //!
 //! Every row records N and, in `details`, the reference set and settings.
 
@@ -45,6 +52,9 @@ fn default_fid_samples() -> usize {
 fn default_rec_samples() -> usize {
     256
 }
+fn default_translation_samples() -> usize {
+    1000
+}
 fn default_batch() -> usize {
     50
 }
@@ -75,6 +85,9 @@ pub struct Config {
     /// Test faces reconstructed per generator for MS-SSIM/PSNR.
     #[serde(default = "default_rec_samples")]
     pub reconstruction_samples: usize,
+    /// Generated rows per synthesize stage for the translation metrics.
+    #[serde(default = "default_translation_samples")]
+    pub translation_samples: usize,
     /// Inception forward batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -253,6 +266,26 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         }
     }
 
+    // Translation generators.
+    if !synths.is_empty() {
+        let judge =
+            classifiers
+                .iter()
+                .find_map(|s| {
+                    match crate::train::classifier::SavedClassifier::load(&s.dir, &dev) {
+                        Ok(Some((saved, net))) if saved.trained_on_real => {
+                            Some(Ok((s.name.clone(), saved, net)))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                });
+        let judge = judge.transpose()?;
+        for s in &synths {
+            translation(&mut out, io, s, &faces, judge.as_ref(), c, seed, &dev)?;
+        }
+    }
+
     // Autoencoder reconstructions.
     for g in of_kind(io, "train_generator") {
         reconstruction(&mut out, io, g, &faces, c.reconstruction_samples, &dev)?;
@@ -271,6 +304,233 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         files: vec![],
         summary: summary.into(),
     })
+}
+
+/// The generator stage behind a synthesize stage, when it is a translation
+/// generator: its name.
+fn translation_generator(s: &InputStage) -> Result<Option<String>> {
+    let run_dir = s.dir.parent().context("stage folder has no parent")?;
+    let m = Manifest::load(run_dir)?.context("run has no manifest")?;
+    let Some(rec) = m.stages.get(&s.name) else {
+        return Ok(None);
+    };
+    for name in rec.inputs.keys() {
+        if m.stages
+            .get(name)
+            .is_some_and(|r| r.kind == "train_generator")
+        {
+            let model = run_dir.join(name).join("model.json");
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&model)?)?;
+            if v.get("translator").is_some() {
+                return Ok(Some(name.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// SG-GAN's translation metrics of a synthesize stage's generated rows.
+#[allow(clippy::too_many_arguments)]
+fn translation(
+    out: &mut Rows,
+    io: &StageIo,
+    s: &InputStage,
+    faces: &Path,
+    judge: Option<&(
+        String,
+        crate::train::classifier::SavedClassifier,
+        crate::train::classifier::Net,
+    )>,
+    c: &Config,
+    seed: u64,
+    dev: &Device,
+) -> Result<()> {
+    use crate::data::celeba::Labels;
+    use crate::data::schema::{N_ATTRIBUTES, attribute_column};
+    use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
+    use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
+    let Some(generator) = translation_generator(s)? else {
+        return Ok(());
+    };
+    let mut cols = vec!["source_image_id".to_string(), "origin".to_string()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    cols.push("image".into());
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    // (source id, target labels, PNG) of the generated rows.
+    let mut rows: Vec<(String, Labels, Vec<u8>)> = Vec::new();
+    for b in read_columns(&s.table("synth")?, &names)? {
+        let src = strings(&b, 0)?;
+        let origin = strings(&b, 1)?;
+        let labels = labels_of_batch(&b, 2)?;
+        for r in 0..b.num_rows() {
+            if origin.value(r) == "generated"
+                && let Some(bytes) = image_bytes(b.column(2 + N_ATTRIBUTES).as_ref(), r)
+            {
+                rows.push((src.value(r).to_string(), labels[r], bytes.to_vec()));
+            }
+        }
+    }
+    if rows.len() > c.translation_samples {
+        rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        rows.truncate(c.translation_samples);
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut source: std::collections::HashMap<String, (Labels, Vec<u8>)> = Default::default();
+    let mut fcols = vec!["image_id".to_string()];
+    fcols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    fcols.push("image".into());
+    let fnames: Vec<&str> = fcols.iter().map(String::as_str).collect();
+    for b in read_columns(faces, &fnames)? {
+        let id = strings(&b, 0)?;
+        let labels = labels_of_batch(&b, 1)?;
+        for r in 0..b.num_rows() {
+            if wanted.contains(id.value(r))
+                && let Some(bytes) = image_bytes(b.column(1 + N_ATTRIBUTES).as_ref(), r)
+            {
+                source.insert(id.value(r).to_string(), (labels[r], bytes.to_vec()));
+            }
+        }
+    }
+    io.say(format!(
+        "translation metrics of {} generated rows of `{}` (generator `{generator}`)",
+        rows.len(),
+        s.name
+    ));
+    // Background MS-SSIM, source vs translated at the synthesized size.
+    let pairs: Vec<(RgbImage, RgbImage)> = rows
+        .par_iter()
+        .filter_map(|(src, _, png)| {
+            let (_, spng) = source.get(src)?;
+            Some((decode_rgb(spng).ok()?, decode_rgb(png).ok()?))
+        })
+        .collect();
+    let bg: Vec<(f64, usize, usize)> = pairs
+        .par_iter()
+        .map(|(a, b)| {
+            let b = resize_square(b.clone(), a.width() as usize);
+            let m = background_ms_ssim(&msssim::Planar::from_rgb(a), &msssim::Planar::from_rgb(&b))
+                .map_err(|e| data_error!("{e}"))?;
+            Ok((m.value, m.levels, m.window))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(&(_, levels, window)) = bg.first() {
+        let mean = bg.iter().map(|v| v.0).sum::<f64>() / bg.len() as f64;
+        out.push(
+            &s.name,
+            "background_ms_ssim",
+            mean,
+            bg.len(),
+            serde_json::json!({"crop": "top-left 10x10", "levels": levels, "window": window,
+                               "generator": generator, "reference": "each row's source face"}),
+        );
+        io.say(format!("`{}`: background MS-SSIM {mean:.4}", s.name));
+    }
+    let Some((judge_name, saved, net)) = judge else {
+        io.say("no train_classifier input trained on real faces: no editing accuracy");
+        return Ok(());
+    };
+    let size = match &saved.network {
+        crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
+        crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
+    };
+    let k = saved.attributes.len();
+    let (mut edit_hit, mut edit_n, mut keep_hit, mut keep_n) = (0.0, 0usize, 0.0, 0usize);
+    let mut per_attr = vec![(0.0f64, 0usize); k];
+    for chunk in rows.chunks(c.batch_size.max(1)) {
+        let imgs: Vec<RgbImage> = chunk
+            .iter()
+            .map(|r| {
+                Ok(resize_square(
+                    decode_rgb(&r.2).map_err(|e| data_error!("{e}"))?,
+                    size,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let probs = crate::train::classifier::SavedClassifier::probabilities(
+            net,
+            &images_tensor(&imgs, dev)?,
+        )?;
+        for (r, p) in chunk.iter().zip(&probs) {
+            let Some((src_labels, _)) = source.get(&r.0) else {
+                continue;
+            };
+            let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
+            let bit = |l: Labels, a: usize| (l >> a) & 1 == 1;
+            let target: Vec<bool> = saved.attributes.iter().map(|&a| bit(r.1, a)).collect();
+            let src: Vec<bool> = saved
+                .attributes
+                .iter()
+                .map(|&a| bit(*src_labels, a))
+                .collect();
+            let (edited, kept): (Vec<usize>, Vec<usize>) =
+                (0..k).partition(|&j| target[j] != src[j]);
+            if !edited.is_empty() {
+                let a = editing_accuracy(
+                    std::slice::from_ref(&pred),
+                    std::slice::from_ref(&target),
+                    &edited,
+                );
+                edit_hit += a * edited.len() as f64;
+                edit_n += edited.len();
+                for &j in &edited {
+                    per_attr[j].0 += f64::from(u8::from(pred[j] == target[j]));
+                    per_attr[j].1 += 1;
+                }
+            }
+            if !kept.is_empty() {
+                let a = untouched_accuracy(
+                    std::slice::from_ref(&pred),
+                    std::slice::from_ref(&src),
+                    &kept,
+                );
+                keep_hit += a * kept.len() as f64;
+                keep_n += kept.len();
+            }
+        }
+    }
+    let details = serde_json::json!({"judge": judge_name, "generator": generator,
+        "judge_attributes": k, "rows": rows.len()});
+    if edit_n > 0 {
+        out.push(
+            &s.name,
+            "editing_accuracy",
+            edit_hit / edit_n as f64,
+            edit_n,
+            details.clone(),
+        );
+        for (j, &(hit, n)) in per_attr.iter().enumerate() {
+            if n > 0 {
+                out.rows.push(MetricRow {
+                    run: io.run_name.clone(),
+                    stage: s.name.clone(),
+                    metric: "editing_accuracy".into(),
+                    attribute: Some(attribute_column(saved.attributes[j])),
+                    value: hit / n as f64,
+                    n: n as i64,
+                    details: details.to_string(),
+                });
+            }
+        }
+    }
+    if keep_n > 0 {
+        out.push(
+            &s.name,
+            "untouched_accuracy",
+            keep_hit / keep_n as f64,
+            keep_n,
+            details,
+        );
+    }
+    io.say(format!(
+        "`{}`: editing accuracy {:.4} over {edit_n} edits, untouched-attribute accuracy {:.4} (judge `{judge_name}`)",
+        s.name,
+        edit_hit / edit_n.max(1) as f64,
+        keep_hit / keep_n.max(1) as f64
+    ));
+    Ok(())
 }
 
 fn of_kind<'a>(io: &'a StageIo, kind: &str) -> Vec<&'a InputStage> {

@@ -3,17 +3,24 @@
 //! For each plan row: `original` rows are the source faces, copied byte for
 //! byte; `random_doubling` / `dynamic_balancing` rows are drawn by the
 //! generator, `G_de(Φ(a))` (Liu et al. Sec. III-B, "Testing phase"), and
-//! resized to the ingested image size; `flip` / `crop` / `erase` rows apply
+//! resized to the ingested image size — or, when the generator is a
+//! translation generator (`sggan` / `stargan`), G(source face, target
+//! labels): the source face at the translator's size, edited towards the
+//! plan row's labels (every attribute the row changes must be one the
+//! generator edits), resized back; `flip` / `crop` / `erase` rows apply
 //! the image operation the plan recorded to the source face (random erasing
 //! after Zhong et al. 2017); `ml_ros` rows are copies of their source.
 //!
 //! Tables: `synth` (every non-original row, with `label_agreement`: the
 //! fraction of the 40 target labels on which the generator stage's
-//! classifier C agrees with the image) and `augmented` (the real rows plus
+//! classifier C agrees with the image; for a translation generator, the
+//! fraction of its edited attributes on which its critic's classification
+//! head agrees) and `augmented` (the real rows plus
 //! every synthesized row that passes `min_label_agreement`), the table to
 //! train external classifiers on. `grid.png` is Fig. 6: for a few source
 //! faces, the image drawn for their labels and for flips of smiling, hair
-//! colour, pale skin, male and young.
+//! colour, pale skin, male and young; for a translation generator, each
+//! source face under every value of every attribute it edits.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -43,7 +50,10 @@ use crate::data_error;
 use crate::models::attr2face::Config as NetConfig;
 use crate::models::began::Decoder;
 use crate::models::classifier::Classifier;
+use crate::models::critic::{self, Critic};
 use crate::models::mapping::Mapping;
+use crate::models::translator::{self, Kind, Translator};
+use crate::train::translation::{Editor, value_grid};
 
 fn default_batch() -> usize {
     64
@@ -175,11 +185,19 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
     Ok(rows)
 }
 
-/// PNG bytes of the faces in `wanted`, by image id.
-fn read_face_images(path: &Path, wanted: &HashSet<&str>) -> Result<HashMap<String, Vec<u8>>> {
+/// PNG bytes and labels of the faces in `wanted`, by image id.
+fn read_face_images(
+    path: &Path,
+    wanted: &HashSet<&str>,
+) -> Result<(HashMap<String, Vec<u8>>, HashMap<String, Labels>)> {
     let mut out = HashMap::new();
-    for b in read_columns(path, &["image_id", "image"])? {
+    let mut labels_out = HashMap::new();
+    let mut cols = vec!["image_id".to_string(), "image".to_string()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    for b in read_columns(path, &names)? {
         let id = strings(&b, 0)?;
+        let labels = labels_of_batch(&b, 2)?;
         for r in 0..b.num_rows() {
             if !wanted.contains(id.value(r)) {
                 continue;
@@ -192,56 +210,150 @@ fn read_face_images(path: &Path, wanted: &HashSet<&str>) -> Result<HashMap<Strin
                 ));
             };
             out.insert(id.value(r).to_string(), bytes.to_vec());
+            labels_out.insert(id.value(r).to_string(), labels[r]);
         }
     }
-    Ok(out)
+    Ok((out, labels_out))
 }
 
 /// The generator stage's networks.
 struct Generator {
     name: String,
-    mapping: Mapping,
-    decoder: Decoder,
-    classifier: Classifier,
     image_size: usize,
+    nets: Nets,
+}
+
+enum Nets {
+    /// attr2face / dcgan: G_de(Φ(a)), judged by C.
+    Attr2face {
+        mapping: Mapping,
+        decoder: Decoder,
+        classifier: Classifier,
+    },
+    /// sggan / stargan: G(x, labels), judged by the critic's class head.
+    Translation {
+        kind: Kind,
+        g: Translator,
+        critic: Critic,
+        /// CelebA indices of the edited attributes.
+        attrs: Vec<usize>,
+    },
 }
 
 impl Generator {
     fn load(stage: &InputStage, dev: &Device) -> Result<Generator> {
         let model: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(stage.dir.join("model.json"))?)?;
-        let net: NetConfig = serde_json::from_value(model["network"].clone())
-            .context("model.json: network sizes")?;
         let gen_path = stage.dir.join("generator.safetensors");
         let bytes =
             std::fs::read(&gen_path).with_context(|| format!("reading {}", gen_path.display()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let g = candle_core::safetensors::load_buffer(&bytes, dev)?;
         let vb = VarBuilder::from_tensors(g, DType::F32, dev);
+        let name = format!("{}@sha256:{sha}", stage.name);
+        if model.get("translator").is_some() {
+            let tcfg: translator::Config = serde_json::from_value(model["translator"].clone())
+                .context("model.json: translator sizes")?;
+            let ccfg: critic::Config = serde_json::from_value(model["critic"].clone())
+                .context("model.json: critic sizes")?;
+            let attrs = model["attributes"]
+                .as_array()
+                .context("model.json: attributes")?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .and_then(attribute_index)
+                        .context("model.json: unknown attribute")
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
+            return Ok(Generator {
+                name,
+                image_size: tcfg.image_size,
+                nets: Nets::Translation {
+                    kind: tcfg.kind,
+                    g: Translator::new(&tcfg, vb)?,
+                    critic: Critic::new(&ccfg, VarBuilder::from_tensors(c, DType::F32, dev))?,
+                    attrs,
+                },
+            });
+        }
+        let net: NetConfig = serde_json::from_value(model["network"].clone())
+            .context("model.json: network sizes")?;
         let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
         let vc = VarBuilder::from_tensors(c, DType::F32, dev);
         Ok(Generator {
-            name: format!("{}@sha256:{sha}", stage.name),
-            mapping: Mapping::new(&net.mapping, vb.pp("mapping"))?,
-            decoder: Decoder::new(&net.autoencoder, vb.pp("decoder"))?,
-            classifier: Classifier::new(&net.classifier, vc)?,
+            name,
             image_size: net.image_size(),
+            nets: Nets::Attr2face {
+                mapping: Mapping::new(&net.mapping, vb.pp("mapping"))?,
+                decoder: Decoder::new(&net.autoencoder, vb.pp("decoder"))?,
+                classifier: Classifier::new(&net.classifier, vc)?,
+            },
         })
     }
 
-    /// G_de(Φ(a)) for each label vector, at the generator's size.
-    fn draw(&self, labels: &[Labels], batch: usize, dev: &Device) -> Result<Vec<RgbImage>> {
-        let mut out = Vec::with_capacity(labels.len());
-        for c in labels.chunks(batch) {
-            let a = labels_tensor(c, dev)?;
-            out.extend(tensor_to_rgb(
-                &self.decoder.forward(&self.mapping.forward(&a)?)?,
-            )?);
+    fn editor(&self) -> Option<(Editor<'_>, &Critic)> {
+        match &self.nets {
+            Nets::Translation {
+                kind,
+                g,
+                critic,
+                attrs,
+            } => Some((
+                Editor {
+                    g,
+                    kind: *kind,
+                    attrs,
+                },
+                critic,
+            )),
+            Nets::Attr2face { .. } => None,
+        }
+    }
+
+    /// Bits of the attributes a translation generator can change.
+    fn editable(&self) -> Option<Labels> {
+        match &self.nets {
+            Nets::Translation { attrs, .. } => Some(attrs.iter().map(|&a| 1u64 << a).sum()),
+            Nets::Attr2face { .. } => None,
+        }
+    }
+
+    /// The image for each target label vector, at the generator's size:
+    /// G_de(Φ(a)), or G(source, target) for a translation generator, which
+    /// needs each row's source face and labels in `sources`.
+    fn draw(
+        &self,
+        targets: &[Labels],
+        sources: &[(Labels, RgbImage)],
+        batch: usize,
+        dev: &Device,
+    ) -> Result<Vec<RgbImage>> {
+        let mut out = Vec::with_capacity(targets.len());
+        for (k, target) in targets.chunks(batch).enumerate() {
+            let y = match &self.nets {
+                Nets::Attr2face {
+                    mapping, decoder, ..
+                } => decoder.forward(&mapping.forward(&labels_tensor(target, dev)?)?)?,
+                Nets::Translation { .. } => {
+                    let (ed, _) = self.editor().expect("translation nets");
+                    let c = &sources[k * batch..k * batch + target.len()];
+                    let src: Vec<Labels> = c.iter().map(|r| r.0).collect();
+                    let imgs: Vec<RgbImage> = c
+                        .iter()
+                        .map(|r| resize_square(r.1.clone(), self.image_size))
+                        .collect();
+                    ed.edit(&images_tensor(&imgs, dev)?, &src, target)?
+                }
+            };
+            out.extend(tensor_to_rgb(&y)?);
         }
         Ok(out)
     }
 
-    /// C's agreement with each image's target labels.
+    /// Agreement of each image with its target labels: C's over the 40, or
+    /// the critic's over a translation generator's attributes.
     fn agreement(
         &self,
         imgs: &[RgbImage],
@@ -256,11 +368,19 @@ impl Generator {
                 .map(|i| resize_square(i.clone(), self.image_size))
                 .collect();
             let x = images_tensor(&small, dev)?;
-            let logits = self.classifier.forward(&x)?;
-            out.extend(crate::train::attr2face::label_agreement(
-                &logits,
-                &labels_tensor(lc, dev)?,
-            )?);
+            match &self.nets {
+                Nets::Attr2face { classifier, .. } => {
+                    let logits = classifier.forward(&x)?;
+                    out.extend(crate::train::attr2face::label_agreement(
+                        &logits,
+                        &labels_tensor(lc, dev)?,
+                    )?);
+                }
+                Nets::Translation { critic, .. } => {
+                    let (ed, _) = self.editor().expect("translation nets");
+                    out.extend(ed.critic_agreement(critic, &x, lc)?);
+                }
+            }
         }
         Ok(out)
     }
@@ -374,13 +494,33 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let faces_path = io.input("ingest")?.table("faces")?;
     let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
-    let face_png = read_face_images(&faces_path, &wanted)?;
+    let (face_png, face_labels) = read_face_images(&faces_path, &wanted)?;
     if let Some(missing) = plan.iter().find(|r| !face_png.contains_key(&r.source)) {
         return Err(data_error!(
             "plan row {} names source {}, which `{}` does not have; rerun the balance stage on this ingest",
             missing.sample_id,
             missing.source,
             faces_path.display()
+        ));
+    }
+    if let Some(g) = &generator
+        && let Some(editable) = g.editable()
+        && let Some(bad) = plan.iter().find(|r| {
+            Origin::of(&r.strategy) == Origin::Generated
+                && (r.labels ^ face_labels[&r.source]) & !editable != 0
+        })
+    {
+        let changed = (bad.labels ^ face_labels[&bad.source]) & !editable;
+        let names: Vec<&str> = (0..N_ATTRIBUTES)
+            .filter(|&i| changed >> i & 1 == 1)
+            .map(|i| schema::ATTRIBUTES[i])
+            .collect();
+        return Err(data_error!(
+            "plan row {} changes {}, which translation generator `{}` does not edit; \
+             give the balance stage `attributes = [...]` within the generator's `translation.attributes`",
+            bad.sample_id,
+            names.join(", "),
+            g.name.split('@').next().unwrap_or("")
         ));
     }
     let face_size = match face_png.values().next() {
@@ -449,8 +589,20 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         if let Some(g) = &generator
             && !gen_idx.is_empty()
         {
-            let labels: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
-            let drawn = g.draw(&labels, c.batch_size, &dev)?;
+            let targets: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
+            let sources: Vec<(Labels, RgbImage)> = match g.editable() {
+                Some(_) => gen_idx
+                    .par_iter()
+                    .map(|&i| {
+                        let r = chunk[i];
+                        let img =
+                            decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?;
+                        Ok((face_labels[&r.source], img))
+                    })
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            };
+            let drawn = g.draw(&targets, &sources, c.batch_size, &dev)?;
             for (&i, img) in gen_idx.iter().zip(drawn) {
                 imgs[i] = Some(resize_square(img, face_size));
             }
@@ -530,7 +682,23 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         && !originals.is_empty()
     {
         let sources: Vec<&PlanRow> = originals.iter().copied().take(c.grid_rows).collect();
-        fig6_grid(g, &sources, &face_png, face_size, &dev)?.save(out.join("grid.png"))?;
+        let grid = match g.editor() {
+            Some((ed, _)) => {
+                let imgs: Vec<RgbImage> = sources
+                    .iter()
+                    .map(|r| {
+                        Ok(resize_square(
+                            decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?,
+                            g.image_size,
+                        ))
+                    })
+                    .collect::<Result<_>>()?;
+                let src: Vec<Labels> = sources.iter().map(|r| face_labels[&r.source]).collect();
+                value_grid(&ed, &images_tensor(&imgs, &dev)?, &src)?
+            }
+            None => fig6_grid(g, &sources, &face_png, face_size, &dev)?,
+        };
+        grid.save(out.join("grid.png"))?;
         files.push("grid.png".to_string());
     }
     Ok(StageOutput {
@@ -588,7 +756,7 @@ fn fig6_grid(
             flip(l, "Young"),
         ]);
     }
-    let drawn = g.draw(&labels, 64, dev)?;
+    let drawn = g.draw(&labels, &[], 64, dev)?;
     let mut cells = Vec::new();
     for (k, s) in sources.iter().enumerate() {
         let real = decode_rgb(&face_png[&s.source]).map_err(|e| data_error!("{e}"))?;

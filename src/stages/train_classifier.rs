@@ -36,7 +36,7 @@ use crate::metrics::inception::FidInception;
 use crate::models::Activation;
 use crate::models::began::{self, Encoder};
 use crate::models::{classifier, resnet};
-use crate::train::classifier::{NetConfig, Options, Split, predict, train};
+use crate::train::classifier::{NetConfig, Options, SavedClassifier, Split, predict, train};
 use crate::train::probe::Options as ProbeOptions;
 use crate::train::{Cadence, PhaseEnv};
 
@@ -254,6 +254,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         val.rows.len(),
         test.rows.len()
     ));
+    let mut saved = false;
     let outcome = match (&extractor, c.features()) {
         (Some(ex), Some(f)) => {
             let t0 = std::time::Instant::now();
@@ -281,7 +282,17 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 }),
             }
         }
-        _ => train_network(c, io, &attrs, &train_split, &val, &test, &dev)?,
+        _ => {
+            let (outcome, weights) = train_network(c, io, &attrs, &train_split, &val, &test, &dev)?;
+            SavedClassifier {
+                network: c.network(),
+                attributes: attrs.clone(),
+                trained_on_real: !table.ends_with(".augmented"),
+            }
+            .save(&io.out_dir, &weights)?;
+            saved = true;
+            outcome
+        }
     };
     let probs = outcome.probs;
     let truth = bool_labels(&test, &attrs);
@@ -376,7 +387,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             ("predictions".into(), "predictions.parquet".into(), n_pred),
             ("metrics".into(), "metrics.parquet".into(), n_metrics),
         ],
-        files: vec![],
+        files: if saved {
+            vec!["classifier.json".into(), "classifier.safetensors".into()]
+        } else {
+            vec![]
+        },
         summary: serde_json::json!({
             "test_accuracy": acc,
             "test_balanced_accuracy": mean_bal,
@@ -411,7 +426,10 @@ fn train_network(
     val: &Split,
     test: &Split,
     dev: &candle_core::Device,
-) -> Result<Outcome> {
+) -> Result<(
+    Outcome,
+    std::collections::HashMap<String, candle_core::Tensor>,
+)> {
     let opts = Options {
         epochs: c.epochs,
         batch_size: c.batch_size,
@@ -430,13 +448,16 @@ fn train_network(
         label: &io.name,
     };
     let trained = train(&c.network(), &opts, train_split, val, dev, &env)?;
-    Ok(Outcome {
-        probs: predict(&trained.net, test, dev)?,
-        val_accuracy: trained.best_val_accuracy,
-        best_epoch: Some(trained.best_epoch),
-        wall_time_s: trained.wall_time_s,
-        details: serde_json::json!({"best_epoch": trained.best_epoch}),
-    })
+    Ok((
+        Outcome {
+            probs: predict(&trained.net, test, dev)?,
+            val_accuracy: trained.best_val_accuracy,
+            best_epoch: Some(trained.best_epoch),
+            wall_time_s: trained.wall_time_s,
+            details: serde_json::json!({"best_epoch": trained.best_epoch}),
+        },
+        trained.weights,
+    ))
 }
 
 /// G_en of the `train_generator` input, from its `autoencoder.safetensors`.

@@ -5,6 +5,15 @@
 //! stage's resume folder and skipped when finished, so a killed run resumes
 //! where it stopped. `model = "dcgan"` is the footnote-4 ablation.
 //!
+//! `model = "sggan" | "stargan"` are translation generators, image =
+//! G(source, target labels) (Zhang et al., SG-GAN; Choi et al., StarGAN),
+//! trained with WGAN-GP in one phase (`crate::train::translation`) on the
+//! attributes of `translation.attributes`; they write `generator.safetensors`
+//! (G), `critic.safetensors` (D, whose classification head gives
+//! `synthesize` its `label_agreement`), `model.json` (kind, sizes,
+//! attributes), and for SG-GAN the `labelled` table: which (image,
+//! attribute) pairs kept their label under sparse grouping.
+//!
 //! Outputs: `generator.safetensors` (Φ and G_de), `classifier.safetensors`
 //! (C, used by `synthesize` for `label_agreement`), `autoencoder.safetensors`
 //! (G_en and G_de, attr2face only: reconstructions for `evaluate`, embeddings
@@ -27,17 +36,63 @@ use crate::data::parquet::{TableWriter, read_columns};
 use crate::data::schema::{self, N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, labels_of_batch, strings};
 use crate::data_error;
-use crate::models::attr2face::{Config as NetConfig, Preset};
+use crate::models::attr2face::{Config as NetConfig, Preset as AePreset};
+use crate::models::translator::Kind;
 use crate::train::attr2face::{
-    self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Model, Options,
+    self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
+use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, LogRow, PhaseEnv};
+
+/// Which generator to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// The paper's method (Liu et al.): labels → face.
+    Attr2face,
+    /// Footnote-4 ablation of Liu et al.
+    Dcgan,
+    /// SG-GAN: one input, one output per attribute value (translation).
+    Sggan,
+    /// StarGAN: image + target labels → image (translation).
+    Stargan,
+}
+
+impl Model {
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Attr2face => "attr2face",
+            Model::Dcgan => "dcgan",
+            Model::Sggan => "sggan",
+            Model::Stargan => "stargan",
+        }
+    }
+
+    fn translator(self) -> Option<Kind> {
+        match self {
+            Model::Sggan => Some(Kind::Sggan),
+            Model::Stargan => Some(Kind::Stargan),
+            _ => None,
+        }
+    }
+}
+
+/// Network sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Preset {
+    /// attr2face / dcgan at 64×64 (Liu et al.).
+    #[serde(rename = "paper_64")]
+    Paper64,
+    /// sggan / stargan at 128×128 (both papers).
+    #[serde(rename = "paper_128")]
+    Paper128,
+    /// Small widths at 32×32, for CPU tests and the quickstart.
+    #[serde(rename = "tiny")]
+    Tiny,
+}
 
 fn default_model() -> Model {
     Model::Attr2face
-}
-fn default_preset() -> Preset {
-    Preset::Paper64
 }
 fn default_batch() -> usize {
     16
@@ -61,12 +116,14 @@ fn default_checkpoint_every() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `attr2face` (the paper's method) or `dcgan` (footnote-4 ablation).
+    /// `attr2face` (the paper's method), `dcgan` (footnote-4 ablation),
+    /// `sggan` or `stargan` (translation generators).
     #[serde(default = "default_model")]
     pub model: Model,
-    /// `paper_64` or `tiny`.
-    #[serde(default = "default_preset")]
-    pub preset: Preset,
+    /// `paper_64` (attr2face, dcgan), `paper_128` (sggan, stargan) or `tiny`;
+    /// default the model's paper size.
+    #[serde(default)]
+    pub preset: Option<Preset>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Train on at most this many training rows (the first ones).
@@ -93,12 +150,45 @@ pub struct Config {
     pub classifier: ClassifierOptions,
     #[serde(default)]
     pub mapping: MappingOptions,
+    /// sggan / stargan: attributes, losses and schedule.
+    #[serde(default)]
+    pub translation: TranslationOptions,
 }
 
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.batch_size == 0 {
             return Err("batch_size must be at least 1".into());
+        }
+        match (self.model.translator(), self.preset()) {
+            (Some(_), Preset::Paper64) => {
+                return Err(format!(
+                    "preset = \"paper_64\" is attr2face's; {} uses \"paper_128\" or \"tiny\"",
+                    self.model.name()
+                ));
+            }
+            (None, Preset::Paper128) => {
+                return Err(format!(
+                    "preset = \"paper_128\" is for sggan / stargan; {} uses \"paper_64\" or \"tiny\"",
+                    self.model.name()
+                ));
+            }
+            _ => {}
+        }
+        if let Some(kind) = self.model.translator() {
+            self.translation.validate(kind)?;
+            self.translation_attributes()?;
+            if self.recursive_times != 1 {
+                return Err(
+                    "recursive_times is attr2face's (Table 4); remove it for sggan / stargan"
+                        .into(),
+                );
+            }
+        } else if self.translation != TranslationOptions::default() {
+            return Err(format!(
+                "[translation] is for model = \"sggan\" or \"stargan\", not {}",
+                self.model.name()
+            ));
         }
         if !(1..=10).contains(&self.recursive_times) {
             return Err(format!(
@@ -134,8 +224,47 @@ impl Config {
         Ok(())
     }
 
+    pub fn preset(&self) -> Preset {
+        self.preset.unwrap_or(match self.model {
+            Model::Sggan | Model::Stargan => Preset::Paper128,
+            _ => Preset::Paper64,
+        })
+    }
+
     pub fn network(&self) -> NetConfig {
-        NetConfig::preset(self.preset)
+        NetConfig::preset(match self.preset() {
+            Preset::Tiny => AePreset::Tiny,
+            _ => AePreset::Paper64,
+        })
+    }
+
+    /// CelebA indices of the attributes a translation generator edits.
+    pub fn translation_attributes(&self) -> std::result::Result<Vec<usize>, String> {
+        let kind = self.model.translator().unwrap_or(Kind::Stargan);
+        let names: Vec<String> = match &self.translation.attributes {
+            Some(v) => v.clone(),
+            None => TranslationOptions::default_attributes(kind)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        };
+        if names.is_empty() || names.len() > 20 {
+            return Err(format!(
+                "translation.attributes: give 1 to 20 attributes, not {}",
+                names.len()
+            ));
+        }
+        let mut out = Vec::new();
+        for n in &names {
+            let i = schema::attribute_by_any_name(n).ok_or_else(|| {
+                format!("translation.attributes: unknown attribute `{n}` (use CelebA names such as `Male`, `Smiling`)")
+            })?;
+            if out.contains(&i) {
+                return Err(format!("translation.attributes: `{n}` is listed twice"));
+            }
+            out.push(i);
+        }
+        Ok(out)
     }
 }
 
@@ -158,6 +287,9 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
 }
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    if let Some(kind) = c.model.translator() {
+        return run_translation(c, kind, io);
+    }
     let net = c.network();
     let dev = io.candle_device()?;
     let ingest = io.input("ingest")?;
@@ -189,7 +321,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io.name,
         train.len(),
         val.len(),
-        serde_json::to_value(c.preset)?.as_str().unwrap_or("?"),
+        serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
         io.device
     ));
     let data = Data {
@@ -199,7 +331,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         plan_labels,
     };
     let opts = Options {
-        model: c.model,
+        model: if c.model == Model::Dcgan {
+            attr2face::Model::Dcgan
+        } else {
+            attr2face::Model::Attr2face
+        },
         batch_size: c.batch_size,
         perceptual_loss: c.perceptual_loss,
         recursive_times: c.recursive_times,
@@ -229,7 +365,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
     let model_json = serde_json::json!({
         "model": c.model.name(),
-        "preset": c.preset,
+        "preset": c.preset(),
         "network": net,
         "generator_sha256": sha,
     });
@@ -246,7 +382,22 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         candle_core::safetensors::save(ae, out.join("autoencoder.safetensors"))?;
         files.push("autoencoder.safetensors".to_string());
     }
-    files.extend(copy_tree(&io.resume_dir.join("samples"), out, "samples")?);
+    files.extend(copy_resume_folder(io)?);
+    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = sha.into();
+    Ok(StageOutput {
+        tables: vec![("train_log".into(), "train_log.parquet".into(), rows)],
+        files,
+        summary,
+    })
+}
+
+/// Sample grids and each phase's last checkpoint, from the resume folder
+/// into the stage's output (`samples/`, `checkpoints/<phase>/`).
+fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
+    let out = &io.out_dir;
+    let mut files = copy_tree(&io.resume_dir.join("samples"), out, "samples")?;
     for entry in std::fs::read_dir(&io.resume_dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
@@ -258,14 +409,159 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             )?);
         }
     }
-    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    Ok(files)
+}
+
+/// `model = "sggan" | "stargan"`.
+fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> {
+    let attrs = c.translation_attributes().map_err(|e| data_error!("{e}"))?;
+    let nets = translation::networks(kind, c.preset() == Preset::Tiny, attrs.len());
+    let size = nets.0.image_size;
+    let dev = io.candle_device()?;
+    let ingest = io.input("ingest")?;
+    let faces_path = ingest.table("faces")?;
+    io.say(format!(
+        "loading train/val faces at {size}×{size} from {}",
+        faces_path.display()
+    ));
+    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
+    let mut train = faces.rows_in("train");
+    if let Some(l) = c.limit {
+        train.truncate(l);
+    }
+    if train.is_empty() {
+        return Err(data_error!(
+            "input `{}` has no `train` rows with images; ingest the train partition",
+            ingest.name
+        ));
+    }
+    let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
+    let steps = c.translation.steps(kind);
+    io.say(format!(
+        "{} `{}` on {} train / {} val faces, attributes {}, preset {}, {steps} steps, device {}",
+        c.model.name(),
+        io.name,
+        train.len(),
+        faces.rows_in("val").len(),
+        names.join(", "),
+        serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
+        io.device
+    ));
+    let data = translation::Data {
+        faces: &faces,
+        train: train.clone(),
+        val: faces.rows_in("val"),
+    };
+    let env = PhaseEnv {
+        dir: &io.resume_dir,
+        cadence: Cadence {
+            log_every: c.log_every,
+            sample_every: c.sample_every,
+            checkpoint_every: c.checkpoint_every,
+        },
+        quiet: io.quiet,
+        label: &io.name,
+    };
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let trained = translation::train(
+        kind,
+        &nets,
+        &attrs,
+        &c.translation,
+        c.batch_size,
+        seed,
+        &data,
+        &dev,
+        &env,
+    )?;
+    let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
+    io.say(format!(
+        "val: critic's Wasserstein estimate {:.4} → {:.4}; G classification loss {:.4} → {:.4}; \
+         L1(G(x, source labels), x) {:.4} → {:.4}",
+        f("wasserstein_init"),
+        f("wasserstein"),
+        f("g_cls_init"),
+        f("g_cls"),
+        f("rec_l1_init"),
+        f("rec_l1")
+    ));
+
+    let out = &io.out_dir;
+    let gen_path = out.join("generator.safetensors");
+    candle_core::safetensors::save(&trained.generator, &gen_path)?;
+    candle_core::safetensors::save(&trained.critic, out.join("critic.safetensors"))?;
+    let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
+    let model_json = serde_json::json!({
+        "model": c.model.name(),
+        "preset": c.preset(),
+        "translator": nets.0,
+        "critic": nets.1,
+        "attributes": names,
+        "generator_sha256": sha,
+    });
+    std::fs::write(
+        out.join("model.json"),
+        serde_json::to_string_pretty(&model_json)?,
+    )?;
+    let mut files = vec![
+        "generator.safetensors".to_string(),
+        "critic.safetensors".to_string(),
+        "model.json".to_string(),
+    ];
+    files.extend(copy_resume_folder(io)?);
+    let mut tables = vec![(
+        "train_log".to_string(),
+        "train_log.parquet".to_string(),
+        write_log(&out.join("train_log.parquet"), &trained.log)?,
+    )];
+    if kind == Kind::Sggan {
+        let n = write_labelled(
+            &out.join("labelled.parquet"),
+            &faces,
+            &train,
+            &attrs,
+            &trained.labelled,
+        )?;
+        tables.push(("labelled".into(), "labelled.parquet".into(), n));
+    }
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
+    summary["attributes"] = names.into();
     Ok(StageOutput {
-        tables: vec![("train_log".into(), "train_log.parquet".into(), rows)],
+        tables,
         files,
         summary,
     })
+}
+
+/// The (image, attribute) pairs SG-GAN trained with their label.
+fn write_labelled(
+    path: &Path,
+    faces: &FaceSet,
+    train: &[usize],
+    attrs: &[usize],
+    mask: &[u64],
+) -> Result<usize> {
+    let (mut ids, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, &i) in train.iter().enumerate() {
+        for (j, &a) in attrs.iter().enumerate() {
+            if mask[k] >> j & 1 == 1 {
+                ids.push(faces.image_ids[i].as_str());
+                names.push(schema::ATTRIBUTES[a]);
+                values.push((faces.labels[i] >> a) & 1 == 1);
+            }
+        }
+    }
+    let schema = schema::labelled();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(ids)),
+        Arc::new(StringArray::from_iter_values(names)),
+        Arc::new(arrow::array::BooleanArray::from(values)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    let mut w = TableWriter::create(path, schema, &[], 1 << 16)?;
+    w.write(&batch)?;
+    w.finish()
 }
 
 fn say_summary(io: &StageIo, s: &serde_json::Value) {

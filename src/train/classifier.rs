@@ -17,7 +17,8 @@ use crate::models::resnet::{self, ResNet};
 use crate::models::seeded_init;
 
 /// The downstream network to train.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NetConfig {
     /// The 5-conv classifier of Liu et al. Sec. III-D.
     PaperCnn(classifier::Config),
@@ -72,6 +73,8 @@ pub struct Options {
 /// The trained network (weights of the best val epoch).
 pub struct Trained {
     pub net: Net,
+    /// Its weights, for `classifier.safetensors`.
+    pub weights: std::collections::HashMap<String, Tensor>,
     pub best_epoch: usize,
     pub best_val_accuracy: f64,
     pub log: Vec<LogRow>,
@@ -92,6 +95,54 @@ fn labels(faces: &FaceSet, rows: &[usize], attrs: &[usize], dev: &Device) -> Res
         dev,
     )?;
     Ok(all.index_select(&idx, 1)?)
+}
+
+/// A saved classifier (`classifier.json` + `classifier.safetensors` of a
+/// `train_classifier` stage): the network, the CelebA attributes of its
+/// outputs, and whether it was trained on real faces only.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedClassifier {
+    pub network: NetConfig,
+    pub attributes: Vec<usize>,
+    pub trained_on_real: bool,
+}
+
+impl SavedClassifier {
+    pub fn save(
+        &self,
+        dir: &Path,
+        weights: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        candle_core::safetensors::save(weights, dir.join("classifier.safetensors"))?;
+        std::fs::write(
+            dir.join("classifier.json"),
+            serde_json::to_vec_pretty(self)?,
+        )?;
+        Ok(())
+    }
+
+    /// The classifier saved in `dir`, if there is one.
+    pub fn load(dir: &Path, dev: &Device) -> Result<Option<(SavedClassifier, Net)>> {
+        let json = dir.join("classifier.json");
+        if !json.exists() {
+            return Ok(None);
+        }
+        let me: SavedClassifier = serde_json::from_slice(&std::fs::read(&json)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?;
+        let w = candle_core::safetensors::load(dir.join("classifier.safetensors"), dev)?;
+        let net = Net::new(
+            &me.network,
+            me.attributes.len(),
+            VarBuilder::from_tensors(w, DType::F32, dev),
+        )?;
+        Ok(Some((me, net)))
+    }
+
+    /// P(attribute) for each image (a (B, 3, H, W) tensor at the network's size).
+    pub fn probabilities(net: &Net, x: &Tensor) -> Result<Vec<Vec<f64>>> {
+        let p = candle_nn::ops::sigmoid(&net.forward_t(x, false)?)?.to_dtype(DType::F64)?;
+        Ok(p.to_vec2::<f64>()?)
+    }
 }
 
 /// Probabilities (rows × attributes) of `net` on `split`.
@@ -234,6 +285,7 @@ pub fn train(
     };
     let r = run_phase(env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
     Ok(Trained {
+        weights: super::attr2face::frozen(&p.best_vm),
         net: best,
         best_epoch: p.best_epoch,
         best_val_accuracy: p.best_val,

@@ -14,6 +14,7 @@
 //! - [`losses`]: numerically stable loss functions.
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
+//! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
 
 /// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
 /// which the WGAN-GP penalty needs: without it candle detaches inside
@@ -33,6 +34,7 @@ pub mod attr2face;
 pub mod classifier;
 pub mod losses;
 pub mod probe;
+pub mod translation;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
