@@ -378,22 +378,7 @@ fn translation(
         return Ok(());
     }
     let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    let mut source: std::collections::HashMap<String, (Labels, Vec<u8>)> = Default::default();
-    let mut fcols = vec!["image_id".to_string()];
-    fcols.extend((0..N_ATTRIBUTES).map(attribute_column));
-    fcols.push("image".into());
-    let fnames: Vec<&str> = fcols.iter().map(String::as_str).collect();
-    for b in read_columns(faces, &fnames)? {
-        let id = strings(&b, 0)?;
-        let labels = labels_of_batch(&b, 1)?;
-        for r in 0..b.num_rows() {
-            if wanted.contains(id.value(r))
-                && let Some(bytes) = image_bytes(b.column(1 + N_ATTRIBUTES).as_ref(), r)
-            {
-                source.insert(id.value(r).to_string(), (labels[r], bytes.to_vec()));
-            }
-        }
-    }
+    let source = crate::data::tensors::read_faces_by_id(faces, &wanted)?;
     io.say(format!(
         "translation metrics of {} generated rows of `{}` (generator `{generator}`)",
         rows.len(),
@@ -403,7 +388,7 @@ fn translation(
     let pairs: Vec<(RgbImage, RgbImage)> = rows
         .par_iter()
         .filter_map(|(src, _, png)| {
-            let (_, spng) = source.get(src)?;
+            let spng = source.png.get(src)?;
             Some((decode_rgb(spng).ok()?, decode_rgb(png).ok()?))
         })
         .collect();
@@ -454,7 +439,7 @@ fn translation(
             &images_tensor(&imgs, dev)?,
         )?;
         for (r, p) in chunk.iter().zip(&probs) {
-            let Some((src_labels, _)) = source.get(&r.0) else {
+            let Some(src_labels) = source.labels.get(&r.0) else {
                 continue;
             };
             let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
@@ -641,7 +626,7 @@ fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
         let full = v.iter().filter(|&&a| a >= 1.0).count() as f64 / n as f64;
-        let d = serde_json::json!({"strategy": strategy, "table": format!("{}.synth", s.name), "judge": "the generator stage's classifier C"});
+        let d = serde_json::json!({"strategy": strategy, "table": format!("{}.synth", s.name), "judge": "the generator stage's classifier C (attr2face, dcgan) or its critic's classification head (sggan, stargan)"});
         out.push(&s.name, "label_agreement", mean, n, d.clone());
         out.push(&s.name, "label_agreement_full", full, n, d);
     }

@@ -43,8 +43,8 @@ use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizon
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
 use crate::data::schema::{self, N_ATTRIBUTES, attribute_column, attribute_index};
 use crate::data::tensors::{
-    image_bytes, images_tensor, labels_of_batch, labels_tensor, resize_square, strings,
-    tensor_to_rgb,
+    FacesById, images_tensor, labels_of_batch, labels_tensor, read_faces_by_id, resize_square,
+    strings, tensor_to_rgb,
 };
 use crate::data_error;
 use crate::models::attr2face::Config as NetConfig;
@@ -183,37 +183,6 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
         }
     }
     Ok(rows)
-}
-
-/// PNG bytes and labels of the faces in `wanted`, by image id.
-fn read_face_images(
-    path: &Path,
-    wanted: &HashSet<&str>,
-) -> Result<(HashMap<String, Vec<u8>>, HashMap<String, Labels>)> {
-    let mut out = HashMap::new();
-    let mut labels_out = HashMap::new();
-    let mut cols = vec!["image_id".to_string(), "image".to_string()];
-    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
-    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
-    for b in read_columns(path, &names)? {
-        let id = strings(&b, 0)?;
-        let labels = labels_of_batch(&b, 2)?;
-        for r in 0..b.num_rows() {
-            if !wanted.contains(id.value(r)) {
-                continue;
-            }
-            let Some(bytes) = image_bytes(b.column(1).as_ref(), r) else {
-                return Err(data_error!(
-                    "{}: face {} has no image; ingest with `images = true`",
-                    path.display(),
-                    id.value(r)
-                ));
-            };
-            out.insert(id.value(r).to_string(), bytes.to_vec());
-            labels_out.insert(id.value(r).to_string(), labels[r]);
-        }
-    }
-    Ok((out, labels_out))
 }
 
 /// The generator stage's networks.
@@ -494,7 +463,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let faces_path = io.input("ingest")?.table("faces")?;
     let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
-    let (face_png, face_labels) = read_face_images(&faces_path, &wanted)?;
+    let FacesById {
+        png: face_png,
+        labels: face_labels,
+    } = read_faces_by_id(&faces_path, &wanted)?;
     if let Some(missing) = plan.iter().find(|r| !face_png.contains_key(&r.source)) {
         return Err(data_error!(
             "plan row {} names source {}, which `{}` does not have; rerun the balance stage on this ingest",

@@ -359,25 +359,13 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 
     // Outputs.
     let out = &io.out_dir;
-    let gen_path = out.join("generator.safetensors");
-    candle_core::safetensors::save(&trained.generator, &gen_path)?;
-    candle_core::safetensors::save(&trained.classifier, out.join("classifier.safetensors"))?;
-    let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
-    let model_json = serde_json::json!({
-        "model": c.model.name(),
-        "preset": c.preset(),
-        "network": net,
-        "generator_sha256": sha,
-    });
-    std::fs::write(
-        out.join("model.json"),
-        serde_json::to_string_pretty(&model_json)?,
+    let (sha, mut files) = save_generator(
+        c,
+        io,
+        &trained.generator,
+        ("classifier.safetensors", &trained.classifier),
+        serde_json::json!({ "network": net }),
     )?;
-    let mut files = vec![
-        "generator.safetensors".to_string(),
-        "classifier.safetensors".to_string(),
-        "model.json".to_string(),
-    ];
     if let Some(ae) = &trained.autoencoder {
         candle_core::safetensors::save(ae, out.join("autoencoder.safetensors"))?;
         files.push("autoencoder.safetensors".to_string());
@@ -391,6 +379,44 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         files,
         summary,
     })
+}
+
+/// Writes `generator.safetensors`, the judging network `judge` (C or the
+/// critic) and `model.json` (model, preset, the generator's sha256 and
+/// `sizes`); returns the sha256 and the files written.
+fn save_generator(
+    c: &Config,
+    io: &StageIo,
+    generator: &std::collections::HashMap<String, candle_core::Tensor>,
+    judge: (
+        &str,
+        &std::collections::HashMap<String, candle_core::Tensor>,
+    ),
+    sizes: serde_json::Value,
+) -> Result<(String, Vec<String>)> {
+    let out = &io.out_dir;
+    let gen_path = out.join("generator.safetensors");
+    candle_core::safetensors::save(generator, &gen_path)?;
+    candle_core::safetensors::save(judge.1, out.join(judge.0))?;
+    let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
+    let mut model_json = serde_json::json!({
+        "model": c.model.name(),
+        "preset": c.preset(),
+        "generator_sha256": sha,
+    });
+    if let (Some(m), Some(extra)) = (model_json.as_object_mut(), sizes.as_object()) {
+        m.extend(extra.clone());
+    }
+    std::fs::write(
+        out.join("model.json"),
+        serde_json::to_string_pretty(&model_json)?,
+    )?;
+    let files = vec![
+        "generator.safetensors".to_string(),
+        judge.0.to_string(),
+        "model.json".to_string(),
+    ];
+    Ok((sha, files))
 }
 
 /// Sample grids and each phase's last checkpoint, from the resume folder
@@ -487,27 +513,13 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
     ));
 
     let out = &io.out_dir;
-    let gen_path = out.join("generator.safetensors");
-    candle_core::safetensors::save(&trained.generator, &gen_path)?;
-    candle_core::safetensors::save(&trained.critic, out.join("critic.safetensors"))?;
-    let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
-    let model_json = serde_json::json!({
-        "model": c.model.name(),
-        "preset": c.preset(),
-        "translator": nets.0,
-        "critic": nets.1,
-        "attributes": names,
-        "generator_sha256": sha,
-    });
-    std::fs::write(
-        out.join("model.json"),
-        serde_json::to_string_pretty(&model_json)?,
+    let (sha, mut files) = save_generator(
+        c,
+        io,
+        &trained.generator,
+        ("critic.safetensors", &trained.critic),
+        serde_json::json!({ "translator": nets.0, "critic": nets.1, "attributes": names }),
     )?;
-    let mut files = vec![
-        "generator.safetensors".to_string(),
-        "critic.safetensors".to_string(),
-        "model.json".to_string(),
-    ];
     files.extend(copy_resume_folder(io)?);
     let mut tables = vec![(
         "train_log".to_string(),

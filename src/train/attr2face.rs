@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::losses::{bce_const, bce_with_logits, l1, scalar, squared_l2};
-use super::{LogRow, Phase, PhaseEnv, batch_indices, run_phase, steps_for_epochs};
+use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase, steps_for_epochs};
 use crate::data::celeba::Labels;
 use crate::data::schema::N_ATTRIBUTES;
 use crate::data::tensors::{FaceSet, grid, labels_tensor, tensor_to_rgb};
@@ -786,15 +786,6 @@ pub fn train(
         classifier: frozen(&cp.vm),
         autoencoder,
     })
-}
-
-fn row(phase: &str, step: usize, name: &str, value: f64) -> LogRow {
-    LogRow {
-        phase: phase.to_string(),
-        step: step as u64,
-        name: name.to_string(),
-        value,
-    }
 }
 
 /// Accuracy on val of predicting every attribute's majority value on train.

@@ -8,8 +8,13 @@ use candle_core::{Result, Tensor};
 /// `max(x, 0) − x·t + log(1 + exp(−|x|))`, the form PyTorch's
 /// `BCEWithLogitsLoss` uses.
 pub fn bce_with_logits(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    bce_elements(x, t)?.mean_all()
+}
+
+/// The same loss per element (no reduction).
+pub fn bce_elements(x: &Tensor, t: &Tensor) -> Result<Tensor> {
     let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    (x.relu()? - (x * t)?)?.add(&softplus)?.mean_all()
+    (x.relu()? - (x * t)?)?.add(&softplus)
 }
 
 /// BCE against a constant target (1 = real, 0 = fake).

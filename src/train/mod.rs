@@ -57,6 +57,16 @@ pub struct LogRow {
     pub value: f64,
 }
 
+/// A `train_log` row.
+pub fn log_row(phase: &str, step: usize, name: &str, value: f64) -> LogRow {
+    LogRow {
+        phase: phase.to_string(),
+        step: step as u64,
+        name: name.to_string(),
+        value,
+    }
+}
+
 /// How often a phase logs, samples and checkpoints (in steps; 0 = never,
 /// except that the last step is always logged and checkpointed).
 #[derive(Debug, Clone, Copy)]

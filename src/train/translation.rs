@@ -34,8 +34,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::attr2face::frozen;
-use super::losses::{gradient_penalty, scalar};
-use super::{LogRow, Phase, PhaseEnv, batch_indices, run_phase};
+use super::losses::{bce_elements, gradient_penalty, scalar};
+use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
 use crate::models::critic::{self, Critic};
@@ -358,17 +358,29 @@ pub fn lr_factor(steps: usize, decay_start: Option<usize>, step: usize) -> f64 {
     }
 }
 
-/// Element-wise logistic loss `max(x,0) − x·t + log(1 + e^−|x|)`.
-fn bce_elements(x: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
-    let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    (x.relu()? - (x * t)?)?.add(&softplus)
-}
-
 /// SG-GAN's per-attribute softmax logits as logit differences: (B, n) of
 /// l_{j,1} − l_{j,0} from (B, 2n) logits.
 fn value_logit(cls: &Tensor, n: usize) -> candle_core::Result<Tensor> {
     let pairs = cls.reshape((cls.dim(0)?, n, 2))?;
     pairs.narrow(2, 1, 1)?.squeeze(2)? - pairs.narrow(2, 0, 1)?.squeeze(2)?
+}
+
+const D_LOSSES: [&str; 4] = ["D/loss", "D/wasserstein", "D/cls", "D/gp"];
+const G_LOSSES: [&str; 4] = ["G/loss", "G/adv", "G/cls", "G/rec"];
+
+/// One optimiser step on `loss`; returns it and its three terms, named.
+fn minimise(
+    opt: &mut AdamW,
+    names: [&'static str; 4],
+    loss: &Tensor,
+    terms: [&Tensor; 3],
+) -> Result<Vec<(&'static str, f64)>> {
+    opt.backward_step(loss)?;
+    let mut out = vec![(names[0], scalar(loss)?)];
+    for (name, t) in names[1..].iter().zip(terms) {
+        out.push((name, scalar(t)?));
+    }
+    Ok(out)
 }
 
 struct TranslationPhase<'a> {
@@ -461,13 +473,7 @@ impl TranslationPhase<'_> {
         let gp = (gradient_penalty(|t| d.critic_value(t), &x_rep, &fakes, &eps)? * m as f64)?;
         let loss_d =
             ((wdist.neg()? * m as f64)? + (&d_cls * o.lambda_cls)?)?.add(&(&gp * o.lambda_gp)?)?;
-        self.opt_d.backward_step(&loss_d)?;
-        let mut out = vec![
-            ("D/loss", scalar(&loss_d)?),
-            ("D/wasserstein", scalar(&wdist)?),
-            ("D/cls", scalar(&d_cls)?),
-            ("D/gp", scalar(&gp)?),
-        ];
+        let mut out = minimise(&mut self.opt_d, D_LOSSES, &loss_d, [&wdist, &d_cls, &gp])?;
         if !g_step {
             return Ok(out);
         }
@@ -502,13 +508,12 @@ impl TranslationPhase<'_> {
         }
         let g_rec = Tensor::cat(&diffs, 1)?.mean_all()?;
         let loss_g = ((&g_adv + (&g_cls * o.lambda_cls)?)? + (&g_rec * o.lambda_rec)?)?;
-        self.opt_g.backward_step(&loss_g)?;
-        out.extend([
-            ("G/loss", scalar(&loss_g)?),
-            ("G/adv", scalar(&g_adv)?),
-            ("G/cls", scalar(&g_cls)?),
-            ("G/rec", scalar(&g_rec)?),
-        ]);
+        out.extend(minimise(
+            &mut self.opt_g,
+            G_LOSSES,
+            &loss_g,
+            [&g_adv, &g_cls, &g_rec],
+        )?);
         Ok(out)
     }
 
@@ -540,13 +545,7 @@ impl TranslationPhase<'_> {
         let d = &self.d;
         let gp = gradient_penalty(|t| d.critic_value(t), &x, &fake, &eps)?;
         let loss_d = ((wdist.neg()? + (&d_cls * o.lambda_cls)?)? + (&gp * o.lambda_gp)?)?;
-        self.opt_d.backward_step(&loss_d)?;
-        let mut out = vec![
-            ("D/loss", scalar(&loss_d)?),
-            ("D/wasserstein", scalar(&wdist)?),
-            ("D/cls", scalar(&d_cls)?),
-            ("D/gp", scalar(&gp)?),
-        ];
+        let mut out = minimise(&mut self.opt_d, D_LOSSES, &loss_d, [&wdist, &d_cls, &gp])?;
         if !g_step {
             return Ok(out);
         }
@@ -557,13 +556,12 @@ impl TranslationPhase<'_> {
         let back = self.g.forward(&fake, Some(&c_src))?;
         let g_rec = (&x - &back)?.abs()?.mean_all()?;
         let loss_g = ((&g_adv + (&g_cls * o.lambda_cls)?)? + (&g_rec * o.lambda_rec)?)?;
-        self.opt_g.backward_step(&loss_g)?;
-        out.extend([
-            ("G/loss", scalar(&loss_g)?),
-            ("G/adv", scalar(&g_adv)?),
-            ("G/cls", scalar(&g_cls)?),
-            ("G/rec", scalar(&g_rec)?),
-        ]);
+        out.extend(minimise(
+            &mut self.opt_g,
+            G_LOSSES,
+            &loss_g,
+            [&g_adv, &g_cls, &g_rec],
+        )?);
         Ok(out)
     }
 }
@@ -832,15 +830,6 @@ fn snapshot(vm: &VarMap) -> Result<std::collections::HashMap<String, Tensor>> {
         .into_iter()
         .map(|(k, v)| Ok((k, v.copy()?)))
         .collect()
-}
-
-fn row(phase: &str, step: usize, name: &str, value: f64) -> LogRow {
-    LogRow {
-        phase: phase.to_string(),
-        step: step as u64,
-        name: name.to_string(),
-        value,
-    }
 }
 
 #[cfg(test)]
