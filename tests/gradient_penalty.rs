@@ -3,7 +3,8 @@
 //! tensor), for the SG-GAN and StarGAN critics at their `tiny` sizes: exact
 //! with `CANDLE_GRAD_DO_NOT_DETACH=1` (what the `augment` binary sets at
 //! start-up), wrong without it. candle reads the variable once per thread, so
-//! each case runs in a fresh thread.
+//! each case runs in a fresh thread. Inputs and directions come from seeded
+//! generators, so every machine checks the same points.
 
 use augment::models::critic::{Config, Critic};
 use augment::models::seeded_init;
@@ -13,16 +14,31 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Relative difference, with a floor of 1e-4 (critic gradients here are
+/// about 1e-3) so that a tensor with a nearly zero derivative in the drawn
+/// direction compares on absolute terms and not on rounding noise.
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-4)
+}
+
 /// Worst relative error over parameter tensors between the directional
-/// derivative from autograd and from central differences.
-fn worst_error(cfg: &Config) -> (f64, String) {
+/// derivative from autograd and from central differences; `kinks` counts the
+/// directions drawn again because they crossed a kink.
+fn worst_error(cfg: &Config, kinks: &mut usize) -> (f64, String) {
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let critic = Critic::new(cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev)).unwrap();
     seeded_init(&vm, 7).unwrap();
     let s = cfg.image_size;
-    let real = Tensor::randn(0f64, 1.0, (2, 3, s, s), &dev).unwrap();
-    let fake = Tensor::randn(0f64, 1.0, (2, 3, s, s), &dev).unwrap();
+    // Inputs from a seeded generator (candle's `Tensor::randn` on the CPU is
+    // not seeded, so every run would check a different point).
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.classes as u64);
+    let mut image = || {
+        let v: Vec<f64> = (0..2 * 3 * s * s).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(v, (2, 3, s, s), &dev).unwrap()
+    };
+    let real = image();
+    let fake = image();
     let eps = Tensor::new(&[0.3f64, 0.8], &dev)
         .unwrap()
         .reshape((2, 1, 1, 1))
@@ -40,20 +56,36 @@ fn worst_error(cfg: &Config) -> (f64, String) {
         let var = &data[name];
         let theta = var.as_tensor().copy().unwrap();
         let n = theta.elem_count();
-        let dir: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let dir = Tensor::from_vec(dir, theta.shape(), &dev).unwrap();
-        let analytic: f64 = grads
-            .get(var.as_tensor())
-            .map(|g| (g * &dir).unwrap().sum_all().unwrap().to_scalar().unwrap())
-            .unwrap_or(0.0);
+        // The penalty holds ∂D/∂x, which jumps where a leaky-ReLU input crosses
+        // zero: a central difference whose interval holds such a kink reads
+        // the jump as a huge slope. Such a direction shows itself by giving
+        // different slopes at h and h/2; it is drawn again (at most 8 times).
         let h = 1e-6;
-        let at = |t: f64| -> f64 {
-            var.set(&(&theta + (&dir * t).unwrap()).unwrap()).unwrap();
-            penalty().to_scalar::<f64>().unwrap()
-        };
-        let numeric = (at(h) - at(-h)) / (2.0 * h);
-        var.set(&theta).unwrap();
-        let err = (analytic - numeric).abs() / numeric.abs().max(1e-8);
+        let mut measured = None;
+        for _ in 0..8 {
+            let dir: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let dir = Tensor::from_vec(dir, theta.shape(), &dev).unwrap();
+            let at = |t: f64| -> f64 {
+                var.set(&(&theta + (&dir * t).unwrap()).unwrap()).unwrap();
+                penalty().to_scalar::<f64>().unwrap()
+            };
+            let slope = |h: f64| (at(h) - at(-h)) / (2.0 * h);
+            let (wide, narrow) = (slope(h), slope(h / 2.0));
+            var.set(&theta).unwrap();
+            if relative(wide, narrow) > 1e-4 {
+                *kinks += 1;
+                continue;
+            }
+            let analytic: f64 = grads
+                .get(var.as_tensor())
+                .map(|g| (g * &dir).unwrap().sum_all().unwrap().to_scalar().unwrap())
+                .unwrap_or(0.0);
+            measured = Some((analytic, narrow));
+            break;
+        }
+        let (analytic, numeric) =
+            measured.unwrap_or_else(|| panic!("{name}: every direction crossed a kink"));
+        let err = relative(analytic, numeric);
         if err > worst.0 {
             worst = (
                 err,
@@ -73,11 +105,15 @@ fn critics() -> Vec<(&'static str, Config)> {
 
 /// Worst errors of every critic, computed in a fresh thread (which reads
 /// `CANDLE_GRAD_DO_NOT_DETACH` anew).
-fn in_fresh_thread() -> Vec<(&'static str, (f64, String))> {
+fn in_fresh_thread() -> Vec<(&'static str, (f64, String), usize)> {
     std::thread::spawn(|| {
         critics()
             .into_iter()
-            .map(|(n, c)| (n, worst_error(&c)))
+            .map(|(n, c)| {
+                let mut kinks = 0;
+                let worst = worst_error(&c, &mut kinks);
+                (n, worst, kinks)
+            })
             .collect()
     })
     .join()
@@ -90,9 +126,10 @@ fn penalty_gradients_match_finite_differences_only_without_detaching() {
     // SAFETY: the test's other threads do not read the environment.
     unsafe { std::env::remove_var("CANDLE_GRAD_DO_NOT_DETACH") };
     let without = in_fresh_thread();
-    for (name, (err, at)) in &without {
+    for (name, (err, at), kinks) in &without {
         eprintln!(
-            "without CANDLE_GRAD_DO_NOT_DETACH, {name}: worst relative error {err:.3e} ({at})"
+            "without CANDLE_GRAD_DO_NOT_DETACH, {name}: worst relative error {err:.3e} ({at}; \
+             {kinks} directions drawn again at a kink)"
         );
         assert!(
             *err > 1e-2,
@@ -103,10 +140,11 @@ fn penalty_gradients_match_finite_differences_only_without_detaching() {
     // SAFETY: as above.
     unsafe { augment::train::enable_second_order_gradients() };
     let with = in_fresh_thread();
-    for (name, (err, at)) in &with {
+    for (name, (err, at), kinks) in &with {
         eprintln!(
-            "with CANDLE_GRAD_DO_NOT_DETACH=1, {name}: worst relative error {err:.3e} ({at})"
+            "with CANDLE_GRAD_DO_NOT_DETACH=1, {name}: worst relative error {err:.3e} ({at}; \
+             {kinks} directions drawn again at a kink)"
         );
-        assert!(*err < 1e-5, "{name}: {at}");
+        assert!(*err < 1e-4, "{name}: {at}");
     }
 }
