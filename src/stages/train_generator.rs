@@ -502,10 +502,12 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
     )?;
     let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
-        "val: critic's Wasserstein estimate {:.4} → {:.4}; G classification loss {:.4} → {:.4}; \
-         L1(G(x, source labels), x) {:.4} → {:.4}",
+        "val: critic's Wasserstein estimate {:.4} → {:.4}; its classification loss on real faces \
+         {:.4} → {:.4}; G classification loss {:.4} → {:.4}; L1(G(x, source labels), x) {:.4} → {:.4}",
         f("wasserstein_init"),
         f("wasserstein"),
+        f("critic_cls_init"),
+        f("critic_cls"),
         f("g_cls_init"),
         f("g_cls"),
         f("rec_l1_init"),

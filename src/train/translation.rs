@@ -628,10 +628,12 @@ pub fn value_grid(ed: &Editor, x: &Tensor, src: &[Labels]) -> Result<image::RgbI
     Ok(grid(&cells, m + 1))
 }
 
-/// Quality measures on val rows: the critic's Wasserstein estimate, G's
-/// classification loss under a critic, and L1(G(x, source labels), x).
+/// Quality measures on val rows: the critic's Wasserstein estimate, its
+/// classification loss on the real faces, G's classification loss under
+/// it, and L1(G(x, source labels), x).
 struct Measures {
     wasserstein: f64,
+    critic_cls: f64,
     g_cls: f64,
     rec_l1: f64,
 }
@@ -648,7 +650,7 @@ fn measure(
 ) -> Result<Measures> {
     let ed = Editor { g, kind, attrs };
     let n = attrs.len();
-    let (mut w, mut cls, mut rec, mut count) = (0.0, 0.0, 0.0, 0usize);
+    let (mut w, mut real_cls, mut cls, mut rec, mut count) = (0.0, 0.0, 0.0, 0.0, 0usize);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for chunk in rows.chunks(32) {
         let x = faces.images(chunk, dev)?;
@@ -659,24 +661,31 @@ fn measure(
             .map(|&l| l ^ (1 << attrs[rng.random_range(0..n)]))
             .collect();
         let y = ed.edit(&x, &src, &trg)?;
-        let real = scalar(&d.critic_value(&x)?.mean_all()?)?;
+        let (adv_real, logits_real) = d.forward(&x)?;
+        let real = scalar(&adv_real.mean_all()?)?;
         let fake = scalar(&d.critic_value(&y)?.mean_all()?)?;
         let (_, logits) = d.forward(&y)?;
-        let t = ed.attr_tensor(&trg, dev)?;
-        let ce = match kind {
-            Kind::Sggan => bce_elements(&value_logit(&logits, n)?, &t)?,
-            Kind::Stargan => bce_elements(&logits, &t)?,
+        let bce = |logits: &Tensor, labels: &[Labels]| -> Result<Tensor> {
+            let t = ed.attr_tensor(labels, dev)?;
+            Ok(match kind {
+                Kind::Sggan => bce_elements(&value_logit(logits, n)?, &t)?,
+                Kind::Stargan => bce_elements(logits, &t)?,
+            })
         };
+        let ce = bce(&logits, &trg)?;
+        let ce_real = bce(&logits_real, &src)?;
         let back = ed.edit(&x, &src, &src)?;
         let k = chunk.len() as f64;
         w += (real - fake) * k;
         cls += scalar(&ce.mean_all()?)? * k;
+        real_cls += scalar(&ce_real.mean_all()?)? * k;
         rec += scalar(&(&back - &x)?.abs()?.mean_all()?)? * k;
         count += chunk.len();
     }
     let c = count.max(1) as f64;
     Ok(Measures {
         wasserstein: w / c,
+        critic_cls: real_cls / c,
         g_cls: cls / c,
         rec_l1: rec / c,
     })
@@ -782,8 +791,9 @@ pub fn train(
         data.val.iter().copied().take(64).collect()
     };
     // The initial networks under the same measures: the critic's estimate
-    // then and now, G's classification loss and reconstruction then and now
-    // (both G judged by the final critic).
+    // and its classification loss on real faces then and now, G's
+    // classification loss and reconstruction then and now (both G judged by
+    // the final critic: the initial critic's class head is untrained).
     let g0 = Translator::new(&nets.0, VarBuilder::from_tensors(g_init, DType::F32, dev))?;
     let d0 = Critic::new(&nets.1, VarBuilder::from_tensors(d_init, DType::F32, dev))?;
     let seed_m = seed + 24;
@@ -792,6 +802,7 @@ pub fn train(
     let fin = measure(kind, attrs, &p.g, &p.d, data.faces, &val, seed_m, dev)?;
     for (name, init, end) in [
         ("val/wasserstein", init_d.wasserstein, fin.wasserstein),
+        ("val/critic_cls", init_d.critic_cls, fin.critic_cls),
         ("val/g_cls", init_g.g_cls, fin.g_cls),
         ("val/rec_l1", init_g.rec_l1, fin.rec_l1),
     ] {
@@ -800,16 +811,6 @@ pub fn train(
         summary[format!("{}_init", &name[4..])] = init.into();
         summary[&name[4..]] = end.into();
     }
-    // The final critic on the initial G's translations: above its value at
-    // initialisation when the critic learned, above the final G's when G
-    // moved towards the real faces.
-    log.push(row(
-        phase,
-        steps,
-        "val/wasserstein_g_init",
-        init_g.wasserstein,
-    ));
-    summary["wasserstein_g_init"] = init_g.wasserstein.into();
     summary["val_rows"] = val.len().into();
     let labelled_pairs: u32 = mask_train.iter().map(|m| m.count_ones()).sum();
     summary["labelled_pairs"] = labelled_pairs.into();
