@@ -34,7 +34,9 @@ fn worst_error(cfg: &Config, kinks: &mut usize) -> (f64, String) {
     // not seeded, so every run would check a different point).
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.classes as u64);
     let mut image = || {
-        let v: Vec<f64> = (0..2 * 3 * s * s).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let v: Vec<f64> = (0..2 * 3 * s * s)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         Tensor::from_vec(v, (2, 3, s, s), &dev).unwrap()
     };
     let real = image();

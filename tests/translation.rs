@@ -126,7 +126,10 @@ translation_samples = 200
         assert!(w0.abs() < 0.1, "{g}: initial estimate {w0}");
         assert!(w > w0 + 1.0, "{g}: critic's estimate {w0} -> {w}");
         let (c0, c) = (f(&s["critic_cls_init"]), f(&s["critic_cls"]));
-        assert!(c < c0, "{g}: critic's classification loss on real faces {c0} -> {c}");
+        assert!(
+            c < c0,
+            "{g}: critic's classification loss on real faces {c0} -> {c}"
+        );
         // ... and under the final critic the trained G's edits carry their
         // target labels better than the initial G's.
         let (g0, g1) = (f(&s["g_cls_init"]), f(&s["g_cls"]));

@@ -344,16 +344,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         classifier: c.classifier.clone(),
         mapping: c.mapping.clone(),
     };
-    let env = PhaseEnv {
-        dir: &io.resume_dir,
-        cadence: Cadence {
-            log_every: c.log_every,
-            sample_every: c.sample_every,
-            checkpoint_every: c.checkpoint_every,
-        },
-        quiet: io.quiet,
-        label: &io.name,
-    };
+    let env = phase_env(c, io);
     let trained = attr2face::train(&net, &opts, &data, &dev, &env)?;
     say_summary(io, &trained.summary);
 
@@ -421,6 +412,20 @@ fn save_generator(
 
 /// Sample grids and each phase's last checkpoint, from the resume folder
 /// into the stage's output (`samples/`, `checkpoints/<phase>/`).
+/// Where and how often a phase of this stage logs, samples and checkpoints.
+fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
+    PhaseEnv {
+        dir: &io.resume_dir,
+        cadence: Cadence {
+            log_every: c.log_every,
+            sample_every: c.sample_every,
+            checkpoint_every: c.checkpoint_every,
+        },
+        quiet: io.quiet,
+        label: &io.name,
+    }
+}
+
 fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
     let out = &io.out_dir;
     let mut files = copy_tree(&io.resume_dir.join("samples"), out, "samples")?;
@@ -478,16 +483,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
         train: train.clone(),
         val: faces.rows_in("val"),
     };
-    let env = PhaseEnv {
-        dir: &io.resume_dir,
-        cadence: Cadence {
-            log_every: c.log_every,
-            sample_every: c.sample_every,
-            checkpoint_every: c.checkpoint_every,
-        },
-        quiet: io.quiet,
-        label: &io.name,
-    };
+    let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);
     let trained = translation::train(
         kind,
