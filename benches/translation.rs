@@ -1,9 +1,15 @@
-//! Training throughput of the translation generators (SG-GAN, StarGAN):
-//! training images per second, where one step is one critic update and
-//! every fifth step also updates G (n_critic = 5), at the `tiny` and
-//! `paper_128` presets, through the real pipeline runner on 400 demo faces.
-//! CPU by default; `AUGMENT_BENCH_DEVICE=cuda:0` (with `--features cuda`)
-//! measures a GPU. Run: `cargo bench --profile dev --bench translation`.
+//! Training throughput and memory of the translation generators (SG-GAN,
+//! StarGAN): training images per second, where one step is one critic
+//! update and every fifth step also updates G (n_critic = 5), and the
+//! process's peak resident memory during each run (Linux: the peak is reset
+//! through /proc/self/clear_refs before each), at the `tiny` and `paper_128`
+//! presets, through the real pipeline runner on 400 demo faces. The peak
+//! includes the stage's measuring pass after training. At `paper_128` the
+//! batches are small so that a 24 GB machine holds them; `micro_batch` rows
+//! go through each forward/backward pass. CPU by default;
+//! `AUGMENT_BENCH_DEVICE=cuda:0` (with `--features cuda`) measures a GPU
+//! (the memory column is then host memory only).
+//! Run: `cargo bench --profile dev --bench translation`.
 
 use augment::pipeline::{config, runner};
 
@@ -14,23 +20,28 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     println!("translation training benchmark on {device}, demo faces, n_critic 5");
     println!(
-        "{:<8} {:<10} {:>6} {:>6} {:>10} {:>10}",
-        "model", "preset", "batch", "steps", "s/step", "images/s"
+        "{:<8} {:<10} {:>6} {:>6} {:>6} {:>10} {:>10} {:>12}",
+        "model", "preset", "batch", "micro", "steps", "s/step", "images/s", "peak RSS MB"
     );
+    let sggan_attrs = r#"["Male", "Smiling", "Black_Hair", "Blond_Hair"]"#;
+    let stargan_attrs = r#"["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]"#;
     for preset in ["tiny", "paper_128"] {
-        for (model, batch, attrs) in [
-            (
-                "sggan",
-                8,
-                r#"["Male", "Smiling", "Black_Hair", "Blond_Hair"]"#,
-            ),
-            (
-                "stargan",
-                16,
-                r#"["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"]"#,
-            ),
-        ] {
+        // (model, batch, micro_batch, attributes)
+        let runs = if preset == "tiny" {
+            [
+                ("sggan", 8, None, sggan_attrs),
+                ("stargan", 16, None, stargan_attrs),
+            ]
+        } else {
+            [
+                ("sggan", 2, Some(1), sggan_attrs),
+                ("stargan", 4, None, stargan_attrs),
+            ]
+        };
+        for (model, batch, micro, attrs) in runs {
             let steps = if preset == "tiny" { 50 } else { 5 };
+            let micro_key = micro.map_or(String::new(), |m| format!(", micro_batch = {m}"));
+            reset_peak();
             let toml = format!(
                 r#"
 [run]
@@ -53,7 +64,7 @@ preset = "{preset}"
 batch_size = {batch}
 sample_every = 0
 checkpoint_every = 0
-translation = {{ steps = {steps}, attributes = {attrs} }}
+translation = {{ steps = {steps}, attributes = {attrs}{micro_key} }}
 "#
             );
             let path = dir.path().join(format!("{model}_{preset}.toml"));
@@ -71,12 +82,27 @@ translation = {{ steps = {steps}, attributes = {attrs} }}
             let wall = manifest["stages"]["gen"]["summary"]["wall_time_s"]
                 .as_f64()
                 .unwrap_or(f64::NAN);
+            let micro = micro.map_or("all".to_string(), |m: usize| m.to_string());
+            let peak = peak_mb().map_or("-".to_string(), |m| format!("{m:.0}"));
             println!(
-                "{model:<8} {preset:<10} {batch:>6} {steps:>6} {:>10.3} {:>10.1}",
+                "{model:<8} {preset:<10} {batch:>6} {micro:>6} {steps:>6} {:>10.3} {:>10.2} {peak:>12}",
                 wall / steps as f64,
                 (steps * batch) as f64 / wall
             );
         }
     }
     Ok(())
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux; ignored elsewhere).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory since the last [`reset_peak`], in MB (Linux).
+fn peak_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }

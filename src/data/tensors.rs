@@ -152,6 +152,19 @@ impl FaceSet {
         })
     }
 
+    /// A set from raw RGB pixels (N × size × size × 3), every row in `train`.
+    #[cfg(test)]
+    pub(crate) fn from_pixels(labels: Vec<Labels>, size: usize, pixels: Vec<u8>) -> FaceSet {
+        assert_eq!(pixels.len(), labels.len() * size * size * 3);
+        FaceSet {
+            image_ids: (0..labels.len()).map(|i| format!("{i:06}.jpg")).collect(),
+            partitions: vec!["train".into(); labels.len()],
+            labels,
+            size,
+            pixels,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
