@@ -410,8 +410,6 @@ fn save_generator(
     Ok((sha, files))
 }
 
-/// Sample grids and each phase's last checkpoint, from the resume folder
-/// into the stage's output (`samples/`, `checkpoints/<phase>/`).
 /// Where and how often a phase of this stage logs, samples and checkpoints.
 fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
     PhaseEnv {
@@ -426,6 +424,8 @@ fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
     }
 }
 
+/// Sample grids and each phase's last checkpoint, from the resume folder
+/// into the stage's output (`samples/`, `checkpoints/<phase>/`).
 fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
     let out = &io.out_dir;
     let mut files = copy_tree(&io.resume_dir.join("samples"), out, "samples")?;

@@ -208,7 +208,8 @@ pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
         .collect()
 }
 
-fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
+/// A var builder over plain tensors: networks built from it track no gradients.
+pub(super) fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)
 }
 

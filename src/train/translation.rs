@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::attr2face::frozen;
+use super::attr2face::{frozen, vb_of};
 use super::losses::{bce_elements, gradient_penalty, scalar};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase};
 use crate::data::celeba::Labels;
@@ -725,10 +725,7 @@ impl Phase for TranslationPhase<'_> {
 
     fn sample(&mut self, path: &Path) -> Result<()> {
         // An untracked copy of G: no autograd graph is built for the grid.
-        let g = Translator::new(
-            &self.g_cfg,
-            VarBuilder::from_tensors(frozen(&self.g_vm), DType::F32, &self.dev),
-        )?;
+        let g = Translator::new(&self.g_cfg, vb_of(&frozen(&self.g_vm), &self.dev))?;
         sample_grid(
             &self.editor(&g),
             self.data.faces,
@@ -780,19 +777,33 @@ struct Measures {
     rec_l1: f64,
 }
 
-fn measure(
+/// [`Measures`] of G's edits of `rows` under each of `critics` (G's edits
+/// are made once for all of them).
+#[allow(clippy::too_many_arguments)]
+fn measure<const C: usize>(
     kind: Kind,
     attrs: &[usize],
     g: &Translator,
-    d: &Critic,
+    critics: [&Critic; C],
     faces: &FaceSet,
     rows: &[usize],
     seed: u64,
     dev: &Device,
-) -> Result<Measures> {
+) -> Result<[Measures; C]> {
     let ed = Editor { g, kind, attrs };
     let n = attrs.len();
-    let (mut w, mut real_cls, mut cls, mut rec, mut count) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    let bce = |logits: &Tensor, labels: &[Labels]| -> Result<f64> {
+        let t = ed.attr_tensor(labels, dev)?;
+        let ce = match kind {
+            Kind::Sggan => bce_elements(&value_logit(logits, n)?, &t)?,
+            Kind::Stargan => bce_elements(logits, &t)?,
+        };
+        Ok(scalar(&ce.mean_all()?)?)
+    };
+    // Per critic: sums of the Wasserstein estimate, the classification loss
+    // on real faces and on the edits; then the reconstruction (G only).
+    let mut sums = [[0.0; 3]; C];
+    let (mut rec, mut count) = (0.0, 0usize);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for chunk in rows.chunks(32) {
         let x = faces.images(chunk, dev)?;
@@ -803,34 +814,27 @@ fn measure(
             .map(|&l| l ^ (1 << attrs[rng.random_range(0..n)]))
             .collect();
         let y = ed.edit(&x, &src, &trg)?;
-        let (adv_real, logits_real) = d.forward(&x)?;
-        let real = scalar(&adv_real.mean_all()?)?;
-        let fake = scalar(&d.critic_value(&y)?.mean_all()?)?;
-        let (_, logits) = d.forward(&y)?;
-        let bce = |logits: &Tensor, labels: &[Labels]| -> Result<Tensor> {
-            let t = ed.attr_tensor(labels, dev)?;
-            Ok(match kind {
-                Kind::Sggan => bce_elements(&value_logit(logits, n)?, &t)?,
-                Kind::Stargan => bce_elements(logits, &t)?,
-            })
-        };
-        let ce = bce(&logits, &trg)?;
-        let ce_real = bce(&logits_real, &src)?;
         let back = ed.edit(&x, &src, &src)?;
         let k = chunk.len() as f64;
-        w += (real - fake) * k;
-        cls += scalar(&ce.mean_all()?)? * k;
-        real_cls += scalar(&ce_real.mean_all()?)? * k;
+        for (d, s) in critics.iter().zip(sums.iter_mut()) {
+            let (adv_real, logits_real) = d.forward(&x)?;
+            let (adv_fake, logits) = d.forward(&y)?;
+            let real = scalar(&adv_real.mean_all()?)?;
+            let fake = scalar(&adv_fake.mean_all()?)?;
+            s[0] += (real - fake) * k;
+            s[1] += bce(&logits_real, &src)? * k;
+            s[2] += bce(&logits, &trg)? * k;
+        }
         rec += scalar(&(&back - &x)?.abs()?.mean_all()?)? * k;
         count += chunk.len();
     }
     let c = count.max(1) as f64;
-    Ok(Measures {
+    Ok(sums.map(|[w, real_cls, cls]| Measures {
         wasserstein: w / c,
         critic_cls: real_cls / c,
         g_cls: cls / c,
         rec_l1: rec / c,
-    })
+    }))
 }
 
 /// Network sizes of a translation generator.
@@ -908,22 +912,15 @@ pub fn train(
     // and its classification loss on real faces then and now, G's
     // classification loss and reconstruction then and now (both G judged by
     // the final critic: the initial critic's class head is untrained).
-    let g0 = Translator::new(&nets.0, VarBuilder::from_tensors(g_init, DType::F32, dev))?;
-    let d0 = Critic::new(&nets.1, VarBuilder::from_tensors(d_init, DType::F32, dev))?;
+    let g0 = Translator::new(&nets.0, vb_of(&g_init, dev))?;
+    let d0 = Critic::new(&nets.1, vb_of(&d_init, dev))?;
     let seed_m = seed + 24;
     // The final networks untracked: measuring through the variables would
     // keep every forward's autograd graph alive (24 GB at paper_128).
-    let g1 = Translator::new(
-        &nets.0,
-        VarBuilder::from_tensors(frozen(&p.g_vm), DType::F32, dev),
-    )?;
-    let d1 = Critic::new(
-        &nets.1,
-        VarBuilder::from_tensors(frozen(&p.d_vm), DType::F32, dev),
-    )?;
-    let init_d = measure(kind, attrs, &g0, &d0, data.faces, &val, seed_m, dev)?;
-    let init_g = measure(kind, attrs, &g0, &d1, data.faces, &val, seed_m, dev)?;
-    let fin = measure(kind, attrs, &g1, &d1, data.faces, &val, seed_m, dev)?;
+    let g1 = Translator::new(&nets.0, vb_of(&frozen(&p.g_vm), dev))?;
+    let d1 = Critic::new(&nets.1, vb_of(&frozen(&p.d_vm), dev))?;
+    let [init_d, init_g] = measure(kind, attrs, &g0, [&d0, &d1], data.faces, &val, seed_m, dev)?;
+    let [fin] = measure(kind, attrs, &g1, [&d1], data.faces, &val, seed_m, dev)?;
     for (name, init, end) in [
         ("val/wasserstein", init_d.wasserstein, fin.wasserstein),
         ("val/critic_cls", init_d.critic_cls, fin.critic_cls),
