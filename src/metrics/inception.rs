@@ -1,6 +1,7 @@
 //! The FID InceptionV3 (the TensorFlow graph of 2015-12-05 that FID is
 //! defined on; Heusel et al. 2017), 2048-d pool3 features, built from the
-//! safetensors file described in `../shared/data/README.md`.
+//! safetensors file that `augment weights fetch` writes ([`crate::weights`]
+//! finds it).
 //!
 //! Every `Conv2dLayer` is conv (no bias) → batch norm without scale
 //! (eps 0.001) → ReLU; the batch norm is folded into the convolution at load
@@ -64,28 +65,8 @@ fn read_metadata(path: &Path) -> Result<serde_json::Value> {
     Ok(h["__metadata__"].clone())
 }
 
-/// The FID weights file: `explicit` (a config key or flag named `what`),
-/// else `$AUGMENT_FID_WEIGHTS`; a clear error when neither names a file.
-pub fn weights_path(explicit: Option<&Path>, what: &str) -> anyhow::Result<std::path::PathBuf> {
-    let p = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("AUGMENT_FID_WEIGHTS").map(Into::into))
-        .ok_or_else(|| {
-            crate::config_error!(
-                "no FID Inception weights: set `{what}` or the environment variable AUGMENT_FID_WEIGHTS (see ../shared/data/README.md for the file)"
-            )
-        })?;
-    if !p.is_file() {
-        return Err(crate::config_error!(
-            "{what} = {}: no such file",
-            p.display()
-        ));
-    }
-    Ok(p)
-}
-
 impl FidInception {
-    /// Loads the weights (see `$AUGMENT_FID_WEIGHTS`).
+    /// Loads the weights file.
     pub fn load(path: &Path, dev: &Device) -> Result<Self> {
         let meta = read_metadata(path)?;
         let attrs: serde_json::Value = serde_json::from_str(

@@ -57,7 +57,8 @@ pub enum Architecture {
 pub enum Features {
     /// The embedding z = G_en(x) of a `train_generator` input (attr2face).
     Encoder,
-    /// pool3 (2048-d) of the FID Inception (`weights` or $AUGMENT_FID_WEIGHTS).
+    /// pool3 (2048-d) of the FID Inception (`weights`, else $AUGMENT_FID_WEIGHTS,
+    /// else the cache that `augment weights fetch` fills).
     Inception,
 }
 
@@ -113,7 +114,8 @@ pub struct Config {
     /// `linear_probe` only: L2 strengths tried per attribute.
     #[serde(default)]
     pub alphas: Option<Vec<f64>>,
-    /// `features = "inception"`: the FID weights (default $AUGMENT_FID_WEIGHTS).
+    /// `features = "inception"`: the FID weights (default: $AUGMENT_FID_WEIGHTS,
+    /// else `augment weights fetch`'s cache).
     #[serde(default)]
     pub weights: Option<std::path::PathBuf>,
 }
@@ -197,7 +199,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             Some(Extractor::Encoder(cfg.image_size, enc))
         }
         Some(Features::Inception) => {
-            let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")?;
+            let weights = crate::weights::require(c.weights.as_deref(), "weights")?;
             Some(Extractor::Inception(FidInception::load(&weights, &dev)?))
         }
         None => None,
