@@ -153,7 +153,7 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
         let fid_of: BTreeMap<&str, f64> = run
             .rows
             .iter()
-            .filter(|r| r.metric == "fid")
+            .filter(|r| r.metric == "fid" && r.value.is_finite())
             .map(|r| (r.stage.as_str(), r.value))
             .collect();
         let classifiers: Vec<&String> = run

@@ -216,7 +216,7 @@ reconstruction_samples = 64
         let (kid, _) = row("synth", "kid");
         assert!(kid.is_finite(), "KID {kid}");
     } else {
-        eprintln!("FID part SKIPPED: set AUGMENT_FID_WEIGHTS");
+        common::skip("the FID part of this test", "set AUGMENT_FID_WEIGHTS");
     }
 }
 

@@ -182,10 +182,8 @@ fn inception_pool3_features_match_the_pytorch_reference() {
     let Some(celeba) = celeba_dir("inception_pool3_features_match_the_pytorch_reference") else {
         return;
     };
-    let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS").map(PathBuf::from) else {
-        eprintln!(
-            "SKIPPED inception_pool3_features_match_the_pytorch_reference: set AUGMENT_FID_WEIGHTS"
-        );
+    let Some(weights) = common::fid_weights("inception_pool3_features_match_the_pytorch_reference")
+    else {
         return;
     };
     let dev = candle_core::Device::Cpu;
@@ -229,8 +227,7 @@ fn inception_pool3_features_match_the_pytorch_reference() {
 /// set positive; KID is reported with its settings.
 #[test]
 fn fid_command_on_folders() {
-    let Some(weights) = std::env::var_os("AUGMENT_FID_WEIGHTS") else {
-        eprintln!("SKIPPED fid_command_on_folders: set AUGMENT_FID_WEIGHTS");
+    let Some(weights) = common::fid_weights("fid_command_on_folders") else {
         return;
     };
     let d = tempfile::tempdir().unwrap();

@@ -68,10 +68,12 @@ fn default_kid_subset_size() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// FID of each synthesize input against the real test images (needs the
-    /// Inception weights: `weights` or $AUGMENT_FID_WEIGHTS).
-    #[serde(default = "yes")]
-    pub fid: bool,
+    /// FID of each synthesize input against the real test images: `"auto"`
+    /// (the default) when the Inception weights are found (`weights`, else
+    /// $AUGMENT_FID_WEIGHTS, else `augment weights fetch`'s cache) and a
+    /// recorded skip otherwise; `true` fails without them; `false` skips.
+    #[serde(default)]
+    pub fid: FidMode,
     /// KID next to FID (unbiased; FID is biased at small N).
     #[serde(default = "yes")]
     pub kid: bool,
@@ -97,9 +99,67 @@ pub struct Config {
     pub seed: Option<u64>,
 }
 
+/// `fid = "auto" | true | false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FidMode {
+    #[default]
+    Auto,
+    Required,
+    Off,
+}
+
+impl Serialize for FidMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            FidMode::Auto => s.serialize_str("auto"),
+            FidMode::Required => s.serialize_bool(true),
+            FidMode::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FidMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Bool(true)) => Ok(FidMode::Required),
+            Ok(Raw::Bool(false)) => Ok(FidMode::Off),
+            Ok(Raw::Str(s)) if s == "auto" => Ok(FidMode::Auto),
+            _ => Err(serde::de::Error::custom("expected true, false or \"auto\"")),
+        }
+    }
+}
+
+/// The `details` of a skipped FID row.
+const FID_SKIPPED: &str = "skipped (no weights; run augment weights fetch)";
+
+/// Which FID weights the stage would use (path and size), so that weights
+/// fetched after a run without them make `evaluate` stale, and FID appears
+/// on the next run.
+pub fn external_fingerprint(c: &Config) -> Result<String> {
+    if c.fid == FidMode::Off {
+        return Ok(String::new());
+    }
+    Ok(
+        match crate::weights::find(c.weights.as_deref(), "weights")? {
+            Some((p, _)) => format!(
+                "fid weights {} ({} bytes)",
+                p.display(),
+                std::fs::metadata(&p)?.len()
+            ),
+            None => "fid weights: none".into(),
+        },
+    )
+}
+
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.fid && self.fid_samples < 2 {
+        if self.fid != FidMode::Off && self.fid_samples < 2 {
             return Err("fid_samples must be at least 2".into());
         }
         if self.batch_size == 0 || self.kid_subsets == 0 || self.kid_subset_size < 2 {
@@ -197,9 +257,26 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     for s in &synths {
         label_agreement(&mut out, s)?;
     }
-    if c.fid && !synths.is_empty() {
-        let weights = crate::metrics::inception::weights_path(c.weights.as_deref(), "weights")
-            .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = false", io.name))?;
+    let weights = match c.fid {
+        FidMode::Off => None,
+        _ if synths.is_empty() => None,
+        FidMode::Required => Some(
+            crate::weights::require(c.weights.as_deref(), "weights")
+                .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = \"auto\"", io.name))?,
+        ),
+        FidMode::Auto => {
+            let found = crate::weights::find(c.weights.as_deref(), "weights")?;
+            if found.is_none() {
+                io.say(format!("fid: {FID_SKIPPED}"));
+                for s in &synths {
+                    let details = serde_json::json!({ "fid": FID_SKIPPED });
+                    out.push(&s.name, "fid", f64::NAN, 0, details);
+                }
+            }
+            found.map(|(p, _)| p)
+        }
+    };
+    if let Some(weights) = weights {
         let net = FidInception::load(&weights, &dev)?;
         let real = sample(
             read_images(&faces, "partition", |p| p == "test")?,

@@ -213,11 +213,11 @@ impl StageConfig {
     pub fn external_fingerprint(&self) -> Result<String> {
         match self {
             StageConfig::Ingest(c) => ingest::external_fingerprint(c),
+            StageConfig::Evaluate(c) => evaluate::external_fingerprint(c),
             StageConfig::Balance(_)
             | StageConfig::TrainGenerator(_)
             | StageConfig::Synthesize(_)
-            | StageConfig::TrainClassifier(_)
-            | StageConfig::Evaluate(_) => Ok(String::new()),
+            | StageConfig::TrainClassifier(_) => Ok(String::new()),
         }
     }
 }

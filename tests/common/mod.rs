@@ -33,20 +33,44 @@ pub fn augment_ok(args: &[&str], cwd: &Path) -> String {
     out
 }
 
+/// Says why a real-data test (or part of one) does not run. Where
+/// `AUGMENT_REQUIRE_DATA` is set (`.ci/run` sets it, with the data) a skip
+/// is a failure instead: there every real-data test must run.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("AUGMENT_REQUIRE_DATA").is_some() {
+        panic!("{test} would be SKIPPED ({why}), but AUGMENT_REQUIRE_DATA is set");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// `$AUGMENT_CELEBA_DIR`, or None after printing why the test is skipped.
 pub fn celeba_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os("AUGMENT_CELEBA_DIR").map(PathBuf::from) {
         Some(p) if p.join("list_attr_celeba.txt").is_file() => Some(p),
         Some(p) => {
-            eprintln!(
-                "SKIPPED {test}: AUGMENT_CELEBA_DIR={} has no list_attr_celeba.txt",
+            let why = format!(
+                "AUGMENT_CELEBA_DIR={} has no list_attr_celeba.txt",
                 p.display()
             );
+            skip(test, &why);
             None
         }
         None => {
-            eprintln!(
-                "SKIPPED {test}: set AUGMENT_CELEBA_DIR to a CelebA folder (CI sets ../shared/data/celeba) to run it"
+            skip(test, "set AUGMENT_CELEBA_DIR to a CelebA folder to run it");
+            None
+        }
+    }
+}
+
+/// `$AUGMENT_FID_WEIGHTS` (the FID Inception file: `augment weights fetch`
+/// writes it), or None after printing why the test is skipped.
+pub fn fid_weights(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("AUGMENT_FID_WEIGHTS").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        _ => {
+            skip(
+                test,
+                "set AUGMENT_FID_WEIGHTS to the FID Inception file (augment weights fetch writes it) to run it",
             );
             None
         }
