@@ -45,7 +45,7 @@ impl Activation {
 
 /// Nearest-neighbour ×2 upsampling written as reshape + broadcast, whose
 /// backward pass is a plain sum: candle's `upsample_nearest2d` backward is
-/// several times slower on CPU (../shared/STACK.md).
+/// several times slower on CPU (measured with candle 0.11.1).
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     x.reshape((b, c, h, 1, w, 1))?

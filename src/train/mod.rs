@@ -18,8 +18,9 @@
 
 /// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
 /// which the WGAN-GP penalty needs: without it candle detaches inside
-/// `backward()` and the penalty's gradient is silently wrong (see
-/// `../shared/STACK.md`; `tests/gradient_penalty.rs` shows both cases).
+/// `backward()` and the penalty's gradient is silently wrong: only the
+/// first layer gets a gradient, and a wrong one (`tests/gradient_penalty.rs`
+/// shows both cases).
 /// candle reads the variable once per thread, lazily, so this must run
 /// before any thread exists: the `augment` binary calls it first thing.
 ///
