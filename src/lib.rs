@@ -8,6 +8,8 @@
 //! - [`query`]: read-only SQL over a run's outputs.
 //! - [`charts`]: label-count charts.
 //! - [`weights`]: finding the FID Inception weights; `augment weights fetch`.
+//! - [`ops`]: our CPU convolution kernels (im2col/col2im + GEMM) and the
+//!   conv layers every model uses.
 
 pub mod charts;
 pub mod cli;
@@ -16,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod models;
+pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod query;

@@ -32,13 +32,8 @@ struct ConvLayer {
 
 impl ConvLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (ph, pw) = self.padding;
-        let (x, pad) = if ph == pw {
-            (x.clone(), ph)
-        } else {
-            (x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?, 0)
-        };
-        let y = x.conv2d(&self.weight, pad, self.stride, 1, 1)?;
+        let stride = (self.stride, self.stride);
+        let y = crate::ops::conv::conv2d_hw(x, &self.weight, stride, self.padding)?;
         let y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
         Ok(y.relu()?)
     }

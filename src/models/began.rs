@@ -19,7 +19,9 @@
 //!   weights; `D(v) = |v − dec(enc(v))|₁` is computed by the training loop.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Linear, VarBuilder, linear};
+
+use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
 use super::upsample2x;

@@ -7,7 +7,9 @@
 //! uses ReLU instead. Padding 1 halves the size exactly at every layer.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Linear, VarBuilder, linear};
+
+use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
 use super::Activation;

@@ -17,7 +17,9 @@
 //! finite differences for both presets.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder, conv2d};
+use candle_nn::VarBuilder;
+
+use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,10 +12,9 @@
 //! updates the running ones while training, running ones otherwise.
 
 use candle_core::{ModuleT, Result, Tensor};
-use candle_nn::{
-    BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder, batch_norm,
-    conv2d_no_bias, linear,
-};
+use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder, batch_norm, linear};
+
+use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d_no_bias};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

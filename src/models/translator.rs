@@ -18,9 +18,10 @@
 //!   4×4 transposed convs, 7×7 conv to 3 channels, tanh; IN before ReLU.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{
-    Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder,
-    conv_transpose2d, conv2d, group_norm,
+use candle_nn::{GroupNorm, VarBuilder, group_norm};
+
+use crate::ops::layers::{
+    Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, conv_transpose2d, conv2d,
 };
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,67 @@
+//! Our own tensor kernels, where candle's CPU backend is measured to be the
+//! bottleneck. Like `models` and `metrics`, this module knows candle only.
+//!
+//! - [`conv`]: 2-D convolution, its input gradient (= transposed convolution)
+//!   and its weight gradient as three candle custom ops built on im2col /
+//!   col2im and the `gemm` crate. Each op's backward pass is written with the
+//!   other two, so the set is closed under differentiation: the critics'
+//!   gradient penalties (second-order gradients) go through them too.
+//! - [`layers`]: the `Conv2d` / `ConvTranspose2d` layers every model uses;
+//!   they pick our ops on the CPU and candle's own kernels elsewhere (CUDA).
+//!
+//! Which kernels run on the CPU is one process-wide switch ([`Kernels`]),
+//! read from `AUGMENT_CONV_KERNELS` (`own`, the default, or `candle`) so a
+//! user can compare or fall back without rebuilding, and the benchmarks can
+//! time both in one process.
+
+pub mod conv;
+pub mod layers;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The CPU convolution kernels in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// im2col / col2im + GEMM ([`conv`]).
+    Own,
+    /// candle's built-in CPU kernels.
+    Candle,
+}
+
+const UNSET: u8 = 0;
+const OWN: u8 = 1;
+const CANDLE: u8 = 2;
+static KERNELS: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The kernels in use: set by [`set_kernels`], else `AUGMENT_CONV_KERNELS`,
+/// else [`Kernels::Own`]. An unknown value of the variable falls back to
+/// `Own` (a warning is printed once).
+pub fn kernels() -> Kernels {
+    match KERNELS.load(Ordering::Relaxed) {
+        OWN => Kernels::Own,
+        CANDLE => Kernels::Candle,
+        _ => {
+            let k = match std::env::var("AUGMENT_CONV_KERNELS").as_deref() {
+                Ok("candle") => Kernels::Candle,
+                Ok("own") | Err(_) => Kernels::Own,
+                Ok(other) => {
+                    eprintln!(
+                        "augment: AUGMENT_CONV_KERNELS={other:?} is not `own` or `candle`; using `own`"
+                    );
+                    Kernels::Own
+                }
+            };
+            set_kernels(k);
+            k
+        }
+    }
+}
+
+/// Selects the CPU convolution kernels for the whole process.
+pub fn set_kernels(k: Kernels) {
+    let v = match k {
+        Kernels::Own => OWN,
+        Kernels::Candle => CANDLE,
+    };
+    KERNELS.store(v, Ordering::Relaxed);
+}
