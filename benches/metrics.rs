@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     let (m2, s2) = augment::metrics::fid::statistics(&fb)?;
     let t_stats = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let d = augment::metrics::fid::frechet_distance(&m1, &s1, &m2, &s2);
+    let d = augment::metrics::fid::frechet_distance(&m1, &s1, &m2, &s2)?;
     println!(
         "Frechet distance, 2048-d: statistics of 2 x 2500 rows {t_stats:.2} s, distance {:.2} s (value {d:.4})",
         t.elapsed().as_secs_f64()

@@ -335,7 +335,7 @@ pub fn fid(
     }
     let (mu1, s1) = crate::metrics::fid::statistics(&feats[0])?;
     let (mu2, s2) = crate::metrics::fid::statistics(&feats[1])?;
-    let value = crate::metrics::fid::frechet_distance(&mu1, &s1, &mu2, &s2);
+    let value = crate::metrics::fid::frechet_distance(&mu1, &s1, &mu2, &s2)?;
     let kid = o.kid.map(|(subsets, size)| {
         (
             crate::metrics::fid::kid(&feats[0], &feats[1], subsets, size, 0),

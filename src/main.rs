@@ -7,6 +7,7 @@ fn main() -> ExitCode {
     // gradients for the WGAN-GP penalty.
     // SAFETY: single-threaded here, nothing else reads the environment yet.
     unsafe { augment::train::enable_second_order_gradients() };
+    augment::configure_allocator();
     let cli = augment::cli::Cli::parse();
     match augment::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

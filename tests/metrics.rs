@@ -163,7 +163,7 @@ fn frechet_distance_matches_scipy_sqrtm() {
     let r = &fid_reference()["frechet"];
     let (mu1, s1) = statistics(&rows(&r["a"])).unwrap();
     let (mu2, s2) = statistics(&rows(&r["b"])).unwrap();
-    let got = frechet_distance(&mu1, &s1, &mu2, &s2);
+    let got = frechet_distance(&mu1, &s1, &mu2, &s2).unwrap();
     close(
         got,
         r["distance"].as_f64().unwrap(),

@@ -21,6 +21,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
+use crate::ops::activation::elu;
 use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
@@ -102,8 +103,8 @@ impl ResBlock {
 
 impl Module for ResBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.a.forward(x)?.elu(1.0)?;
-        let h = self.b.forward(&h)?.elu(1.0)?;
+        let h = elu(&self.a.forward(x)?, 1.0)?;
+        let h = elu(&self.b.forward(&h)?, 1.0)?;
         x + h
     }
 }
@@ -147,11 +148,11 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.stem.forward(x)?.elu(1.0)?;
+        let mut h = elu(&self.stem.forward(x)?, 1.0)?;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h)?;
             if let Some(down) = self.downs.get(i) {
-                h = down.forward(&h)?.elu(1.0)?;
+                h = elu(&down.forward(&h)?, 1.0)?;
             }
         }
         self.fc.forward(&h.flatten_from(1)?)

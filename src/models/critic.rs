@@ -141,7 +141,7 @@ impl Critic {
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for c in &self.convs {
-            h = candle_nn::ops::leaky_relu(&c.forward(&h)?, self.slope)?;
+            h = crate::ops::activation::leaky_relu(&c.forward(&h)?, self.slope)?;
         }
         let adv = self.adv.forward(&h)?;
         let cls = self.cls.forward(&h)?.flatten_from(1)?;

@@ -69,7 +69,7 @@ impl FcDiscriminator {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i < last {
-                h = candle_nn::ops::leaky_relu(&h, 0.2)?;
+                h = crate::ops::activation::leaky_relu(&h, 0.2)?;
             }
         }
         Ok(h)

@@ -59,7 +59,7 @@ impl Module for Mapping {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i < last {
-                h = h.elu(1.0)?;
+                h = crate::ops::activation::elu(&h, 1.0)?;
             }
         }
         Ok(h)

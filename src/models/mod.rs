@@ -37,21 +37,16 @@ impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),
-            Activation::LeakyRelu => candle_nn::ops::leaky_relu(x, 0.2),
-            Activation::Elu => x.elu(1.0),
+            Activation::LeakyRelu => crate::ops::activation::leaky_relu(x, 0.2),
+            Activation::Elu => crate::ops::activation::elu(x, 1.0),
         }
     }
 }
 
-/// Nearest-neighbour ×2 upsampling written as reshape + broadcast, whose
-/// backward pass is a plain sum: candle's `upsample_nearest2d` backward is
-/// several times slower on CPU (measured with candle 0.11.1).
-pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    x.reshape((b, c, h, 1, w, 1))?
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .reshape((b, c, 2 * h, 2 * w))
-}
+/// Nearest-neighbour ×2 upsampling ([`crate::ops::spatial::upsample2x`]:
+/// a fused CPU op whose backward is a 2×2 block sum; candle's
+/// `upsample_nearest2d` backward is several times slower on CPU).
+pub use crate::ops::spatial::upsample2x;
 
 /// Re-initialises every variable of `vm` from `seed`, so that a run is
 /// reproducible (candle's CPU initialisers draw from an unseeded RNG).

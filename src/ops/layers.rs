@@ -13,7 +13,7 @@ use super::conv;
 fn add_bias(x: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     match bias {
         None => Ok(x),
-        Some(b) => x.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?),
+        Some(b) => super::spatial::add_channel_bias(&x, b),
     }
 }
 

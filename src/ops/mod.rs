@@ -6,6 +6,10 @@
 //!   col2im and the `gemm` crate. Each op's backward pass is written with the
 //!   other two, so the set is closed under differentiation: the critics'
 //!   gradient penalties (second-order gradients) go through them too.
+//! - [`activation`]: ELU and leaky ReLU, one fused pass each way instead
+//!   of candle's five to nine.
+//! - [`spatial`]: per-channel bias and ×2 nearest upsampling, with
+//!   single-sweep backward passes instead of candle's strided reductions.
 //! - [`layers`]: the `Conv2d` / `ConvTranspose2d` layers every model uses;
 //!   they pick our ops on the CPU and candle's own kernels elsewhere (CUDA).
 //!
@@ -14,8 +18,10 @@
 //! user can compare or fall back without rebuilding, and the benchmarks can
 //! time both in one process.
 
+pub mod activation;
 pub mod conv;
 pub mod layers;
+pub mod spatial;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -41,6 +47,7 @@ pub fn kernels() -> Kernels {
         OWN => Kernels::Own,
         CANDLE => Kernels::Candle,
         _ => {
+            crate::configure_allocator();
             let k = match std::env::var("AUGMENT_CONV_KERNELS").as_deref() {
                 Ok("candle") => Kernels::Candle,
                 Ok("own") | Err(_) => Kernels::Own,

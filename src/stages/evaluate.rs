@@ -315,7 +315,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             ));
             let f = features(io, &net, &imgs, c.batch_size, &dev)?;
             let (m1, s1) = fid::statistics(&f)?;
-            let value = fid::frechet_distance(&m1, &s1, &m2, &s2);
+            let value = fid::frechet_distance(&m1, &s1, &m2, &s2)?;
             let details = serde_json::json!({
                 "reference": format!("{}.faces partition = 'test'", ingest.name),
                 "images": format!("{}.synth origin <> 'real'", s.name),
