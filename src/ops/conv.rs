@@ -32,11 +32,11 @@
 //! the count, as for the rest of candle.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType, bail};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType, bail};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Kernels, kernels};
+use super::contiguous_slice as slice;
 
 /// The spatial side of one convolution: everything but batch and channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +88,7 @@ impl Geometry {
 
 /// Whether our kernels handle these operands (CPU, f32/f64, switch on).
 fn own_kernels_for(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.dtype() == w.dtype()
-        && kernels() == Kernels::Own
+    super::own_kernels_for(x) && x.dtype() == w.dtype()
 }
 
 /// `conv2d` with one stride and padding for both axes, as candle's.
@@ -224,15 +221,6 @@ fn check(cond: bool, what: &str, g: &Geometry, a: &Layout, b: &Layout) -> Result
         );
     }
     Ok(())
-}
-
-/// The contiguous slice a layout covers.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("conv op: operand is not contiguous"),
-    }
 }
 
 /// Runs `$f::<T>(a, b)` for the two storages' common float type.

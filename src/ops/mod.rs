@@ -25,6 +25,8 @@ pub mod spatial;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType, bail};
+
 /// The CPU convolution kernels in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
@@ -61,6 +63,20 @@ pub fn kernels() -> Kernels {
             set_kernels(k);
             k
         }
+    }
+}
+
+/// Whether our kernels handle `x`: on the CPU, f32 or f64, switch on.
+fn own_kernels_for(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && kernels() == Kernels::Own
+}
+
+/// The contiguous slice of `s` that `l` covers (our ops make every operand
+/// contiguous before they are applied).
+fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => bail!("augment op: operand is not contiguous"),
     }
 }
 

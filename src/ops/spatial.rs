@@ -13,18 +13,14 @@
 //! Other devices and dtypes use candle's formulas.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{Kernels, kernels};
-
-fn own(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && kernels() == Kernels::Own
-}
+use super::{contiguous_slice as slice, own_kernels_for};
 
 /// `x + b` with `b` [C] broadcast over [N, C, H, W].
 pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !own(x) || x.rank() != 4 || b.dtype() != x.dtype() {
+    if !own_kernels_for(x) || x.rank() != 4 || b.dtype() != x.dtype() {
         return x.broadcast_add(&b.reshape((1, b.dims1()?, 1, 1))?);
     }
     x.contiguous()?.apply_op2(&b.contiguous()?, ChannelBias)
@@ -37,7 +33,7 @@ fn channel_sum(g: &Tensor) -> Result<Tensor> {
 
 /// Nearest-neighbour ×2 upsampling of [B, C, H, W].
 pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
-    if !own(x) {
+    if !own_kernels_for(x) {
         let (b, c, h, w) = x.dims4()?;
         return x
             .reshape((b, c, h, 1, w, 1))?
@@ -50,13 +46,6 @@ pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
 /// Sum of each 2×2 block of [B, C, 2H, 2W] → [B, C, H, W].
 fn sum_pool2x(g: &Tensor) -> Result<Tensor> {
     g.contiguous()?.apply_op1(SumPool2x)
-}
-
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => bail!("spatial op: operand is not contiguous"),
-    }
 }
 
 /// The float types these ops run on.
