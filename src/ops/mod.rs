@@ -82,6 +82,8 @@ fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&
 
 /// Selects the CPU convolution kernels for the whole process.
 pub fn set_kernels(k: Kernels) {
+    // Whichever runs first, kernels() or this, sets up the allocator.
+    crate::configure_allocator();
     let v = match k {
         Kernels::Own => OWN,
         Kernels::Candle => CANDLE,
