@@ -333,17 +333,14 @@ mod tests {
         std::thread::spawn(|| -> Result<()> {
             let x = Var::from_tensor(&data()?)?;
             let r = data()?.sin()?;
-            let penalty = |f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Tensor> {
+            type Activation<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+            let penalty = |f: Activation| -> Result<Tensor> {
                 let l = (f(x.as_tensor())?.sqr()? * &r)?.sum_all()?;
                 let g = l.backward()?.get(x.as_tensor()).unwrap().clone();
                 let p = g.sqr()?.sum_all()?;
                 Ok(p.backward()?.get(x.as_tensor()).unwrap().clone())
             };
-            let pairs: [(
-                &str,
-                &dyn Fn(&Tensor) -> Result<Tensor>,
-                &dyn Fn(&Tensor) -> Result<Tensor>,
-            ); 2] = [
+            let pairs: [(&str, Activation, Activation); 2] = [
                 ("leaky", &|t| leaky_relu(t, 0.2), &|t| {
                     candle_nn::ops::leaky_relu(t, 0.2)
                 }),
