@@ -8,8 +8,9 @@
 # Usage: scripts/cuda-check.sh [RUN_DIR]
 # Needs nvcc (CUDA 13.4; `pip install nvidia-cuda-nvcc==13.4.92 ...` as in
 # .ci/run, with CUDA_HOME pointing at it) and CUDA_COMPUTE_CAP for the GPU
-# (90 for H100/H200). Takes ~15 min cold, mostly nvcc building candle's
-# kernels.
+# (90 for H100/H200). Not yet run on a GPU: none has been lent to this
+# project so far. Expect the build to dominate (nvcc compiling candle's
+# kernels takes ~10 min of CI's `cargo check --features cuda`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_dir=${1:-$(mktemp -d)/cuda-quickstart}
