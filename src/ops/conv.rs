@@ -36,7 +36,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::contiguous_slice as slice;
+use super::{contiguous_slice as slice, dims4};
 
 /// The spatial side of one convolution: everything but batch and channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,13 +202,6 @@ impl Dims {
     /// Input pixels per channel.
     fn q(&self) -> usize {
         self.g.input.0 * self.g.input.1
-    }
-}
-
-fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
-    match l.dims() {
-        &[a, b, c, d] => Ok((a, b, c, d)),
-        other => bail!("{what}: expected a 4-d tensor, got shape {other:?}"),
     }
 }
 

@@ -80,6 +80,14 @@ fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&
     }
 }
 
+/// The four dimensions of an [N, C, H, W] operand of op `name`.
+fn dims4(l: &Layout, name: &str) -> Result<(usize, usize, usize, usize)> {
+    match l.dims() {
+        &[a, b, c, d] => Ok((a, b, c, d)),
+        other => bail!("{name}: expected a 4-d [N, C, H, W] tensor, got shape {other:?}"),
+    }
+}
+
 /// Selects the CPU convolution kernels for the whole process.
 pub fn set_kernels(k: Kernels) {
     // Whichever runs first, kernels() or this, sets up the allocator.

@@ -16,7 +16,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{contiguous_slice as slice, own_kernels_for};
+use super::{contiguous_slice as slice, dims4, own_kernels_for};
 
 /// `x + b` with `b` [C] broadcast over [N, C, H, W].
 pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -68,13 +68,6 @@ macro_rules! dispatch {
             other => bail!("{}: dtype {:?} is not supported", $name, other.dtype()),
         }
     };
-}
-
-fn dims4(l: &Layout, name: &str) -> Result<(usize, usize, usize, usize)> {
-    match l.dims() {
-        &[a, b, c, d] => Ok((a, b, c, d)),
-        other => bail!("{name}: expected [N, C, H, W], got {other:?}"),
-    }
 }
 
 struct ChannelBias;
