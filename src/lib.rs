@@ -38,24 +38,8 @@ use anyhow::Result;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Tells mimalloc never to hand freed pages back to the OS (`purge_delay` =
-/// −1), so that the next training step reuses them: a `paper_64` autoencoder
-/// step frees and re-allocates gigabytes, and with the default delay the
-/// kernel zeroed fresh pages for a third of the step (7.2 s with this
-/// setting, 11–12 s without; `examples`-style measurement with perf). The
-/// process keeps its peak memory, as PyTorch's caching allocator does.
-/// Called by `main` and on the first convolution; idempotent.
-pub fn configure_allocator() {
-    // `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 alike,
-    // include/mimalloc.h); libmimalloc-sys 0.1.49 names no constant for it.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: setting an option is thread-safe in mimalloc and takes effect
-    // for later frees.
-    ONCE.call_once(|| unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) });
-}
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use data::VERSION;
+pub use ops::configure_allocator;
 
 /// Runs one parsed command.
 pub fn run(cli: cli::Cli) -> Result<()> {
@@ -192,7 +176,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             Ok(())
         }
         cli::Command::Chart { run_dir, out } => {
-            let n = stages::balance::chart_run(&run_dir, &out)?;
+            let n = report::chart_run(&run_dir, &out)?;
             if !cli.quiet {
                 eprintln!("drew {n} balance stage(s) to {}", out.display());
             }

@@ -14,11 +14,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::charts;
+use arrow::array::Int64Array;
+
+use crate::charts::{self, Series};
 use crate::config_error;
 use crate::data::metrics_table::{self, MetricRow};
+use crate::data::parquet::read_columns;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
 use crate::pipeline::manifest::Manifest;
+use crate::stages::StageKind;
 
 /// One row of the comparison (a downstream classifier).
 #[derive(Debug, Clone, Serialize)]
@@ -100,10 +104,11 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
     let Some(rec) = m.stages.get(classifier) else {
         return ("?".into(), None);
     };
-    let synth = rec
-        .inputs
-        .keys()
-        .find(|i| m.stages.get(*i).is_some_and(|r| r.kind == "synthesize"));
+    let synth = rec.inputs.keys().find(|i| {
+        m.stages
+            .get(*i)
+            .is_some_and(|r| r.kind == StageKind::Synthesize)
+    });
     let Some(synth) = synth else {
         return ("no augmentation".into(), None);
     };
@@ -111,8 +116,8 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
     let mut parts = Vec::new();
     for i in srec.inputs.keys() {
         let Some(r) = m.stages.get(i) else { continue };
-        match r.kind.as_str() {
-            "balance" => {
+        match r.kind {
+            StageKind::Balance => {
                 let strategy = r
                     .config
                     .get("strategy")
@@ -127,7 +132,7 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
                     },
                 );
             }
-            "train_generator" => {
+            StageKind::TrainGenerator => {
                 let model = r
                     .config
                     .get("model")
@@ -164,7 +169,7 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 run.manifest
                     .stages
                     .get(*s)
-                    .is_some_and(|r| r.kind == "train_classifier")
+                    .is_some_and(|r| r.kind == StageKind::TrainClassifier)
             })
             .collect();
         for c in classifiers {
@@ -211,7 +216,7 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 .manifest
                 .stages
                 .get(&r.stage)
-                .is_some_and(|s| s.kind == "train_classifier");
+                .is_some_and(|s| s.kind == StageKind::TrainClassifier);
             if r.attribute.is_none()
                 && !(is_classifier && classifier_metrics.contains(&r.metric.as_str()))
             {
@@ -310,9 +315,9 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
             let Some(rec) = run.manifest.stages.get(stage) else {
                 continue;
             };
-            let pick: &[(&str, &str)] = match rec.kind.as_str() {
-                "balance" => &[("label_counts.png", "label counts")],
-                "synthesize" => &[("grid.png", "sample grid")],
+            let pick: &[(&str, &str)] = match rec.kind {
+                StageKind::Balance => &[("label_counts.png", "label counts")],
+                StageKind::Synthesize => &[("grid.png", "sample grid")],
                 _ => &[],
             };
             for (file, what) in pick {
@@ -478,4 +483,66 @@ figcaption {{ font-size: .85rem; color: #555; }}
         serde_json::to_string_pretty(&report)?,
     )?;
     Ok((index, report))
+}
+
+/// `augment chart`: the originals and every balance stage of a run on one chart.
+pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
+    let m = Manifest::load(run_dir)?.ok_or_else(|| {
+        crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
+    })?;
+    let mut series = Vec::new();
+    for name in m.ordered_names() {
+        let rec = &m.stages[&name];
+        if rec.kind != StageKind::Balance {
+            continue;
+        }
+        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
+            continue;
+        };
+        let batches = read_columns(
+            &run_dir.join(&name).join(&t.file),
+            &["positives_before", "positives_after"],
+        )?;
+        let col = |k: usize| -> Vec<u64> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b
+                        .column(k)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map(|a| a.values().to_vec())
+                        .unwrap_or_default();
+                    a.into_iter().map(|v| v as u64)
+                })
+                .collect()
+        };
+        if series.is_empty() {
+            series.push(Series {
+                name: "original".into(),
+                counts: col(0),
+            });
+        }
+        let strategy = rec
+            .summary
+            .get("strategy")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        series.push(Series {
+            name: format!("{name} ({strategy})"),
+            counts: col(1),
+        });
+    }
+    if series.is_empty() {
+        return Err(crate::config_error!(
+            "{}: the run has no finished balance stage",
+            run_dir.display()
+        ));
+    }
+    charts::label_counts(
+        out,
+        &format!("Positives per attribute: {}", m.run_name),
+        &series,
+    )?;
+    Ok(series.len() - 1)
 }

@@ -3,6 +3,10 @@
 //! Parquet I/O ([`parquet`]) and the procedural demo faces ([`demo`]).
 //! The one place that speaks both Arrow and image/tensor formats.
 
+/// The tool version, stamped in every table's Parquet metadata and in the
+/// run manifest (a stage built by another version is rebuilt).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod celeba;
 pub mod demo;
 pub mod images;

@@ -39,7 +39,7 @@ impl TableWriter {
         // take schema metadata from there, not from the file's key-value list.
         let mut kv: HashMap<String, String> = HashMap::from([
             ("huggingface".to_string(), huggingface_metadata(&schema)),
-            ("augment.version".to_string(), crate::VERSION.to_string()),
+            ("augment.version".to_string(), super::VERSION.to_string()),
         ]);
         kv.extend(metadata.iter().cloned());
         let schema = Arc::new(schema.as_ref().clone().with_metadata(kv));

@@ -13,7 +13,6 @@ use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
 use super::Activation;
-use crate::data::schema::N_ATTRIBUTES;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +22,9 @@ pub struct Config {
     pub channels: usize,
     pub layers: usize,
     pub activation: Activation,
+    /// Outputs of [`Classifier::new`] (and label inputs of D_conv's projection).
+    #[serde(default = "super::paper_attributes")]
+    pub attributes: usize,
 }
 
 impl Config {
@@ -33,6 +35,7 @@ impl Config {
             channels: 64,
             layers: 5,
             activation: Activation::LeakyRelu,
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 
@@ -43,6 +46,7 @@ impl Config {
             channels: 8,
             layers: 5,
             activation: Activation::LeakyRelu,
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 
@@ -109,9 +113,9 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// The paper's C: 40 outputs.
+    /// The paper's C: one output per attribute (`cfg.attributes`).
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Self::with_outputs(cfg, N_ATTRIBUTES, vb)
+        Self::with_outputs(cfg, cfg.attributes, vb)
     }
 
     /// The same network with `outputs` attributes (e.g. the 13 of Table 3).

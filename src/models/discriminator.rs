@@ -20,7 +20,6 @@ use candle_nn::{Linear, VarBuilder, linear, linear_no_bias};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::{self, ConvStack};
-use crate::data::schema::N_ATTRIBUTES;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +27,9 @@ pub struct FcConfig {
     pub embedding: usize,
     /// Hidden widths; the output layer (1) is implied.
     pub widths: Vec<usize>,
+    /// Length of the label vector concatenated to z.
+    #[serde(default = "super::paper_attributes")]
+    pub attributes: usize,
 }
 
 impl FcConfig {
@@ -35,6 +37,7 @@ impl FcConfig {
         FcConfig {
             embedding: 64,
             widths: vec![512, 512, 512],
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 
@@ -42,6 +45,7 @@ impl FcConfig {
         FcConfig {
             embedding: 64,
             widths: vec![128, 128, 128],
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 }
@@ -54,7 +58,7 @@ pub struct FcDiscriminator {
 
 impl FcDiscriminator {
     pub fn new(cfg: &FcConfig, vb: VarBuilder) -> Result<Self> {
-        let mut cin = cfg.embedding + N_ATTRIBUTES;
+        let mut cin = cfg.embedding + cfg.attributes;
         let mut layers = Vec::new();
         for (i, &w) in cfg.widths.iter().chain(std::iter::once(&1)).enumerate() {
             layers.push(linear(cin, w, vb.pp(format!("fc{i}")))?);
@@ -90,7 +94,7 @@ impl ConvDiscriminator {
         Ok(ConvDiscriminator {
             stack: ConvStack::new(cfg, vb.pp("stack"))?,
             out: linear(f, 1, vb.pp("out"))?,
-            projection: linear_no_bias(N_ATTRIBUTES, f, vb.pp("projection"))?,
+            projection: linear_no_bias(cfg.attributes, f, vb.pp("projection"))?,
         })
     }
 

@@ -7,25 +7,28 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 use serde::{Deserialize, Serialize};
 
-use crate::data::schema::N_ATTRIBUTES;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Output sizes of the layers; the last is the embedding size.
     pub widths: Vec<usize>,
+    /// Length of the label vector Φ reads.
+    #[serde(default = "super::paper_attributes")]
+    pub attributes: usize,
 }
 
 impl Config {
     pub fn paper_64() -> Self {
         Config {
             widths: vec![128, 128, 256, 256, 128, 64],
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 
     pub fn tiny() -> Self {
         Config {
             widths: vec![64, 64, 128, 128, 64, 64],
+            attributes: super::PAPER_ATTRIBUTES,
         }
     }
 
@@ -42,7 +45,7 @@ pub struct Mapping {
 
 impl Mapping {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let mut cin = N_ATTRIBUTES;
+        let mut cin = cfg.attributes;
         let mut layers = Vec::new();
         for (i, &w) in cfg.widths.iter().enumerate() {
             layers.push(linear(cin, w, vb.pp(format!("fc{i}")))?);

@@ -23,6 +23,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// The number of binary attributes the papers' networks condition on:
+/// CelebA's 40 (Liu et al. Sec. III). Presets use it; a `Config` read from an
+/// older `model.json` without an `attributes` key gets it too.
+pub const PAPER_ATTRIBUTES: usize = 40;
+
+pub(crate) fn paper_attributes() -> usize {
+    PAPER_ATTRIBUTES
+}
+
 /// Activation functions the configs can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

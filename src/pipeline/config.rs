@@ -9,50 +9,11 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::config_error;
-use crate::stages::{StageConfig, StageKind};
-
-/// Where generators and classifiers run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Device {
-    Cpu,
-    Cuda(usize),
-}
-
-impl Device {
-    pub fn parse(s: &str) -> Option<Device> {
-        if s == "cpu" {
-            return Some(Device::Cpu);
-        }
-        s.strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-    }
-
-    /// The candle device; a CUDA device needs a `--features cuda` build.
-    pub fn to_candle(&self) -> anyhow::Result<candle_core::Device> {
-        match self {
-            Device::Cpu => Ok(candle_core::Device::Cpu),
-            Device::Cuda(n) => {
-                if !cfg!(feature = "cuda") {
-                    return Err(crate::config_error!(
-                        "device cuda:{n} needs a build with CUDA: `cargo install --path . --features cuda` (or use cpu)"
-                    ));
-                }
-                candle_core::Device::new_cuda(*n)
-                    .map_err(|e| crate::data_error!("cannot open cuda:{n}: {e}"))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
+pub use crate::stages::Device;
+use crate::stages::{
+    StageConfig, StageKind, balance, evaluate, ingest, synthesize, train_classifier,
+    train_generator,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +44,10 @@ pub struct StageDef {
     pub name: String,
     pub inputs: Vec<String>,
     pub config: StageConfig,
+    /// The stage this one is a size-sweep copy of (`classifier_x2` →
+    /// `classifier`); None for a stage written in the file.
+    #[serde(skip)]
+    pub sweep_of: Option<String>,
 }
 
 impl StageDef {
@@ -275,9 +240,10 @@ fn from_table(
                 )
             })?,
         };
-        let config = StageConfig::from_toml(kind, toml::Value::Table(t), base)
+        let config = stage_config(kind, toml::Value::Table(t), base)
             .map_err(|e| config_error!("{ctx}: {}", one_line(&e)))?;
         defs.push(StageDef {
+            sweep_of: variant_of.get(&name).cloned(),
             name,
             inputs,
             config,
@@ -332,6 +298,73 @@ fn from_table(
         run,
         stages,
         resolved_toml,
+    })
+}
+
+/// Deserializes a stage's own keys (without `kind`/`inputs`) into its typed
+/// config; relative paths are resolved against `base`, the pipeline file's folder.
+fn stage_config(
+    kind: StageKind,
+    value: toml::Value,
+    base: &Path,
+) -> std::result::Result<StageConfig, String> {
+    Ok(match kind {
+        StageKind::Ingest => {
+            let mut c: ingest::Config = parse(value)?;
+            c.resolve(base)?;
+            StageConfig::Ingest(c)
+        }
+        StageKind::Balance => {
+            let c: balance::Config = parse(value)?;
+            c.validate()?;
+            StageConfig::Balance(c)
+        }
+        StageKind::TrainGenerator => {
+            let c: train_generator::Config = parse(value)?;
+            c.validate()?;
+            StageConfig::TrainGenerator(c)
+        }
+        StageKind::Synthesize => {
+            let c: synthesize::Config = parse(value)?;
+            c.validate()?;
+            StageConfig::Synthesize(c)
+        }
+        StageKind::TrainClassifier => {
+            let c: train_classifier::Config = parse(value)?;
+            c.validate()?;
+            StageConfig::TrainClassifier(c)
+        }
+        StageKind::Evaluate => {
+            let c: evaluate::Config = parse(value)?;
+            c.validate()?;
+            StageConfig::Evaluate(c)
+        }
+    })
+}
+
+/// A stage's keys as its typed config. serde names a bad enum value but not
+/// its key (`unknown variant `huge`, expected ...`), so the key is added.
+fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> std::result::Result<T, String> {
+    value.clone().try_into().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        let bad = msg
+            .strip_prefix("unknown variant `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(v, _)| v);
+        match bad.and_then(|v| key_holding(&value, v).map(|k| (k, v))) {
+            Some((key, v)) => format!("{key} = {v:?}: {msg}"),
+            None => msg,
+        }
+    })
+}
+
+/// The dotted key whose value is the string `s`, if any.
+fn key_holding(v: &toml::Value, s: &str) -> Option<String> {
+    let t = v.as_table()?;
+    t.iter().find_map(|(k, v)| match v {
+        toml::Value::String(x) if x == s => Some(k.clone()),
+        toml::Value::Table(_) => key_holding(v, s).map(|sub| format!("{k}.{sub}")),
+        _ => None,
     })
 }
 
@@ -586,6 +619,7 @@ n = 10
             name: name.into(),
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             config: StageConfig::Balance(toml::from_str("strategy = \"none\"").unwrap()),
+            sweep_of: None,
         };
         let err = topological(vec![def("a", &["b"]), def("b", &["a"]), def("c", &[])]).unwrap_err();
         assert_eq!(err, "a -> b");

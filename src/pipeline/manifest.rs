@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::stages::{Lineage, StageKind, Table};
+
 pub const FILE: &str = "manifest.json";
 /// The resolved pipeline of the latest `augment run` in this folder.
 pub const PIPELINE_FILE: &str = "pipeline.toml";
@@ -23,28 +25,23 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
-    pub kind: String,
+    pub kind: StageKind,
     pub fingerprint: String,
     pub tool_version: String,
     /// Input stage name → its fingerprint when this stage ran.
     pub inputs: BTreeMap<String, String>,
     pub config: serde_json::Value,
-    pub tables: Vec<TableRecord>,
+    pub tables: Vec<Table>,
     /// Other files (charts, grids), relative to the stage folder.
     pub files: Vec<String>,
     pub wall_time_s: f64,
     /// Seconds since the Unix epoch.
     pub finished_at: u64,
-    /// Stage-specific figures (e.g. the balance summary).
+    /// Stage-specific figures (e.g. the balance summary), for `augment show`.
     pub summary: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableRecord {
-    pub name: String,
-    /// Relative to the stage folder.
-    pub file: String,
-    pub rows: usize,
+    /// Where the stage's rows come from, handed to the stages that read it.
+    #[serde(default)]
+    pub lineage: Lineage,
 }
 
 impl Manifest {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config_error;
 use crate::pipeline::config::{Pipeline, StageDef};
-use crate::pipeline::manifest::{self, Manifest, StageRecord, TableRecord};
+use crate::pipeline::manifest::{self, Manifest, StageRecord};
 use crate::stages::{self, InputStage, StageIo};
 
 #[derive(Debug, Clone, Default)]
@@ -50,7 +50,7 @@ pub fn fingerprint(
 ) -> Result<String> {
     let material = serde_json::json!({
         "run_seed": run_seed,
-        "tool": crate::VERSION,
+        "tool": crate::data::VERSION,
         "kind": def.kind().name(),
         "config": serde_json::to_value(&def.config)?,
         "inputs": input_fps,
@@ -203,10 +203,17 @@ fn run_stage(
     let inputs: Vec<InputStage> = def
         .inputs
         .iter()
-        .map(|i| InputStage {
-            name: i.clone(),
-            dir: p.run.dir.join(i),
-            record: m.stages[i].clone(),
+        .map(|i| {
+            let rec = &m.stages[i];
+            InputStage {
+                name: i.clone(),
+                kind: rec.kind,
+                dir: p.run.dir.join(i),
+                tables: rec.tables.clone(),
+                files: rec.files.clone(),
+                lineage: rec.lineage.clone(),
+                sweep_of: p.stage(i).and_then(|d| d.sweep_of.clone()),
+            }
         })
         .collect();
     let io = StageIo {
@@ -220,7 +227,7 @@ fn run_stage(
         quiet,
     };
     let start = Instant::now();
-    let out = match stages::run(def, &io) {
+    let out = match stages::run(&def.config, &io) {
         Ok(o) => o,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp_dir);
@@ -238,24 +245,21 @@ fn run_stage(
     replace_dir(&tmp_dir, &final_dir)?;
     std::fs::remove_dir_all(&resume_dir)?;
     Ok(StageRecord {
-        kind: def.kind().name().to_string(),
+        kind: def.kind(),
         fingerprint: fps[&def.name].clone(),
-        tool_version: crate::VERSION.to_string(),
+        tool_version: crate::data::VERSION.to_string(),
         inputs: def
             .inputs
             .iter()
             .map(|i| (i.clone(), fps[i].clone()))
             .collect(),
         config: serde_json::to_value(&def.config)?,
-        tables: out
-            .tables
-            .into_iter()
-            .map(|(name, file, rows)| TableRecord { name, file, rows })
-            .collect(),
+        tables: out.tables,
         files: out.files,
         wall_time_s: wall,
         finished_at: manifest::now_unix(),
         summary: out.summary,
+        lineage: out.lineage,
     })
 }
 
@@ -379,7 +383,7 @@ pub fn show(run_dir: &Path) -> Result<String> {
                 .as_ref()
                 .and_then(|c| c.get(&name))
                 .is_some_and(|fp| fp != &rec.fingerprint);
-            if inputs_changed || config_changed || rec.tool_version != crate::VERSION {
+            if inputs_changed || config_changed || rec.tool_version != crate::data::VERSION {
                 status = Status::Stale;
             }
         }

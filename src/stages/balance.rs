@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListBuilder, StringArray,
     StringBuilder,
 };
 use arrow::record_batch::RecordBatch;
@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{StageIo, StageOutput};
+use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::charts::{self, Series};
 use crate::data::celeba::{Labels, Partition, label};
 use crate::data::parquet::{TableWriter, read_columns};
@@ -572,7 +572,7 @@ pub fn read_sources(
 }
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
-    let ingest = io.input("ingest")?;
+    let ingest = io.input(StageKind::Ingest)?;
     let (ids, sources) = read_sources(&ingest.table("faces")?, &c.partitions)?;
     if sources.is_empty() {
         let p: Vec<&str> = c.partitions.iter().map(|p| p.name()).collect();
@@ -582,12 +582,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             p
         ));
     }
-    let image_size = ingest
-        .record
-        .config
-        .get("image_size")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(64) as u32;
+    let image_size = ingest.lineage.image_size.unwrap_or(64);
     let seed = c.seed.unwrap_or(io.run_seed);
     let (rows, resolved) = plan(c, &sources, seed, image_size);
     let masks = group_masks();
@@ -669,15 +664,15 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     charts::label_counts(&io.out_dir.join("label_counts.svg"), &title, &series)?;
     Ok(StageOutput {
         tables: vec![
-            ("plan".into(), "plan.parquet".into(), plan_rows),
-            (
-                "label_stats".into(),
-                "label_stats.parquet".into(),
-                N_ATTRIBUTES,
-            ),
+            Table::new("plan", "plan.parquet", plan_rows),
+            Table::new("label_stats", "label_stats.parquet", N_ATTRIBUTES),
         ],
         files: vec!["label_counts.png".into(), "label_counts.svg".into()],
         summary,
+        lineage: Lineage {
+            balance_size: c.size,
+            ..Lineage::inherit(&io.inputs)
+        },
     })
 }
 
@@ -802,69 +797,6 @@ fn write_label_stats(
     w.write(&batch)?;
     w.finish()?;
     Ok(())
-}
-
-/// `augment chart`: the originals and every balance stage of a run on one chart.
-pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
-    use crate::pipeline::manifest::Manifest;
-    let m = Manifest::load(run_dir)?.ok_or_else(|| {
-        crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
-    })?;
-    let mut series = Vec::new();
-    for name in m.ordered_names() {
-        let rec = &m.stages[&name];
-        if rec.kind != "balance" {
-            continue;
-        }
-        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
-            continue;
-        };
-        let batches = read_columns(
-            &run_dir.join(&name).join(&t.file),
-            &["positives_before", "positives_after"],
-        )?;
-        let col = |k: usize| -> Vec<u64> {
-            batches
-                .iter()
-                .flat_map(|b| {
-                    let a = b
-                        .column(k)
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .map(|a| a.values().to_vec())
-                        .unwrap_or_default();
-                    a.into_iter().map(|v| v as u64)
-                })
-                .collect()
-        };
-        if series.is_empty() {
-            series.push(Series {
-                name: "original".into(),
-                counts: col(0),
-            });
-        }
-        let strategy = rec
-            .summary
-            .get("strategy")
-            .and_then(|s| s.as_str())
-            .unwrap_or("");
-        series.push(Series {
-            name: format!("{name} ({strategy})"),
-            counts: col(1),
-        });
-    }
-    if series.is_empty() {
-        return Err(crate::config_error!(
-            "{}: the run has no finished balance stage",
-            run_dir.display()
-        ));
-    }
-    charts::label_counts(
-        out,
-        &format!("Positives per attribute: {}", m.run_name),
-        &series,
-    )?;
-    Ok(series.len() - 1)
 }
 
 #[cfg(test)]

@@ -34,14 +34,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{InputStage, StageIo, StageOutput};
+use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::read_columns;
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data_error;
 use crate::metrics::{fid, inception::FidInception, msssim};
-use crate::pipeline::manifest::Manifest;
 
 fn yes() -> bool {
     true
@@ -200,7 +199,7 @@ impl Rows<'_> {
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let seed = c.seed.unwrap_or(io.run_seed);
-    let ingest = io.input("ingest")?;
+    let ingest = io.input(StageKind::Ingest)?;
     let faces = ingest.table("faces")?;
     let mut out = Rows {
         io,
@@ -209,7 +208,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let mut summary = serde_json::Map::new();
 
     // Classifiers, and the size sweep over them.
-    let classifiers: Vec<&InputStage> = of_kind(io, "train_classifier");
+    let classifiers: Vec<&InputStage> = io.inputs_of(StageKind::TrainClassifier);
     let mut classifier_rows: BTreeMap<&str, Vec<MetricRow>> = BTreeMap::new();
     for s in &classifiers {
         let rows = metrics_table::read(&s.table("metrics")?)?;
@@ -221,39 +220,27 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     for (group, members) in sweep_groups(&classifiers) {
         let sweep = size_sweep(io, &group, &members, &classifier_rows)?;
-        summary.insert(format!("size_sweep/{group}"), sweep.clone());
-        let best = &sweep["chosen"];
-        let details = serde_json::json!({"sizes": sweep["sizes"], "criterion": "best val accuracy (Liu et al. Fig. 10)"});
-        let n = best["n_test"].as_u64().unwrap_or(0) as usize;
-        out.push(
-            &group,
-            "size_sweep_size",
-            best["size"].as_f64().unwrap_or(f64::NAN),
-            n,
-            details.clone(),
-        );
+        summary.insert(format!("size_sweep/{group}"), serde_json::to_value(&sweep)?);
+        let best = &sweep.chosen;
+        let details = serde_json::json!({"sizes": sweep.sizes, "criterion": "best val accuracy (Liu et al. Fig. 10)"});
+        let n = best.n_test;
+        out.push(&group, "size_sweep_size", best.size, n, details.clone());
         out.push(
             &group,
             "size_sweep_val_accuracy",
-            best["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            best.val_accuracy,
             n,
             details.clone(),
         );
-        out.push(
-            &group,
-            "size_sweep_accuracy",
-            best["accuracy"].as_f64().unwrap_or(f64::NAN),
-            n,
-            details,
-        );
+        out.push(&group, "size_sweep_accuracy", best.accuracy, n, details);
         io.say(format!(
             "size sweep `{group}`: size {} has the best val accuracy ({:.4}); its test accuracy {:.4}",
-            best["size"], best["val_accuracy"].as_f64().unwrap_or(f64::NAN), best["accuracy"].as_f64().unwrap_or(f64::NAN)
+            best.size, best.val_accuracy, best.accuracy
         ));
     }
 
     // Synthesized images: label agreement, FID and KID.
-    let synths = of_kind(io, "synthesize");
+    let synths = io.inputs_of(StageKind::Synthesize);
     for s in &synths {
         label_agreement(&mut out, s)?;
     }
@@ -364,7 +351,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
 
     // Autoencoder reconstructions.
-    for g in of_kind(io, "train_generator") {
+    for g in io.inputs_of(StageKind::TrainGenerator) {
         reconstruction(&mut out, io, g, &faces, c.reconstruction_samples, &dev)?;
     }
 
@@ -377,33 +364,21 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let n = metrics_table::write(&io.out_dir.join("metrics.parquet"), &out.rows)?;
     summary.insert("rows".into(), n.into());
     Ok(StageOutput {
-        tables: vec![("metrics".into(), "metrics.parquet".into(), n)],
+        tables: vec![Table::new("metrics", "metrics.parquet", n)],
         files: vec![],
         summary: summary.into(),
+        lineage: Lineage::default(),
     })
 }
 
 /// The generator stage behind a synthesize stage, when it is a translation
-/// generator: its name.
-fn translation_generator(s: &InputStage) -> Result<Option<String>> {
-    let run_dir = s.dir.parent().context("stage folder has no parent")?;
-    let m = Manifest::load(run_dir)?.context("run has no manifest")?;
-    let Some(rec) = m.stages.get(&s.name) else {
-        return Ok(None);
-    };
-    for name in rec.inputs.keys() {
-        if m.stages
-            .get(name)
-            .is_some_and(|r| r.kind == "train_generator")
-        {
-            let model = run_dir.join(name).join("model.json");
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&model)?)?;
-            if v.get("translator").is_some() {
-                return Ok(Some(name.clone()));
-            }
-        }
-    }
-    Ok(None)
+/// generator: its name (from the synthesize stage's lineage).
+fn translation_generator(s: &InputStage) -> Option<&str> {
+    s.lineage
+        .generator
+        .as_ref()
+        .filter(|g| g.translator)
+        .map(|g| g.stage.as_str())
 }
 
 /// SG-GAN's translation metrics of a synthesize stage's generated rows.
@@ -426,7 +401,7 @@ fn translation(
     use crate::data::schema::{N_ATTRIBUTES, attribute_column};
     use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
     use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
-    let Some(generator) = translation_generator(s)? else {
+    let Some(generator) = translation_generator(s) else {
         return Ok(());
     };
     let mut cols = vec!["source_image_id".to_string(), "origin".to_string()];
@@ -595,39 +570,34 @@ fn translation(
     Ok(())
 }
 
-fn of_kind<'a>(io: &'a StageIo, kind: &str) -> Vec<&'a InputStage> {
-    io.inputs.iter().filter(|i| i.record.kind == kind).collect()
-}
-
-/// `name_x1_5` → `name`; the sweep's variant stages end in `_x<size>`.
-pub fn sweep_base(name: &str) -> Option<&str> {
-    let (base, tag) = name.rsplit_once("_x")?;
-    let ok = !tag.is_empty()
-        && tag.split('_').count() <= 2
-        && tag
-            .split('_')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    (ok && !base.is_empty()).then_some(base)
-}
-
+/// Size-sweep copies grouped by the stage they were copied from (the
+/// pipeline's expansion, [`InputStage::sweep_of`]); a group needs two sizes.
 fn sweep_groups<'a>(classifiers: &[&'a InputStage]) -> BTreeMap<String, Vec<&'a InputStage>> {
     let mut g: BTreeMap<String, Vec<&InputStage>> = BTreeMap::new();
     for s in classifiers {
-        if let Some(base) = sweep_base(&s.name) {
-            g.entry(base.to_string()).or_default().push(s);
+        if let Some(base) = &s.sweep_of {
+            g.entry(base.clone()).or_default().push(s);
         }
     }
     g.retain(|_, v| v.len() >= 2);
     g
 }
 
-/// The balance `size` upstream of a classifier (classifier → synthesize → balance).
-fn upstream_size(m: &Manifest, stage: &str) -> Option<f64> {
-    let rec = m.stages.get(stage)?;
-    if rec.kind == "balance" {
-        return rec.config.get("size").and_then(|v| v.as_f64());
-    }
-    rec.inputs.keys().find_map(|i| upstream_size(m, i))
+/// One size of a sweep: its classifier's val and test accuracy.
+#[derive(Debug, Clone, Serialize)]
+struct SweepPoint {
+    stage: String,
+    size: f64,
+    val_accuracy: f64,
+    accuracy: f64,
+    n_test: usize,
+}
+
+/// A sweep's sizes and the one chosen by val accuracy.
+#[derive(Debug, Clone, Serialize)]
+struct Sweep {
+    sizes: Vec<SweepPoint>,
+    chosen: SweepPoint,
 }
 
 fn size_sweep(
@@ -635,12 +605,7 @@ fn size_sweep(
     group: &str,
     members: &[&InputStage],
     metrics: &BTreeMap<&str, Vec<MetricRow>>,
-) -> Result<serde_json::Value> {
-    let run_dir = members[0]
-        .dir
-        .parent()
-        .context("stage folder has no parent")?;
-    let m = Manifest::load(run_dir)?.context("run has no manifest")?;
+) -> Result<Sweep> {
     let mut sizes = Vec::new();
     for s in members {
         let rows = &metrics[s.name.as_str()];
@@ -649,35 +614,35 @@ fn size_sweep(
                 .find(|r| r.metric == k && r.attribute.is_none())
                 .map(|r| (r.value, r.n))
         };
-        let (val, _) = get("val_accuracy").context("classifier metrics lack val_accuracy")?;
-        let (acc, n) = get("accuracy").context("classifier metrics lack accuracy")?;
-        let size = upstream_size(&m, &s.name).ok_or_else(|| {
+        let (val_accuracy, _) =
+            get("val_accuracy").context("classifier metrics lack val_accuracy")?;
+        let (accuracy, n_test) = get("accuracy").context("classifier metrics lack accuracy")?;
+        let size = s.lineage.balance_size.ok_or_else(|| {
             data_error!(
-                "stage `{}`: `{}` looks like a size-sweep variant of `{group}` but no balance stage with a `size` is upstream of it",
+                "stage `{}`: `{}` is a size-sweep copy of `{group}` but no balance stage with a `size` is upstream of it",
                 io.name,
                 s.name
             )
         })?;
-        sizes.push(serde_json::json!({"stage": s.name, "size": size, "val_accuracy": val, "accuracy": acc, "n_test": n}));
+        sizes.push(SweepPoint {
+            stage: s.name.clone(),
+            size,
+            val_accuracy,
+            accuracy,
+            n_test: usize::try_from(n_test).unwrap_or(0),
+        });
     }
-    let best = sizes
+    // Ties go to the smaller size (less synthesis for the same result).
+    let chosen = sizes
         .iter()
         .max_by(|a, b| {
-            let (x, y) = (
-                a["val_accuracy"].as_f64().unwrap_or(f64::NAN),
-                b["val_accuracy"].as_f64().unwrap_or(f64::NAN),
-            );
-            // Ties go to the smaller size (less synthesis for the same result).
-            x.total_cmp(&y).then(
-                b["size"]
-                    .as_f64()
-                    .unwrap_or(0.0)
-                    .total_cmp(&a["size"].as_f64().unwrap_or(0.0)),
-            )
+            a.val_accuracy
+                .total_cmp(&b.val_accuracy)
+                .then(b.size.total_cmp(&a.size))
         })
         .cloned()
         .context("empty sweep")?;
-    Ok(serde_json::json!({"sizes": sizes, "chosen": best}))
+    Ok(Sweep { sizes, chosen })
 }
 
 fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {
@@ -816,19 +781,4 @@ fn reconstruction(
         ms.len()
     ));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sweep_base;
-
-    #[test]
-    fn sweep_variant_names() {
-        assert_eq!(sweep_base("classifier_x1_5"), Some("classifier"));
-        assert_eq!(sweep_base("classifier_x2"), Some("classifier"));
-        assert_eq!(sweep_base("c_dyn_x10"), Some("c_dyn"));
-        assert_eq!(sweep_base("classifier"), None);
-        assert_eq!(sweep_base("classifier_xl"), None);
-        assert_eq!(sweep_base("classifier_x1_5_2"), None);
-    }
 }

@@ -17,7 +17,7 @@ use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{StageIo, StageOutput};
+use super::{Lineage, StageIo, StageOutput, Table};
 use crate::data::celeba::{self, Labels, Partition};
 use crate::data::demo;
 use crate::data::images::{self, Crop, Resize};
@@ -396,11 +396,15 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     summary.insert("rejects".into(), n_rejects.into());
     Ok(StageOutput {
         tables: vec![
-            ("faces".into(), "faces.parquet".into(), n_faces),
-            ("rejects".into(), "rejects.parquet".into(), n_rejects),
+            Table::new("faces", "faces.parquet", n_faces),
+            Table::new("rejects", "rejects.parquet", n_rejects),
         ],
         files: vec![],
         summary: serde_json::Value::Object(summary),
+        lineage: Lineage {
+            image_size: Some(c.image_size),
+            ..Lineage::default()
+        },
     })
 }
 

@@ -1,7 +1,16 @@
 //! One module per stage kind: a `Config` (serde, unknown keys rejected) and
 //! `run(&Config, &StageIo) -> Result<StageOutput>`. Stages never import each
-//! other: a stage reads its inputs only through the tables recorded in the
-//! manifest ([`InputStage`]).
+//! other, and they know neither the pipeline file nor the manifest: the
+//! runner hands each stage its declared inputs as typed [`InputStage`]s (kind,
+//! tables, files, [`Lineage`], sweep membership) and records the
+//! [`StageOutput`] it returns.
+//!
+//! - [`ingest`]: CelebA (or demo faces) → `faces`, `rejects`.
+//! - [`balance`]: label counts → a `plan` of target label vectors.
+//! - [`train_generator`]: attr2face / DCGAN / SG-GAN / StarGAN training.
+//! - [`synthesize`]: the plan → `synth` and `augmented` images.
+//! - [`train_classifier`]: downstream classifiers on real or augmented rows.
+//! - [`evaluate`]: accuracy, FID/KID, MS-SSIM and translation metrics.
 
 pub mod balance;
 pub mod evaluate;
@@ -10,16 +19,58 @@ pub mod synthesize;
 pub mod train_classifier;
 pub mod train_generator;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::models::began;
-use crate::pipeline::config::Device;
-use crate::pipeline::manifest::StageRecord;
+use crate::train::model_file::ModelFile;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// Where generators and classifiers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Option<Device> {
+        if s == "cpu" {
+            return Some(Device::Cpu);
+        }
+        s.strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+    }
+
+    /// The candle device; a CUDA device needs a `--features cuda` build.
+    pub fn to_candle(&self) -> anyhow::Result<candle_core::Device> {
+        match self {
+            Device::Cpu => Ok(candle_core::Device::Cpu),
+            Device::Cuda(n) => {
+                if !cfg!(feature = "cuda") {
+                    return Err(crate::config_error!(
+                        "device cuda:{n} needs a build with CUDA: `cargo install --path . --features cuda` (or use cpu)"
+                    ));
+                }
+                candle_core::Device::new_cuda(*n)
+                    .map_err(|e| crate::data_error!("cannot open cuda:{n}: {e}"))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {
     Ingest,
@@ -58,6 +109,12 @@ impl StageKind {
     }
 }
 
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum StageConfig {
@@ -79,47 +136,6 @@ impl StageConfig {
             StageConfig::TrainClassifier(_) => StageKind::TrainClassifier,
             StageConfig::Evaluate(_) => StageKind::Evaluate,
         }
-    }
-
-    /// Deserializes a stage's own keys (without `kind`/`inputs`); relative
-    /// paths are resolved against `base`, the pipeline file's folder.
-    pub fn from_toml(
-        kind: StageKind,
-        value: toml::Value,
-        base: &Path,
-    ) -> std::result::Result<Self, String> {
-        Ok(match kind {
-            StageKind::Ingest => {
-                let mut c: ingest::Config = parse(value)?;
-                c.resolve(base)?;
-                StageConfig::Ingest(c)
-            }
-            StageKind::Balance => {
-                let c: balance::Config = parse(value)?;
-                c.validate()?;
-                StageConfig::Balance(c)
-            }
-            StageKind::TrainGenerator => {
-                let c: train_generator::Config = parse(value)?;
-                c.validate()?;
-                StageConfig::TrainGenerator(c)
-            }
-            StageKind::Synthesize => {
-                let c: synthesize::Config = parse(value)?;
-                c.validate()?;
-                StageConfig::Synthesize(c)
-            }
-            StageKind::TrainClassifier => {
-                let c: train_classifier::Config = parse(value)?;
-                c.validate()?;
-                StageConfig::TrainClassifier(c)
-            }
-            StageKind::Evaluate => {
-                let c: evaluate::Config = parse(value)?;
-                c.validate()?;
-                StageConfig::Evaluate(c)
-            }
-        })
     }
 
     /// Checks the kinds of the declared inputs.
@@ -222,32 +238,6 @@ impl StageConfig {
     }
 }
 
-/// A stage's keys as its typed config. serde names a bad enum value but not
-/// its key (`unknown variant `huge`, expected ...`), so the key is added.
-fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> std::result::Result<T, String> {
-    value.clone().try_into().map_err(|e: toml::de::Error| {
-        let msg = e.message().to_string();
-        let bad = msg
-            .strip_prefix("unknown variant `")
-            .and_then(|r| r.split_once('`'))
-            .map(|(v, _)| v);
-        match bad.and_then(|v| key_holding(&value, v).map(|k| (k, v))) {
-            Some((key, v)) => format!("{key} = {v:?}: {msg}"),
-            None => msg,
-        }
-    })
-}
-
-/// The dotted key whose value is the string `s`, if any.
-fn key_holding(v: &toml::Value, s: &str) -> Option<String> {
-    let t = v.as_table()?;
-    t.iter().find_map(|(k, v)| match v {
-        toml::Value::String(x) if x == s => Some(k.clone()),
-        toml::Value::Table(_) => key_holding(v, s).map(|sub| format!("{k}.{sub}")),
-        _ => None,
-    })
-}
-
 /// Input kinds in a canonical order, for comparing against the allowed sets.
 fn sorted(inputs: &[StageKind]) -> Vec<StageKind> {
     let mut k = inputs.to_vec();
@@ -266,21 +256,89 @@ fn kind_list(k: &[StageKind]) -> String {
     }
 }
 
+/// One table a stage wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: String,
+    /// Relative to the stage folder.
+    pub file: String,
+    pub rows: usize,
+}
+
+impl Table {
+    pub fn new(name: &str, file: &str, rows: usize) -> Table {
+        Table {
+            name: name.to_string(),
+            file: file.to_string(),
+            rows,
+        }
+    }
+}
+
+/// Where a stage's rows come from, carried downstream stage by stage
+/// (balance → synthesize → train_classifier) so that a stage learns it from
+/// its declared inputs alone, never by walking the run folder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The side of the square images in these rows (ingest's `image_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u32>,
+    /// The balance `size` (Liu et al. Fig. 10) of the plan behind these rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_size: Option<f64>,
+    /// The generator stage whose model synthesized the rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorRef>,
+}
+
+/// A `train_generator` stage as its downstream stages remember it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorRef {
+    pub stage: String,
+    /// An image-to-image translator (SG-GAN, StarGAN), whose rows are edits
+    /// of real faces; else a label-to-image generator.
+    pub translator: bool,
+}
+
+impl Lineage {
+    /// The lineage of a stage that derives its rows from `inputs`: the first
+    /// input that knows a fact passes it on.
+    pub fn inherit(inputs: &[InputStage]) -> Lineage {
+        Lineage {
+            image_size: inputs.iter().find_map(|i| i.lineage.image_size),
+            balance_size: inputs.iter().find_map(|i| i.lineage.balance_size),
+            generator: inputs.iter().find_map(|i| i.lineage.generator.clone()),
+        }
+    }
+}
+
 /// A finished input stage as a downstream stage sees it.
 #[derive(Debug, Clone)]
 pub struct InputStage {
     pub name: String,
+    pub kind: StageKind,
     pub dir: PathBuf,
-    pub record: StageRecord,
+    pub tables: Vec<Table>,
+    /// Other files, relative to `dir`.
+    pub files: Vec<String>,
+    pub lineage: Lineage,
+    /// The stage it is a size-sweep copy of (`classifier_x2` → `classifier`),
+    /// as the pipeline expanded it; None for a stage the user wrote.
+    pub sweep_of: Option<String>,
 }
 
 impl InputStage {
     /// Path of one of its tables.
     pub fn table(&self, table: &str) -> Result<PathBuf> {
-        match self.record.tables.iter().find(|t| t.name == table) {
+        match self.tables.iter().find(|t| t.name == table) {
             Some(t) => Ok(self.dir.join(&t.file)),
             None => bail!("input stage `{}` has no table `{table}`", self.name),
         }
+    }
+
+    /// The `model.json` of a `train_generator` input.
+    pub fn model_file(&self) -> Result<ModelFile> {
+        ModelFile::read(&self.dir)
     }
 
     /// The trained autoencoder (G_en, G_de) of a `train_generator` input,
@@ -294,10 +352,9 @@ impl InputStage {
         if !weights.is_file() {
             return Ok(None);
         }
-        let model: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.dir.join("model.json"))?)?;
-        let cfg: began::Config = serde_json::from_value(model["network"]["autoencoder"].clone())
-            .with_context(|| format!("{}: model.json: autoencoder sizes", self.dir.display()))?;
+        let Some(cfg) = self.model_file()?.autoencoder().cloned() else {
+            return Ok(None);
+        };
         // SAFETY: the file is a finished stage output, not modified while mapped.
         let vb = unsafe {
             candle_nn::VarBuilder::from_mmaped_safetensors(
@@ -328,11 +385,22 @@ pub struct StageIo {
 }
 
 impl StageIo {
-    pub fn input(&self, kind: &str) -> Result<&InputStage> {
-        match self.inputs.iter().find(|i| i.record.kind == kind) {
+    /// The one input of `kind` (the pipeline checked that there is one).
+    pub fn input(&self, kind: StageKind) -> Result<&InputStage> {
+        match self.optional_input(kind) {
             Some(i) => Ok(i),
-            None => bail!("stage `{}` has no `{kind}` input", self.name),
+            None => bail!("stage `{}` has no `{}` input", self.name, kind.name()),
         }
+    }
+
+    /// The input of `kind`, if the stage declared one.
+    pub fn optional_input(&self, kind: StageKind) -> Option<&InputStage> {
+        self.inputs.iter().find(|i| i.kind == kind)
+    }
+
+    /// Every input of `kind`, in declaration order.
+    pub fn inputs_of(&self, kind: StageKind) -> Vec<&InputStage> {
+        self.inputs.iter().filter(|i| i.kind == kind).collect()
     }
 
     /// The candle device of the run's `device` setting.
@@ -356,14 +424,14 @@ impl StageIo {
 /// What a stage produced.
 #[derive(Debug, Default)]
 pub struct StageOutput {
-    /// (table name, file relative to the stage folder, rows)
-    pub tables: Vec<(String, String, usize)>,
+    pub tables: Vec<Table>,
     pub files: Vec<String>,
     pub summary: serde_json::Value,
+    pub lineage: Lineage,
 }
 
-pub fn run(def: &crate::pipeline::config::StageDef, io: &StageIo) -> Result<StageOutput> {
-    match &def.config {
+pub fn run(config: &StageConfig, io: &StageIo) -> Result<StageOutput> {
+    match config {
         StageConfig::Ingest(c) => ingest::run(c, io),
         StageConfig::Balance(c) => balance::run(c, io),
         StageConfig::TrainGenerator(c) => train_generator::run(c, io),

@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{InputStage, StageIo, StageOutput};
+use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
@@ -47,12 +47,12 @@ use crate::data::tensors::{
     strings, tensor_to_rgb,
 };
 use crate::data_error;
-use crate::models::attr2face::Config as NetConfig;
 use crate::models::began::Decoder;
 use crate::models::classifier::Classifier;
-use crate::models::critic::{self, Critic};
+use crate::models::critic::Critic;
 use crate::models::mapping::Mapping;
-use crate::models::translator::{self, Kind, Translator};
+use crate::models::translator::{Kind, Translator};
+use crate::train::model_file::{self, Networks};
 use crate::train::translation::{Editor, value_grid};
 
 fn default_batch() -> usize {
@@ -211,8 +211,7 @@ enum Nets {
 
 impl Generator {
     fn load(stage: &InputStage, dev: &Device) -> Result<Generator> {
-        let model: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(stage.dir.join("model.json"))?)?;
+        let model = stage.model_file()?;
         let gen_path = stage.dir.join("generator.safetensors");
         let bytes =
             std::fs::read(&gen_path).with_context(|| format!("reading {}", gen_path.display()))?;
@@ -220,35 +219,37 @@ impl Generator {
         let g = candle_core::safetensors::load_buffer(&bytes, dev)?;
         let vb = VarBuilder::from_tensors(g, DType::F32, dev);
         let name = format!("{}@sha256:{sha}", stage.name);
-        if model.get("translator").is_some() {
-            let tcfg: translator::Config = serde_json::from_value(model["translator"].clone())
-                .context("model.json: translator sizes")?;
-            let ccfg: critic::Config = serde_json::from_value(model["critic"].clone())
-                .context("model.json: critic sizes")?;
-            let attrs = model["attributes"]
-                .as_array()
-                .context("model.json: attributes")?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .and_then(attribute_index)
-                        .context("model.json: unknown attribute")
-                })
-                .collect::<Result<Vec<usize>>>()?;
-            let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
-            return Ok(Generator {
-                name,
-                image_size: tcfg.image_size,
-                nets: Nets::Translation {
-                    kind: tcfg.kind,
-                    g: Translator::new(&tcfg, vb)?,
-                    critic: Critic::new(&ccfg, VarBuilder::from_tensors(c, DType::F32, dev))?,
-                    attrs,
-                },
-            });
-        }
-        let net: NetConfig = serde_json::from_value(model["network"].clone())
-            .context("model.json: network sizes")?;
+        let net = match model.networks {
+            Networks::Translation {
+                translator: tcfg,
+                critic: ccfg,
+                attributes,
+            } => {
+                let attrs = attributes
+                    .iter()
+                    .map(|a| {
+                        attribute_index(a).ok_or_else(|| {
+                            data_error!(
+                                "{}: unknown attribute `{a}` in `attributes`",
+                                stage.dir.join(model_file::FILE).display()
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<usize>>>()?;
+                let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
+                return Ok(Generator {
+                    name,
+                    image_size: tcfg.image_size,
+                    nets: Nets::Translation {
+                        kind: tcfg.kind,
+                        g: Translator::new(&tcfg, vb)?,
+                        critic: Critic::new(&ccfg, VarBuilder::from_tensors(c, DType::F32, dev))?,
+                        attrs,
+                    },
+                });
+            }
+            Networks::Attr2face { network } => network,
+        };
         let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
         let vc = VarBuilder::from_tensors(c, DType::F32, dev);
         Ok(Generator {
@@ -441,13 +442,9 @@ fn batch_of(
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
-    let plan_stage = io.input("balance")?;
+    let plan_stage = io.input(StageKind::Balance)?;
     let plan = read_plan(&plan_stage.table("plan")?)?;
-    let generator = match io
-        .inputs
-        .iter()
-        .find(|i| i.record.kind == "train_generator")
-    {
+    let generator = match io.optional_input(StageKind::TrainGenerator) {
         Some(s) => Some(Generator::load(s, &dev)?),
         None => None,
     };
@@ -461,7 +458,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             plan_stage.name
         ));
     }
-    let faces_path = io.input("ingest")?.table("faces")?;
+    let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
     let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
     let FacesById {
         png: face_png,
@@ -675,12 +672,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     Ok(StageOutput {
         tables: vec![
-            ("synth".into(), "synth.parquet".into(), synth_rows),
-            (
-                "augmented".into(),
-                "augmented.parquet".into(),
-                augmented_rows,
-            ),
+            Table::new("synth", "synth.parquet", synth_rows),
+            Table::new("augmented", "augmented.parquet", augmented_rows),
         ],
         files,
         summary: serde_json::json!({
@@ -691,6 +684,16 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             "mean_label_agreement": mean_agreement,
             "generator": gen_name,
         }),
+        lineage: Lineage {
+            generator: io
+                .optional_input(StageKind::TrainGenerator)
+                .zip(generator.as_ref())
+                .map(|(s, g)| GeneratorRef {
+                    stage: s.name.clone(),
+                    translator: matches!(g.nets, Nets::Translation { .. }),
+                }),
+            ..Lineage::inherit(&io.inputs)
+        },
     })
 }
 

@@ -21,7 +21,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use super::{StageIo, StageOutput};
+use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
@@ -211,10 +211,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         Some(Extractor::Inception(_)) => 64,
         None => c.network().image_size(),
     };
-    let ingest = io.input("ingest")?;
+    let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table("faces")?;
     let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
-    let (train_set, table) = match io.inputs.iter().find(|i| i.record.kind == "synthesize") {
+    let (train_set, table) = match io.optional_input(StageKind::Synthesize) {
         Some(s) => (
             FaceSet::load(&s.table("augmented")?, &[], c.limit, image_size)?,
             format!("{}.augmented", s.name),
@@ -386,8 +386,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     ));
     Ok(StageOutput {
         tables: vec![
-            ("predictions".into(), "predictions.parquet".into(), n_pred),
-            ("metrics".into(), "metrics.parquet".into(), n_metrics),
+            Table::new("predictions", "predictions.parquet", n_pred),
+            Table::new("metrics", "metrics.parquet", n_metrics),
         ],
         files: if saved {
             vec!["classifier.json".into(), "classifier.safetensors".into()]
@@ -404,6 +404,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             "training_rows": train_split.rows.len(),
             "wall_time_s": outcome.wall_time_s,
         }),
+        lineage: Lineage::inherit(&io.inputs),
     })
 }
 
@@ -464,11 +465,7 @@ fn train_network(
 
 /// G_en of the `train_generator` input, from its `autoencoder.safetensors`.
 fn load_encoder(io: &StageIo, dev: &candle_core::Device) -> Result<(began::Config, Encoder)> {
-    let Some(g) = io
-        .inputs
-        .iter()
-        .find(|i| i.record.kind == "train_generator")
-    else {
+    let Some(g) = io.optional_input(StageKind::TrainGenerator) else {
         return Err(data_error!(
             "stage `{}`: features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or use features = \"inception\"",
             io.name

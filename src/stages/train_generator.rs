@@ -30,7 +30,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{StageIo, StageOutput};
+use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::celeba::Labels;
 use crate::data::parquet::{TableWriter, read_columns};
 use crate::data::schema::{self, N_ATTRIBUTES, attribute_column};
@@ -41,41 +41,11 @@ use crate::models::translator::Kind;
 use crate::train::attr2face::{
     self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
+use crate::train::model_file::{self, ModelFile, Networks};
 use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, LogRow, PhaseEnv};
 
-/// Which generator to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    /// The paper's method (Liu et al.): labels → face.
-    Attr2face,
-    /// Footnote-4 ablation of Liu et al.
-    Dcgan,
-    /// SG-GAN: one input, one output per attribute value (translation).
-    Sggan,
-    /// StarGAN: image + target labels → image (translation).
-    Stargan,
-}
-
-impl Model {
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Attr2face => "attr2face",
-            Model::Dcgan => "dcgan",
-            Model::Sggan => "sggan",
-            Model::Stargan => "stargan",
-        }
-    }
-
-    fn translator(self) -> Option<Kind> {
-        match self {
-            Model::Sggan => Some(Kind::Sggan),
-            Model::Stargan => Some(Kind::Stargan),
-            _ => None,
-        }
-    }
-}
+pub use crate::train::model_file::Model;
 
 /// Network sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +59,16 @@ pub enum Preset {
     /// Small widths at 32×32, for CPU tests and the quickstart.
     #[serde(rename = "tiny")]
     Tiny,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper64 => "paper_64",
+            Preset::Paper128 => "paper_128",
+            Preset::Tiny => "tiny",
+        }
+    }
 }
 
 fn default_model() -> Model {
@@ -292,7 +272,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let net = c.network();
     let dev = io.candle_device()?;
-    let ingest = io.input("ingest")?;
+    let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table("faces")?;
     io.say(format!(
         "loading train/val faces at {0}×{0} from {1}",
@@ -311,7 +291,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             ingest.name
         ));
     }
-    let plan_labels = match io.inputs.iter().find(|i| i.record.kind == "balance") {
+    let plan_labels = match io.optional_input(StageKind::Balance) {
         Some(b) => plan_generator_labels(&b.table("plan")?)?,
         None => Vec::new(),
     };
@@ -355,7 +335,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io,
         &trained.generator,
         ("classifier.safetensors", &trained.classifier),
-        serde_json::json!({ "network": net }),
+        Networks::Attr2face { network: net },
     )?;
     if let Some(ae) = &trained.autoencoder {
         candle_core::safetensors::save(ae, out.join("autoencoder.safetensors"))?;
@@ -366,9 +346,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
     Ok(StageOutput {
-        tables: vec![("train_log".into(), "train_log.parquet".into(), rows)],
+        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
         files,
         summary,
+        lineage: Lineage::default(),
     })
 }
 
@@ -383,29 +364,25 @@ fn save_generator(
         &str,
         &std::collections::HashMap<String, candle_core::Tensor>,
     ),
-    sizes: serde_json::Value,
+    networks: Networks,
 ) -> Result<(String, Vec<String>)> {
     let out = &io.out_dir;
     let gen_path = out.join("generator.safetensors");
     candle_core::safetensors::save(generator, &gen_path)?;
     candle_core::safetensors::save(judge.1, out.join(judge.0))?;
     let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
-    let mut model_json = serde_json::json!({
-        "model": c.model.name(),
-        "preset": c.preset(),
-        "generator_sha256": sha,
-    });
-    if let (Some(m), Some(extra)) = (model_json.as_object_mut(), sizes.as_object()) {
-        m.extend(extra.clone());
+    ModelFile {
+        version: model_file::VERSION,
+        model: c.model,
+        preset: c.preset().name().to_string(),
+        generator_sha256: sha.clone(),
+        networks,
     }
-    std::fs::write(
-        out.join("model.json"),
-        serde_json::to_string_pretty(&model_json)?,
-    )?;
+    .write(out)?;
     let files = vec![
         "generator.safetensors".to_string(),
         judge.0.to_string(),
-        "model.json".to_string(),
+        model_file::FILE.to_string(),
     ];
     Ok((sha, files))
 }
@@ -449,7 +426,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
     let nets = translation::networks(kind, c.preset() == Preset::Tiny, attrs.len());
     let size = nets.0.image_size;
     let dev = io.candle_device()?;
-    let ingest = io.input("ingest")?;
+    let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table("faces")?;
     io.say(format!(
         "loading train/val faces at {size}×{size} from {}",
@@ -516,14 +493,15 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
         io,
         &trained.generator,
         ("critic.safetensors", &trained.critic),
-        serde_json::json!({ "translator": nets.0, "critic": nets.1, "attributes": names }),
+        Networks::Translation {
+            translator: nets.0,
+            critic: nets.1,
+            attributes: names.iter().map(|n| n.to_string()).collect(),
+        },
     )?;
     files.extend(copy_resume_folder(io)?);
-    let mut tables = vec![(
-        "train_log".to_string(),
-        "train_log.parquet".to_string(),
-        write_log(&out.join("train_log.parquet"), &trained.log)?,
-    )];
+    let log_rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
     if kind == Kind::Sggan {
         let n = write_labelled(
             &out.join("labelled.parquet"),
@@ -532,7 +510,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
             &attrs,
             &trained.labelled,
         )?;
-        tables.push(("labelled".into(), "labelled.parquet".into(), n));
+        tables.push(Table::new("labelled", "labelled.parquet", n));
     }
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
@@ -541,6 +519,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
         tables,
         files,
         summary,
+        lineage: Lineage::default(),
     })
 }
 

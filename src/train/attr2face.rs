@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::losses::{bce_const, bce_with_logits, l1, scalar, squared_l2};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase, steps_for_epochs};
+use super::{frozen, vb_of};
 use crate::data::celeba::Labels;
 use crate::data::schema::N_ATTRIBUTES;
 use crate::data::tensors::{FaceSet, grid, labels_tensor, tensor_to_rgb};
@@ -196,21 +197,6 @@ fn adam(vm: &VarMap, lr: f64) -> Result<AdamW> {
             weight_decay: 0.0,
         },
     )?)
-}
-
-/// Detached copies of a var map's tensors: frozen networks get no gradients.
-pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
-    vm.data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect()
-}
-
-/// A var builder over plain tensors: networks built from it track no gradients.
-pub(super) fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)
 }
 
 fn new_net<T>(

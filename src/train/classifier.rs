@@ -285,7 +285,7 @@ pub fn train(
     };
     let r = run_phase(env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
     Ok(Trained {
-        weights: super::attr2face::frozen(&p.best_vm),
+        weights: super::frozen(&p.best_vm),
         net: best,
         best_epoch: p.best_epoch,
         best_val_accuracy: p.best_val,

@@ -15,6 +15,8 @@
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
+//! - [`probe`]: the linear probe on frozen features (G_en or Inception).
+//! - [`model_file`]: `model.json`, the typed record of a trained generator.
 
 /// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
 /// which the WGAN-GP penalty needs: without it candle detaches inside
@@ -34,6 +36,7 @@ pub unsafe fn enable_second_order_gradients() {
 pub mod attr2face;
 pub mod classifier;
 pub mod losses;
+pub mod model_file;
 pub mod probe;
 pub mod translation;
 
@@ -41,11 +44,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_nn::VarMap;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 use crate::data_error;
 
@@ -374,4 +379,19 @@ mod tests {
         assert!(!state.done);
         assert_eq!(state.log.len(), 3);
     }
+}
+
+/// Detached copies of a var map's tensors: frozen networks get no gradients.
+pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
+    vm.data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect()
+}
+
+/// A var builder over plain tensors: networks built from it track no gradients.
+pub fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)
 }

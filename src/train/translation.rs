@@ -34,9 +34,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::attr2face::{frozen, vb_of};
 use super::losses::{bce_elements, gradient_penalty, scalar};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase};
+use super::{frozen, vb_of};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
 use crate::models::critic::{self, Critic};
