@@ -1,15 +1,25 @@
 //! `augment`: fix imbalanced multi-label image datasets by synthesizing
 //! labelled images.
 //!
+//! Modules, top to bottom (`docs/design.md` has the map and the direction
+//! of dependencies, which `tests/architecture.rs` checks):
+//!
 //! - [`cli`]: the command line (parsing only).
+//! - [`report`]: the HTML report over runs and `augment chart`.
+//! - [`compare`]: `augment compare`, metric tables of run against run.
+//! - [`query`]: read-only SQL over a run's outputs.
 //! - [`pipeline`]: pipeline files → validated plans; the runner and manifest.
 //! - [`stages`]: one module per stage kind (ingest, balance, ...).
-//! - [`data`]: Arrow schemas, CelebA parsing, images, Parquet, demo faces.
-//! - [`query`]: read-only SQL over a run's outputs.
-//! - [`charts`]: label-count charts.
+//! - [`train`]: training loops, losses, checkpoints, `model.json`.
 //! - [`weights`]: finding the FID Inception weights; `augment weights fetch`.
+//! - [`charts`]: label-count charts.
+//! - [`models`]: the networks (candle only).
+//! - [`metrics`]: FID/KID, MS-SSIM, accuracy, imbalance statistics.
+//! - [`data`]: Arrow schemas, CelebA parsing, images, Parquet, demo faces.
 //! - [`ops`]: our CPU convolution kernels (im2col/col2im + GEMM) and the
 //!   conv layers every model uses.
+//! - [`progress`]: progress bars (hidden with `--quiet`).
+//! - [`error`]: user errors (one clear line) vs bugs (context chains).
 
 pub mod charts;
 pub mod cli;

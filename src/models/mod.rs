@@ -7,6 +7,9 @@
 //! - [`mapping`]: the mapping Φ from 40 labels to the embedding.
 //! - [`discriminator`]: D_fc on embeddings and D_conv on images, both label-conditioned.
 //! - [`attr2face`]: the presets of the whole "for free" generator family.
+//! - [`critic`]: the WGAN-GP critic with a class head (SG-GAN, StarGAN).
+//! - [`translator`]: the image-to-image generator G(x, labels) of SG-GAN and StarGAN.
+//! - [`resnet`]: ResNet-18 for downstream classifiers.
 
 pub mod attr2face;
 pub mod began;
