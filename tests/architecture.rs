@@ -44,7 +44,10 @@ fn allowed() -> BTreeMap<String, BTreeSet<String>> {
         let module = cells[1].trim_matches('`').to_string();
         table.insert(module, names(cells[2]));
     }
-    assert!(table.len() > 5, "docs/design.md: dependency table not found");
+    assert!(
+        table.len() > 5,
+        "docs/design.md: dependency table not found"
+    );
     table
 }
 
@@ -67,7 +70,10 @@ fn module_path(file: &Path) -> Vec<String> {
         .iter()
         .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if parts.last().is_some_and(|p| p == "mod" || p == "lib" || p == "main") {
+    if parts
+        .last()
+        .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+    {
         parts.pop();
     }
     parts
@@ -160,7 +166,9 @@ fn modules_import_only_downwards() {
         };
         let rel = f.strip_prefix(SRC).unwrap().display().to_string();
         let Some(may_use) = table.get(module) else {
-            wrong.push(format!("src/{rel}: module `{module}` is missing from docs/design.md's table"));
+            wrong.push(format!(
+                "src/{rel}: module `{module}` is missing from docs/design.md's table"
+            ));
             continue;
         };
         let code = code_of(&std::fs::read_to_string(f).unwrap());

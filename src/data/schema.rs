@@ -187,9 +187,80 @@ pub fn rejects() -> SchemaRef {
     ]))
 }
 
-/// Plan strategies whose rows a generator draws (the others are originals,
-/// image operations or copies). Shared by the stages that read plans.
-pub const GENERATOR_STRATEGIES: [&str; 2] = ["random_doubling", "dynamic_balancing"];
+/// The `strategy` of a `plan` row: which method made it. Written by
+/// `balance`, read by `synthesize` (and by users through SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlanStrategy {
+    /// A real face kept as it is.
+    Original,
+    RandomDoubling,
+    DynamicBalancing,
+    Flip,
+    Crop,
+    Erase,
+    MlRos,
+}
+
+impl PlanStrategy {
+    pub const ALL: [PlanStrategy; 7] = [
+        PlanStrategy::Original,
+        PlanStrategy::RandomDoubling,
+        PlanStrategy::DynamicBalancing,
+        PlanStrategy::Flip,
+        PlanStrategy::Crop,
+        PlanStrategy::Erase,
+        PlanStrategy::MlRos,
+    ];
+
+    /// The value in the `strategy` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanStrategy::Original => "original",
+            PlanStrategy::RandomDoubling => "random_doubling",
+            PlanStrategy::DynamicBalancing => "dynamic_balancing",
+            PlanStrategy::Flip => "flip",
+            PlanStrategy::Crop => "crop",
+            PlanStrategy::Erase => "erase",
+            PlanStrategy::MlRos => "ml_ros",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<PlanStrategy> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Where a row of this strategy comes from in `synth`/`augmented`.
+    pub fn origin(self) -> Origin {
+        match self {
+            PlanStrategy::Original => Origin::Real,
+            PlanStrategy::RandomDoubling | PlanStrategy::DynamicBalancing => Origin::Generated,
+            PlanStrategy::Flip | PlanStrategy::Crop | PlanStrategy::Erase | PlanStrategy::MlRos => {
+                Origin::Classic
+            }
+        }
+    }
+}
+
+/// The `origin` column of `synth` and `augmented`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A real face.
+    Real,
+    /// Drawn or edited by a generator.
+    Generated,
+    /// A real face under an image operation (flip, crop, erase) or a copy (ML-ROS).
+    Classic,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Real => "real",
+            Origin::Generated => "generated",
+            Origin::Classic => "classic",
+        }
+    }
+}
 
 /// `plan`: one row per sample of the balanced dataset (balance stage).
 pub fn plan() -> SchemaRef {

@@ -7,9 +7,11 @@
 //! - [`fid`]: FID and KID with pytorch-fid's input conventions.
 //! - [`translation`]: editing accuracy, untouched-attribute accuracy,
 //!   background MS-SSIM of translated images.
+//! - [`imbalance`]: IRLbl, MeanIR and CVIR of multi-label counts.
 
 pub mod accuracy;
 pub mod fid;
+pub mod imbalance;
 pub mod inception;
 pub mod msssim;
 pub mod translation;

@@ -31,9 +31,12 @@ use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::charts::{self, Series};
 use crate::data::celeba::{Labels, Partition, label};
 use crate::data::parquet::{TableWriter, read_columns};
-use crate::data::schema::{self, ABBREVIATIONS, N_ATTRIBUTES, attribute_column, attribute_index};
+use crate::data::schema::{
+    self, ABBREVIATIONS, N_ATTRIBUTES, PlanStrategy, attribute_column, attribute_index,
+};
 use crate::data::tensors::{labels_of_batch, strings};
 use crate::data_error;
+use crate::metrics::imbalance::{cvir, irlbl, minority_labels, spread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +51,19 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The `strategy` of the rows it adds to a plan (None adds none).
+    pub fn plan_strategy(self) -> Option<PlanStrategy> {
+        match self {
+            Strategy::None => None,
+            Strategy::RandomDoubling => Some(PlanStrategy::RandomDoubling),
+            Strategy::DynamicBalancing => Some(PlanStrategy::DynamicBalancing),
+            Strategy::Flip => Some(PlanStrategy::Flip),
+            Strategy::Crop => Some(PlanStrategy::Crop),
+            Strategy::Erase => Some(PlanStrategy::Erase),
+            Strategy::MlRos => Some(PlanStrategy::MlRos),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Strategy::None => "none",
@@ -238,7 +254,7 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRow {
     pub source: usize,
-    pub strategy: &'static str,
+    pub strategy: PlanStrategy,
     pub labels: Labels,
     pub op: Option<Op>,
 }
@@ -307,168 +323,180 @@ fn count(labels: &[Labels]) -> [u64; N_ATTRIBUTES] {
     c
 }
 
+/// A plan being built: the rows so far, the random stream every strategy
+/// draws from, and the exclusive-group repair applied to each new row.
+struct Planner {
+    rows: Vec<PlanRow>,
+    rng: ChaCha8Rng,
+    masks: Vec<Labels>,
+    exclusive_groups: bool,
+    /// Rows whose labels broke an exclusive group and were repaired.
+    resolved: usize,
+}
+
+impl Planner {
+    fn push(&mut self, source: usize, strategy: PlanStrategy, labels: Labels, op: Option<Op>) {
+        let mut labels = labels;
+        if self.exclusive_groups && implausible(labels, &self.masks) {
+            labels = resolve_exclusions(labels, &self.masks, &mut self.rng);
+            self.resolved += 1;
+        }
+        self.rows.push(PlanRow {
+            source,
+            strategy,
+            labels,
+            op,
+        });
+    }
+}
+
 /// Builds the plan (originals first) for `sources` labels. `image_size` sizes crop/erase boxes.
 pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<PlanRow>, usize) {
     let n = sources.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let masks = group_masks();
     let cands = c
         .candidates()
         .unwrap_or_else(|_| (0..N_ATTRIBUTES).collect());
-    let mut rows: Vec<PlanRow> = (0..n)
-        .map(|i| PlanRow {
-            source: i,
-            strategy: "original",
-            labels: sources[i],
-            op: None,
-        })
-        .collect();
+    let mut p = Planner {
+        rows: (0..n)
+            .map(|i| PlanRow {
+                source: i,
+                strategy: PlanStrategy::Original,
+                labels: sources[i],
+                op: None,
+            })
+            .collect(),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        masks: group_masks(),
+        exclusive_groups: c.exclusive_groups,
+        resolved: 0,
+    };
     let total = (c.size() * n as f64).round() as usize;
     let new = total.saturating_sub(n);
-    rows.reserve(new);
-    let mut resolved = 0usize;
-    let mut push = |rows: &mut Vec<PlanRow>, rng: &mut ChaCha8Rng, mut r: PlanRow| {
-        if c.exclusive_groups && implausible(r.labels, &masks) {
-            r.labels = resolve_exclusions(r.labels, &masks, rng);
-            resolved += 1;
-        }
-        rows.push(r);
-    };
+    p.rows.reserve(new);
     if n == 0 {
-        return (rows, 0);
+        return (p.rows, 0);
     }
     match c.strategy {
         Strategy::None => {}
-        Strategy::RandomDoubling => {
-            for (src, &labels) in sources.iter().enumerate().take(n) {
-                let bit = cands[rng.random_range(0..cands.len())];
-                let r = PlanRow {
-                    source: src,
-                    strategy: "random_doubling",
-                    labels: labels ^ (1 << bit),
-                    op: None,
-                };
-                push(&mut rows, &mut rng, r);
-            }
-        }
-        Strategy::DynamicBalancing => {
-            let mut counts = count(sources);
-            let (mut high, mut low) = (0u64, 0u64);
-            for j in 0..new {
-                if j % c.rerank_every == 0 {
-                    // Step (1): rank by proportion over originals + rows added so far
-                    // (all share the same denominator, so counts rank the same).
-                    let rank = ranking(&counts, &cands);
-                    low = rank[..c.top_k].iter().fold(0, |m, &i| m | 1 << i);
-                    high = rank[rank.len() - c.bottom_k..]
-                        .iter()
-                        .fold(0, |m, &i| m | 1 << i);
-                }
-                // Steps (2)-(3): a random source; rare attributes on, frequent ones off.
-                let src = rng.random_range(0..n);
-                let r = PlanRow {
-                    source: src,
-                    strategy: "dynamic_balancing",
-                    labels: (sources[src] | high) & !low,
-                    op: None,
-                };
-                push(&mut rows, &mut rng, r);
-                let l = rows.last().map(|r| r.labels).unwrap_or(0);
-                for (i, ci) in counts.iter_mut().enumerate() {
-                    *ci += l >> i & 1;
-                }
-            }
-        }
+        Strategy::RandomDoubling => random_doubling(&mut p, sources, &cands),
+        Strategy::DynamicBalancing => dynamic_balancing(&mut p, c, sources, &cands, new),
         Strategy::Flip | Strategy::Crop | Strategy::Erase => {
-            let side = image_size as f64;
-            for k in 0..new {
-                let src = k % n;
-                let op = match c.strategy {
-                    Strategy::Flip => Op::Flip,
-                    Strategy::Crop => {
-                        let s = (side * c.crop_fraction).round().max(1.0) as i32;
-                        let room = image_size as i32 - s;
-                        Op::Crop {
-                            x: rng.random_range(0..=room),
-                            y: rng.random_range(0..=room),
-                            w: s,
-                            h: s,
-                        }
-                    }
-                    _ => erase_box(&mut rng, image_size, c.erase_area, c.erase_min_aspect),
-                };
-                let strategy = c.strategy.name();
-                push(
-                    &mut rows,
-                    &mut rng,
-                    PlanRow {
-                        source: src,
-                        strategy,
-                        labels: sources[src],
-                        op: Some(op),
-                    },
-                );
-            }
+            image_operations(&mut p, c, sources, new, image_size)
         }
-        Strategy::MlRos => {
-            let mut counts = count(sources);
-            // Bags of sources carrying each label.
-            let bags: Vec<Vec<usize>> = (0..N_ATTRIBUTES)
-                .map(|i| (0..n).filter(|&s| label(sources[s], i)).collect())
-                .collect();
-            let mut minority = minority_labels(&counts);
-            let mut added = 0;
-            while added < new {
-                if minority.is_empty() {
-                    minority = minority_labels(&counts);
-                }
-                if minority.is_empty() {
-                    // Perfectly balanced: fall back to uniform cloning.
-                    let src = rng.random_range(0..n);
-                    push(
-                        &mut rows,
-                        &mut rng,
-                        PlanRow {
-                            source: src,
-                            strategy: "ml_ros",
-                            labels: sources[src],
-                            op: None,
-                        },
-                    );
-                    added += 1;
-                    continue;
-                }
-                let mut next = Vec::new();
-                for &lbl in &minority {
-                    if added >= new {
-                        break;
-                    }
-                    let bag = &bags[lbl];
-                    let src = bag[rng.random_range(0..bag.len())];
-                    push(
-                        &mut rows,
-                        &mut rng,
-                        PlanRow {
-                            source: src,
-                            strategy: "ml_ros",
-                            labels: sources[src],
-                            op: None,
-                        },
-                    );
-                    added += 1;
-                    for (i, ci) in counts.iter_mut().enumerate() {
-                        *ci += sources[src] >> i & 1;
-                    }
-                    let (ir, mean) = irlbl(&counts);
-                    if ir[lbl].is_some_and(|v| v > mean) {
-                        next.push(lbl);
-                    }
-                }
-                minority = next;
-            }
+        Strategy::MlRos => ml_ros(&mut p, sources, new),
+    }
+    (p.rows, p.resolved)
+}
+
+/// Random doubling (Liu et al. Sec. IV-A): one copy of every face with one
+/// random candidate attribute flipped.
+fn random_doubling(p: &mut Planner, sources: &[Labels], cands: &[usize]) {
+    for (src, &labels) in sources.iter().enumerate() {
+        let bit = cands[p.rng.random_range(0..cands.len())];
+        p.push(src, PlanStrategy::RandomDoubling, labels ^ (1 << bit), None);
+    }
+}
+
+/// Dynamic balancing (Liu et al. Sec. IV-B): every `rerank_every` rows, rank
+/// the candidates by positives over originals and rows added so far; a new
+/// row is a random source with the `bottom_k` rarest attributes on and the
+/// `top_k` most frequent off.
+fn dynamic_balancing(p: &mut Planner, c: &Config, sources: &[Labels], cands: &[usize], new: usize) {
+    let n = sources.len();
+    let mut counts = count(sources);
+    let (mut high, mut low) = (0u64, 0u64);
+    for j in 0..new {
+        if j % c.rerank_every == 0 {
+            // Step (1): rank by proportion over originals + rows added so far
+            // (all share the same denominator, so counts rank the same).
+            let rank = ranking(&counts, cands);
+            low = rank[..c.top_k].iter().fold(0, |m, &i| m | 1 << i);
+            high = rank[rank.len() - c.bottom_k..]
+                .iter()
+                .fold(0, |m, &i| m | 1 << i);
+        }
+        // Steps (2)-(3): a random source; rare attributes on, frequent ones off.
+        let src = p.rng.random_range(0..n);
+        p.push(
+            src,
+            PlanStrategy::DynamicBalancing,
+            (sources[src] | high) & !low,
+            None,
+        );
+        let l = p.rows.last().map(|r| r.labels).unwrap_or(0);
+        for (i, ci) in counts.iter_mut().enumerate() {
+            *ci += l >> i & 1;
         }
     }
-    (rows, resolved)
+}
+
+/// The classic baselines: sources in turn, each under a flip, a random crop
+/// or a random erasing box; labels unchanged.
+fn image_operations(p: &mut Planner, c: &Config, sources: &[Labels], new: usize, image_size: u32) {
+    let n = sources.len();
+    let side = image_size as f64;
+    let strategy = c.strategy.plan_strategy().unwrap_or(PlanStrategy::Flip);
+    for k in 0..new {
+        let src = k % n;
+        let op = match c.strategy {
+            Strategy::Flip => Op::Flip,
+            Strategy::Crop => {
+                let s = (side * c.crop_fraction).round().max(1.0) as i32;
+                let room = image_size as i32 - s;
+                Op::Crop {
+                    x: p.rng.random_range(0..=room),
+                    y: p.rng.random_range(0..=room),
+                    w: s,
+                    h: s,
+                }
+            }
+            _ => erase_box(&mut p.rng, image_size, c.erase_area, c.erase_min_aspect),
+        };
+        p.push(src, strategy, sources[src], Some(op));
+    }
+}
+
+/// ML-ROS (Charte et al. 2015): clone random sources carrying a minority
+/// label (IRLbl above MeanIR), a label leaving the minority once it is not.
+fn ml_ros(p: &mut Planner, sources: &[Labels], new: usize) {
+    let n = sources.len();
+    let mut counts = count(sources);
+    // Bags of sources carrying each label.
+    let bags: Vec<Vec<usize>> = (0..N_ATTRIBUTES)
+        .map(|i| (0..n).filter(|&s| label(sources[s], i)).collect())
+        .collect();
+    let mut minority = minority_labels(&counts);
+    let mut added = 0;
+    while added < new {
+        if minority.is_empty() {
+            minority = minority_labels(&counts);
+        }
+        if minority.is_empty() {
+            // Perfectly balanced: fall back to uniform cloning.
+            let src = p.rng.random_range(0..n);
+            p.push(src, PlanStrategy::MlRos, sources[src], None);
+            added += 1;
+            continue;
+        }
+        let mut next = Vec::new();
+        for &lbl in &minority {
+            if added >= new {
+                break;
+            }
+            let bag = &bags[lbl];
+            let src = bag[p.rng.random_range(0..bag.len())];
+            p.push(src, PlanStrategy::MlRos, sources[src], None);
+            added += 1;
+            for (i, ci) in counts.iter_mut().enumerate() {
+                *ci += sources[src] >> i & 1;
+            }
+            let (ir, mean) = irlbl(&counts);
+            if ir[lbl].is_some_and(|v| v > mean) {
+                next.push(lbl);
+            }
+        }
+        minority = next;
+    }
 }
 
 fn erase_box(rng: &mut ChaCha8Rng, size: u32, area: [f64; 2], min_aspect: f64) -> Op {
@@ -499,52 +527,6 @@ fn erase_box(rng: &mut ChaCha8Rng, size: u32, area: [f64; 2], min_aspect: f64) -
         h: w,
         seed: rng.random_range(0..i64::MAX),
     }
-}
-
-/// IRLbl per label (None when a label has no positives) and MeanIR.
-pub fn irlbl(counts: &[u64; N_ATTRIBUTES]) -> ([Option<f64>; N_ATTRIBUTES], f64) {
-    let max = counts.iter().copied().max().unwrap_or(0) as f64;
-    let ir: [Option<f64>; N_ATTRIBUTES] =
-        std::array::from_fn(|i| (counts[i] > 0).then(|| max / counts[i] as f64));
-    let vals: Vec<f64> = ir.iter().flatten().copied().collect();
-    let mean = if vals.is_empty() {
-        0.0
-    } else {
-        vals.iter().sum::<f64>() / vals.len() as f64
-    };
-    (ir, mean)
-}
-
-/// CVIR: the coefficient of variation of IRLbl (sample standard deviation / MeanIR).
-pub fn cvir(counts: &[u64; N_ATTRIBUTES]) -> f64 {
-    let (ir, mean) = irlbl(counts);
-    let vals: Vec<f64> = ir.iter().flatten().copied().collect();
-    if vals.len() < 2 || mean == 0.0 {
-        return 0.0;
-    }
-    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (vals.len() - 1) as f64;
-    var.sqrt() / mean
-}
-
-fn minority_labels(counts: &[u64; N_ATTRIBUTES]) -> Vec<usize> {
-    let (ir, mean) = irlbl(counts);
-    (0..N_ATTRIBUTES)
-        .filter(|&i| ir[i].is_some_and(|v| v > mean))
-        .collect()
-}
-
-/// Population standard deviation of the per-attribute positives.
-pub fn spread(counts: &[u64; N_ATTRIBUTES]) -> (u64, u64, f64) {
-    let min = counts.iter().copied().min().unwrap_or(0);
-    let max = counts.iter().copied().max().unwrap_or(0);
-    let mean = counts.iter().sum::<u64>() as f64 / N_ATTRIBUTES as f64;
-    let sd = (counts
-        .iter()
-        .map(|&c| (c as f64 - mean).powi(2))
-        .sum::<f64>()
-        / N_ATTRIBUTES as f64)
-        .sqrt();
-    (min, max, sd)
 }
 
 /// Reads `image_id`, `partition` and the 40 labels of a `faces` table.
@@ -703,7 +685,7 @@ pub fn write_plan(
                 chunk.iter().map(|r| ids[r.source].as_str()),
             )),
             Arc::new(StringArray::from_iter_values(
-                chunk.iter().map(|r| r.strategy),
+                chunk.iter().map(|r| r.strategy.name()),
             )),
             Arc::new(StringArray::from_iter(chunk.iter().map(|r| {
                 r.op.map(|o| match o {
@@ -829,8 +811,10 @@ mod tests {
             c.bottom_k = 1;
             c.validate().unwrap();
             let (rows, _) = plan(&c, &sources, 7, 64);
-            let generated: Vec<&PlanRow> =
-                rows.iter().filter(|r| r.strategy != "original").collect();
+            let generated: Vec<&PlanRow> = rows
+                .iter()
+                .filter(|r| r.strategy != PlanStrategy::Original)
+                .collect();
             assert!(!generated.is_empty());
             assert!(generated.iter().any(|r| r.labels != sources[r.source]));
             for r in generated {
@@ -867,21 +851,6 @@ mod tests {
             assert!(!implausible(r, &masks));
             assert_eq!(r.count_ones(), 1);
         }
-    }
-
-    #[test]
-    fn irlbl_and_cvir_by_hand() {
-        let mut c = [0u64; N_ATTRIBUTES];
-        c[0] = 100;
-        c[1] = 50;
-        c[2] = 25;
-        let (ir, mean) = irlbl(&c);
-        assert_eq!(ir[0], Some(1.0));
-        assert_eq!(ir[2], Some(4.0));
-        assert_eq!(ir[3], None);
-        assert!((mean - 7.0 / 3.0).abs() < 1e-12);
-        // sd of (1, 2, 4) with n-1 = 1.5275252; / mean 2.3333
-        assert!((cvir(&c) - 1.527_525_231_651_947 / (7.0 / 3.0)).abs() < 1e-9);
     }
 
     #[test]

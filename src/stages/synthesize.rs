@@ -41,7 +41,9 @@ use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, 
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
-use crate::data::schema::{self, N_ATTRIBUTES, attribute_column, attribute_index};
+use crate::data::schema::{
+    self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column, attribute_index,
+};
 use crate::data::tensors::{
     FacesById, images_tensor, labels_of_batch, labels_tensor, read_faces_by_id, resize_square,
     strings, tensor_to_rgb,
@@ -96,35 +98,11 @@ impl Config {
 struct PlanRow {
     sample_id: i64,
     source: String,
-    strategy: String,
+    strategy: PlanStrategy,
     op: Option<String>,
     op_box: [i32; 4],
     op_seed: Option<i64>,
     labels: Labels,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Real,
-    Generated,
-    Classic,
-}
-
-impl Origin {
-    fn of(strategy: &str) -> Origin {
-        match strategy {
-            "original" => Origin::Real,
-            s if schema::GENERATOR_STRATEGIES.contains(&s) => Origin::Generated,
-            _ => Origin::Classic,
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Origin::Real => "real",
-            Origin::Generated => "generated",
-            Origin::Classic => "classic",
-        }
-    }
 }
 
 fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
@@ -168,7 +146,13 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
             rows.push(PlanRow {
                 sample_id: id.value(r),
                 source: src.value(r).to_string(),
-                strategy: strategy.value(r).to_string(),
+                strategy: PlanStrategy::from_name(strategy.value(r)).ok_or_else(|| {
+                    data_error!(
+                        "{}: unknown strategy {:?}; the plan was written by another augment, rerun its balance stage",
+                        path.display(),
+                        strategy.value(r)
+                    )
+                })?,
                 op: (!op.is_null(r)).then(|| op.value(r).to_string()),
                 op_box: [0, 1, 2, 3].map(|k| {
                     if ints[k].is_null(r) {
@@ -414,7 +398,7 @@ fn batch_of(
         rows.iter().map(|r| r.plan.source.as_str()),
     )));
     cols.push(Arc::new(StringArray::from_iter_values(
-        rows.iter().map(|r| r.plan.strategy.as_str()),
+        rows.iter().map(|r| r.plan.strategy.name()),
     )));
     cols.push(Arc::new(StringArray::from_iter_values(
         rows.iter().map(|r| r.origin.name()),
@@ -450,7 +434,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
     let n_generated = plan
         .iter()
-        .filter(|r| Origin::of(&r.strategy) == Origin::Generated)
+        .filter(|r| r.strategy.origin() == Origin::Generated)
         .count();
     if n_generated > 0 && generator.is_none() {
         return Err(data_error!(
@@ -475,7 +459,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     if let Some(g) = &generator
         && let Some(editable) = g.editable()
         && let Some(bad) = plan.iter().find(|r| {
-            Origin::of(&r.strategy) == Origin::Generated
+            r.strategy.origin() == Origin::Generated
                 && (r.labels ^ face_labels[&r.source]) & !editable != 0
         })
     {
@@ -512,7 +496,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
 
     // Real rows first.
-    let originals: Vec<&PlanRow> = plan.iter().filter(|r| r.strategy == "original").collect();
+    let originals: Vec<&PlanRow> = plan
+        .iter()
+        .filter(|r| r.strategy == PlanStrategy::Original)
+        .collect();
     for chunk in originals.chunks(512) {
         let rows: Vec<OutRow> = chunk
             .iter()
@@ -529,7 +516,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             .write(&batch_of(&rows, true, schema::augmented())?)?;
     }
 
-    let todo: Vec<&PlanRow> = plan.iter().filter(|r| r.strategy != "original").collect();
+    let todo: Vec<&PlanRow> = plan
+        .iter()
+        .filter(|r| r.strategy != PlanStrategy::Original)
+        .collect();
     io.say(format!(
         "{} real rows, {} to synthesize ({} by the generator, {} by image operations)",
         originals.len(),
@@ -543,12 +533,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     for chunk in todo.chunks(512) {
         // Generated rows in one batched pass, classic rows in parallel.
         let gen_idx: Vec<usize> = (0..chunk.len())
-            .filter(|&i| Origin::of(&chunk[i].strategy) == Origin::Generated)
+            .filter(|&i| chunk[i].strategy.origin() == Origin::Generated)
             .collect();
         let mut imgs: Vec<Option<RgbImage>> = chunk
             .par_iter()
             .map(|r| -> Result<Option<RgbImage>> {
-                if Origin::of(&r.strategy) == Origin::Generated {
+                if r.strategy.origin() == Origin::Generated {
                     return Ok(None);
                 }
                 let src = decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?;
@@ -596,7 +586,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             .zip(pngs)
             .zip(&agreement)
             .map(|((r, png), a)| {
-                let origin = Origin::of(&r.strategy);
+                let origin = r.strategy.origin();
                 OutRow {
                     plan: r,
                     origin,

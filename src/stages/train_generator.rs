@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::celeba::Labels;
 use crate::data::parquet::{TableWriter, read_columns};
-use crate::data::schema::{self, N_ATTRIBUTES, attribute_column};
+use crate::data::schema::{self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column};
 use crate::data::tensors::{FaceSet, labels_of_batch, strings};
 use crate::data_error;
 use crate::models::attr2face::{Config as NetConfig, Preset as AePreset};
@@ -258,7 +258,9 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
         let strategy = strings(&b, 0)?;
         let labels = labels_of_batch(&b, 1)?;
         for (r, l) in labels.into_iter().enumerate() {
-            if schema::GENERATOR_STRATEGIES.contains(&strategy.value(r)) {
+            if PlanStrategy::from_name(strategy.value(r))
+                .is_some_and(|s| s.origin() == Origin::Generated)
+            {
                 out.push(l);
             }
         }
