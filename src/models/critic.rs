@@ -174,3 +174,10 @@ mod tests {
         }
     }
 }
+
+/// SG-GAN's per-attribute softmax logits as logit differences: (B, n) of
+/// l_{j,1} − l_{j,0} from (B, 2n) logits.
+pub fn value_logit(cls: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let pairs = cls.reshape((cls.dim(0)?, n, 2))?;
+    pairs.narrow(2, 1, 1)?.squeeze(2)? - pairs.narrow(2, 0, 1)?.squeeze(2)?
+}

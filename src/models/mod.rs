@@ -9,6 +9,7 @@
 //! - [`attr2face`]: the presets of the whole "for free" generator family.
 //! - [`critic`]: the WGAN-GP critic with a class head (SG-GAN, StarGAN).
 //! - [`translator`]: the image-to-image generator G(x, labels) of SG-GAN and StarGAN.
+//! - [`editor`]: editing images with a trained translator (inference side).
 //! - [`resnet`]: ResNet-18 for downstream classifiers.
 
 pub mod attr2face;
@@ -16,6 +17,7 @@ pub mod began;
 pub mod classifier;
 pub mod critic;
 pub mod discriminator;
+pub mod editor;
 pub mod mapping;
 pub mod resnet;
 pub mod translator;

@@ -70,6 +70,27 @@ impl Config {
     }
 }
 
+/// G and its critic for editing `attributes` attributes: `paper_128` (both
+/// papers' sizes) or `tiny` (CPU tests). SG-GAN has one output and one class
+/// per value of each attribute, StarGAN one label map and one class per attribute.
+pub fn presets(kind: Kind, tiny: bool, attributes: usize) -> (Config, super::critic::Config) {
+    let (labels, critic) = match kind {
+        Kind::Sggan => (
+            2 * attributes,
+            super::critic::Config::sggan_paper_128(2 * attributes),
+        ),
+        Kind::Stargan => (
+            attributes,
+            super::critic::Config::stargan_paper_128(attributes),
+        ),
+    };
+    if tiny {
+        (Config::tiny(kind, labels), critic.tiny())
+    } else {
+        (Config::paper_128(kind, labels), critic)
+    }
+}
+
 /// Instance norm as group norm with one group per channel.
 fn instance_norm(c: usize, vb: VarBuilder) -> Result<GroupNorm> {
     group_norm(c, c, 1e-5, vb)

@@ -52,10 +52,11 @@ use crate::data_error;
 use crate::models::began::Decoder;
 use crate::models::classifier::Classifier;
 use crate::models::critic::Critic;
+use crate::models::editor::Editor;
 use crate::models::mapping::Mapping;
 use crate::models::translator::{Kind, Translator};
 use crate::train::model_file::{self, Networks};
-use crate::train::translation::{Editor, value_grid};
+use crate::train::translation::value_grid;
 
 fn default_batch() -> usize {
     64

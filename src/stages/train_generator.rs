@@ -37,7 +37,7 @@ use crate::data::schema::{self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_co
 use crate::data::tensors::{FaceSet, labels_of_batch, strings};
 use crate::data_error;
 use crate::models::attr2face::{Config as NetConfig, Preset as AePreset};
-use crate::models::translator::Kind;
+use crate::models::translator::{self, Kind};
 use crate::train::attr2face::{
     self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
@@ -425,7 +425,7 @@ fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
 /// `model = "sggan" | "stargan"`.
 fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> {
     let attrs = c.translation_attributes().map_err(|e| data_error!("{e}"))?;
-    let nets = translation::networks(kind, c.preset() == Preset::Tiny, attrs.len());
+    let nets = translator::presets(kind, c.preset() == Preset::Tiny, attrs.len());
     let size = nets.0.image_size;
     let dev = io.candle_device()?;
     let ingest = io.input(StageKind::Ingest)?;
@@ -464,17 +464,15 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);
-    let trained = translation::train(
+    let spec = translation::Spec {
         kind,
-        &nets,
-        &attrs,
-        &c.translation,
-        c.batch_size,
+        nets: nets.clone(),
+        attrs: attrs.clone(),
+        opts: c.translation.clone(),
+        batch: c.batch_size,
         seed,
-        &data,
-        &dev,
-        &env,
-    )?;
+    };
+    let trained = translation::train(&spec, &data, &dev, &env)?;
     let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
         "val: critic's Wasserstein estimate {:.4} → {:.4}; its classification loss on real faces \

@@ -15,6 +15,7 @@
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
+//! - [`accumulate`]: gradients of a batch summed over micro-batches.
 //! - [`probe`]: the linear probe on frozen features (G_en or Inception).
 //! - [`model_file`]: `model.json`, the typed record of a trained generator.
 
@@ -33,6 +34,7 @@ pub unsafe fn enable_second_order_gradients() {
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
 }
 
+pub mod accumulate;
 pub mod attr2face;
 pub mod classifier;
 pub mod losses;
