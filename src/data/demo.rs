@@ -237,14 +237,11 @@ impl Canvas {
             p[k] = p[k] * (1.0 - alpha) + c[k] * alpha;
         }
     }
-    /// Fills the ellipse; `inside` may restrict the region further.
-    #[allow(clippy::too_many_arguments)]
+    /// Fills the ellipse centred at (cx, cy) with radii (rx, ry); `inside`
+    /// may restrict the region further.
     fn ellipse(
         &mut self,
-        cx: f32,
-        cy: f32,
-        rx: f32,
-        ry: f32,
+        (cx, cy, rx, ry): (f32, f32, f32, f32),
         c: [f32; 3],
         alpha: f32,
         inside: impl Fn(f32, f32) -> bool,
@@ -296,7 +293,7 @@ impl Canvas {
             for s in 0..=steps {
                 let t = s as f32 / steps as f32;
                 let (x, y) = (ax + (bx - ax) * t, ay + (by - ay) * t);
-                self.ellipse(x, y, thick / 2.0, thick / 2.0, c, alpha, |_, _| true);
+                self.ellipse((x, y, thick / 2.0, thick / 2.0), c, alpha, |_, _| true);
             }
         }
     }
@@ -344,24 +341,66 @@ fn scale(c: [f32; 3], f: f32) -> [f32; 3] {
     c.map(|v| (v * f).clamp(0.0, 1.0))
 }
 
-/// Renders one 178×218 face from its identity and labels.
+/// A face being drawn: the canvas, the identity and labels, and the head's
+/// geometry (centre, half width and half height), hair and skin colours.
+struct Face<'a> {
+    idn: &'a Identity,
+    l: Labels,
+    cx: f32,
+    cy: f32,
+    fw: f32,
+    fh: f32,
+    hair: [f32; 3],
+    skin: [f32; 3],
+}
+
+impl Face<'_> {
+    fn has(&self, name: &str) -> bool {
+        celeba::label(self.l, a(name))
+    }
+}
+
+/// Renders one 178×218 face from its identity and labels, back to front.
 fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
-    let has = |name: &str| celeba::label(l, a(name));
-    let mut cv = Canvas::new(WIDTH, HEIGHT, idn.background);
     let cx = 89.0 + r.random_range(-3.0..3.0);
     let cy = 122.0 + r.random_range(-3.0..3.0);
-    let fw = 40.0 * idn.face_w;
-    let fh = 54.0;
-    let hair = hair_colour(idn.hair);
-    let skin = idn.skin;
+    let mut cv = Canvas::new(WIDTH, HEIGHT, idn.background);
+    let f = Face {
+        idn,
+        l,
+        cx,
+        cy,
+        fw: 40.0 * idn.face_w,
+        fh: 54.0,
+        hair: hair_colour(idn.hair),
+        skin: idn.skin,
+    };
+    shoulders_and_long_hair(&mut cv, &f, r);
+    head_and_ears(&mut cv, &f);
+    facial_hair(&mut cv, &f);
+    hair_on_top(&mut cv, &f);
+    eyes_and_brows(&mut cv, &f);
+    nose_and_cheeks(&mut cv, &f);
+    mouth(&mut cv, &f);
+    hat_and_neckwear(&mut cv, &f, r);
+    let has = |name: &str| f.has(name);
+    let blur = if has("Blurry") { 3 } else { 1 };
+    cv.box_blur(blur);
+    cv.into_rgb(r)
+}
 
+/// Shoulders, clothes and long hair behind the head (not for bald or most men).
+fn shoulders_and_long_hair(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
+    let (cx, cy, fw, fh, hair, skin) = (f.cx, f.cy, f.fw, f.fh, f.hair, f.skin);
+    let has = |name: &str| f.has(name);
+    let idn = f.idn;
     // Shoulders / clothes.
     let cloth = [
         r.random_range(0.1..0.9),
         r.random_range(0.1..0.9),
         r.random_range(0.1..0.9),
     ];
-    cv.ellipse(cx, 230.0, 80.0, 50.0, cloth, 1.0, |_, _| true);
+    cv.ellipse((cx, 230.0, 80.0, 50.0), cloth, 1.0, |_, _| true);
     cv.rect(
         cx - 14.0,
         cy + 40.0,
@@ -377,10 +416,7 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
         // Wavy hair: an undulating outline.
         let rx = fw + 16.0;
         cv.ellipse(
-            cx,
-            cy + 10.0,
-            rx + 6.0,
-            fh + 30.0,
+            (cx, cy + 10.0, rx + 6.0, fh + 30.0),
             hair,
             1.0,
             move |x, y| {
@@ -393,53 +429,54 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             },
         );
     }
+}
+
+/// The head, ears and earrings.
+fn head_and_ears(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, fw, fh, skin) = (f.cx, f.cy, f.fw, f.fh, f.skin);
+    let has = |name: &str| f.has(name);
     // Head.
-    cv.ellipse(cx, cy, fw, fh, skin, 1.0, |_, _| true);
+    cv.ellipse((cx, cy, fw, fh), skin, 1.0, |_, _| true);
     // Ears and earrings.
     for s in [-1.0f32, 1.0] {
         cv.ellipse(
-            cx + s * (fw + 2.0),
-            cy + 2.0,
-            6.0,
-            11.0,
+            (cx + s * (fw + 2.0), cy + 2.0, 6.0, 11.0),
             scale(skin, 0.92),
             1.0,
             |_, _| true,
         );
         if has("Wearing_Earrings") {
             cv.ellipse(
-                cx + s * (fw + 3.0),
-                cy + 15.0,
-                3.0,
-                3.0,
+                (cx + s * (fw + 3.0), cy + 15.0, 3.0, 3.0),
                 [0.95, 0.8, 0.2],
                 1.0,
                 |_, _| true,
             );
         }
     }
-    // Beard, goatee, stubble, sideburns.
+}
+
+/// Beard, goatee, stubble, sideburns.
+fn facial_hair(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, fw, fh, hair) = (f.cx, f.cy, f.fw, f.fh, f.hair);
+    let has = |name: &str| f.has(name);
     let beard_col = scale(hair, 0.8);
     if !has("No_Beard") && !has("Goatee") {
         cv.ellipse(
-            cx,
-            cy + 22.0,
-            fw * 0.95,
-            fh * 0.62,
+            (cx, cy + 22.0, fw * 0.95, fh * 0.62),
             beard_col,
             0.85,
             move |_, y| y > cy + 14.0,
         );
     }
     if has("Goatee") {
-        cv.ellipse(cx, cy + fh - 8.0, 11.0, 10.0, beard_col, 0.95, |_, _| true);
+        cv.ellipse((cx, cy + fh - 8.0, 11.0, 10.0), beard_col, 0.95, |_, _| {
+            true
+        });
     }
     if has("5_o_Clock_Shadow") {
         cv.ellipse(
-            cx,
-            cy + 22.0,
-            fw * 0.9,
-            fh * 0.6,
+            (cx, cy + 22.0, fw * 0.9, fh * 0.6),
             [0.2, 0.2, 0.2],
             0.25,
             move |_, y| y > cy + 12.0,
@@ -457,14 +494,18 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             );
         }
     }
+}
+
+/// Hair on top (with bangs), a shine on a bald head, forehead wrinkles when not young.
+fn hair_on_top(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, fw, fh, hair, skin) = (f.cx, f.cy, f.fw, f.fh, f.hair, f.skin);
+    let has = |name: &str| f.has(name);
+    let idn = f.idn;
     // Hair on top.
     if !idn.bald {
         let top = cy - fh * 0.45;
         cv.ellipse(
-            cx,
-            cy - fh * 0.55,
-            fw + 4.0,
-            fh * 0.58,
+            (cx, cy - fh * 0.55, fw + 4.0, fh * 0.58),
             hair,
             1.0,
             move |_, y| y < top,
@@ -482,10 +523,7 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
     } else {
         // A shine on the bald head.
         cv.ellipse(
-            cx - 10.0,
-            cy - fh * 0.7,
-            10.0,
-            6.0,
+            (cx - 10.0, cy - fh * 0.7, 10.0, 6.0),
             [1.0, 1.0, 1.0],
             0.35,
             |_, _| true,
@@ -502,6 +540,13 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             );
         }
     }
+}
+
+/// Eyes, brows, bags, makeup and eyeglasses.
+fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, hair, skin) = (f.cx, f.cy, f.hair, f.skin);
+    let has = |name: &str| f.has(name);
+    let idn = f.idn;
     // Eyes and brows.
     let eye_y = cy - 6.0;
     let eye_dx = 16.0 * idn.face_w;
@@ -510,21 +555,17 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
         let ex = cx + s * eye_dx;
         if has("Heavy_Makeup") {
             cv.ellipse(
-                ex,
-                eye_y - 3.0,
-                9.0,
-                5.0,
+                (ex, eye_y - 3.0, 9.0, 5.0),
                 [0.45, 0.25, 0.55],
                 0.6,
                 |_, _| true,
             );
         }
-        cv.ellipse(ex, eye_y, 7.0, eye_ry, [0.97, 0.97, 0.97], 1.0, |_, _| true);
+        cv.ellipse((ex, eye_y, 7.0, eye_ry), [0.97, 0.97, 0.97], 1.0, |_, _| {
+            true
+        });
         cv.ellipse(
-            ex,
-            eye_y,
-            2.8,
-            eye_ry.min(2.8),
+            (ex, eye_y, 2.8, eye_ry.min(2.8)),
             [0.12, 0.08, 0.05],
             1.0,
             |_, _| true,
@@ -558,13 +599,17 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             1.0,
         );
     }
+}
+
+/// The nose and rosy cheeks.
+fn nose_and_cheeks(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, skin) = (f.cx, f.cy, f.skin);
+    let has = |name: &str| f.has(name);
+    let idn = f.idn;
     // Nose.
     let nose_w = if idn.big_nose { 7.0 } else { 4.0 };
     cv.ellipse(
-        cx,
-        cy + 12.0,
-        nose_w,
-        5.0,
+        (cx, cy + 12.0, nose_w, 5.0),
         scale(skin, 0.82),
         1.0,
         |_, _| true,
@@ -573,16 +618,20 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
     if has("Rosy_Cheeks") {
         for s in [-1.0f32, 1.0] {
             cv.ellipse(
-                cx + s * 22.0,
-                cy + 12.0,
-                8.0,
-                5.0,
+                (cx + s * 22.0, cy + 12.0, 8.0, 5.0),
                 [0.95, 0.45, 0.5],
                 0.5,
                 |_, _| true,
             );
         }
     }
+}
+
+/// The mouth: a smile curves up; an open mouth shows a dark inside; lips, lipstick, mustache.
+fn mouth(cv: &mut Canvas, f: &Face) {
+    let (cx, cy, hair, skin) = (f.cx, f.cy, f.hair, f.skin);
+    let has = |name: &str| f.has(name);
+    let beard_col = scale(hair, 0.8);
     // Mouth: a smile curves up; an open mouth shows a dark inside.
     let my = cy + 28.0;
     let lip = if has("Wearing_Lipstick") {
@@ -595,10 +644,7 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
     let mw = if smile { 14.0 } else { 10.0 };
     if open {
         cv.ellipse(
-            cx,
-            my + 1.0,
-            mw * 0.8,
-            if smile { 5.0 } else { 3.5 },
+            (cx, my + 1.0, mw * 0.8, if smile { 5.0 } else { 3.5 }),
             [0.25, 0.05, 0.05],
             1.0,
             |_, _| true,
@@ -636,6 +682,12 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             1.0,
         );
     }
+}
+
+/// Hat, necktie and necklace.
+fn hat_and_neckwear(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
+    let (cx, cy, fw, fh) = (f.cx, f.cy, f.fw, f.fh);
+    let has = |name: &str| f.has(name);
     // Hat.
     if has("Wearing_Hat") {
         let hat = [
@@ -676,8 +728,6 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
             1.0,
         );
     }
-    cv.box_blur(if has("Blurry") { 3 } else { 1 });
-    cv.into_rgb(r)
 }
 
 /// Image ids `000001.jpg`, ... and their labels/identities for `n` demo faces.
