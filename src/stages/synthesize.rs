@@ -445,44 +445,22 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
     let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
-    let FacesById {
-        png: face_png,
-        labels: face_labels,
-    } = read_faces_by_id(&faces_path, &wanted)?;
-    if let Some(missing) = plan.iter().find(|r| !face_png.contains_key(&r.source)) {
-        return Err(data_error!(
-            "plan row {} names source {}, which `{}` does not have; rerun the balance stage on this ingest",
-            missing.sample_id,
-            missing.source,
-            faces_path.display()
-        ));
-    }
-    if let Some(g) = &generator
-        && let Some(editable) = g.editable()
-        && let Some(bad) = plan.iter().find(|r| {
-            r.strategy.origin() == Origin::Generated
-                && (r.labels ^ face_labels[&r.source]) & !editable != 0
-        })
-    {
-        let changed = (bad.labels ^ face_labels[&bad.source]) & !editable;
-        let names: Vec<&str> = (0..N_ATTRIBUTES)
-            .filter(|&i| changed >> i & 1 == 1)
-            .map(|i| schema::ATTRIBUTES[i])
-            .collect();
-        return Err(data_error!(
-            "plan row {} changes {}, which translation generator `{}` does not edit; \
-             give the balance stage `attributes = [...]` within the generator's `translation.attributes`",
-            bad.sample_id,
-            names.join(", "),
-            g.name.split('@').next().unwrap_or("")
-        ));
-    }
-    let face_size = match face_png.values().next() {
+    let faces = read_faces_by_id(&faces_path, &wanted)?;
+    check_plan(&plan, &faces_path, &faces, generator.as_ref())?;
+    let face_size = match faces.png.values().next() {
         Some(b) => decode_rgb(b).map_err(|e| data_error!("{e}"))?.width() as usize,
         None => 64,
     };
-    let run_seed = io.run_seed as i64;
     let gen_name = generator.as_ref().map(|g| g.name.clone());
+    let s = Synthesis {
+        c,
+        dev,
+        generator,
+        faces,
+        face_size,
+        run_seed: io.run_seed as i64,
+        gen_name,
+    };
 
     let out = &io.out_dir;
     let mut w = Writers {
@@ -501,21 +479,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         .iter()
         .filter(|r| r.strategy == PlanStrategy::Original)
         .collect();
-    for chunk in originals.chunks(512) {
-        let rows: Vec<OutRow> = chunk
-            .iter()
-            .map(|r| OutRow {
-                plan: r,
-                origin: Origin::Real,
-                generator: None,
-                seed: None,
-                agreement: None,
-                png: face_png[&r.source].clone(),
-            })
-            .collect();
-        w.augmented
-            .write(&batch_of(&rows, true, schema::augmented())?)?;
-    }
+    s.write_originals(&mut w, &originals)?;
 
     let todo: Vec<&PlanRow> = plan
         .iter()
@@ -532,79 +496,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let mut agreement_sum = 0.0;
     let mut agreement_n = 0usize;
     for chunk in todo.chunks(512) {
-        // Generated rows in one batched pass, classic rows in parallel.
-        let gen_idx: Vec<usize> = (0..chunk.len())
-            .filter(|&i| chunk[i].strategy.origin() == Origin::Generated)
-            .collect();
-        let mut imgs: Vec<Option<RgbImage>> = chunk
-            .par_iter()
-            .map(|r| -> Result<Option<RgbImage>> {
-                if r.strategy.origin() == Origin::Generated {
-                    return Ok(None);
-                }
-                let src = decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?;
-                Ok(Some(classic_image(r, &src)?))
-            })
-            .collect::<Result<_>>()?;
-        if let Some(g) = &generator
-            && !gen_idx.is_empty()
-        {
-            let targets: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
-            let sources: Vec<(Labels, RgbImage)> = match g.editable() {
-                Some(_) => gen_idx
-                    .par_iter()
-                    .map(|&i| {
-                        let r = chunk[i];
-                        let img =
-                            decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?;
-                        Ok((face_labels[&r.source], img))
-                    })
-                    .collect::<Result<_>>()?,
-                None => Vec::new(),
-            };
-            let drawn = g.draw(&targets, &sources, c.batch_size, &dev)?;
-            for (&i, img) in gen_idx.iter().zip(drawn) {
-                imgs[i] = Some(resize_square(img, face_size));
-            }
-        }
-        let imgs: Vec<RgbImage> = imgs
-            .into_iter()
-            .map(|i| i.expect("every row drawn"))
-            .collect();
-        let agreement: Vec<Option<f64>> = match &generator {
-            Some(g) => {
-                let labels: Vec<Labels> = chunk.iter().map(|r| r.labels).collect();
-                g.agreement(&imgs, &labels, c.batch_size, &dev)?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            }
-            None => vec![None; chunk.len()],
-        };
-        let pngs: Vec<Vec<u8>> = imgs.par_iter().map(encode_png).collect::<Result<_>>()?;
-        let rows: Vec<OutRow> = chunk
-            .iter()
-            .zip(pngs)
-            .zip(&agreement)
-            .map(|((r, png), a)| {
-                let origin = r.strategy.origin();
-                OutRow {
-                    plan: r,
-                    origin,
-                    generator: (origin == Origin::Generated)
-                        .then_some(gen_name.as_deref())
-                        .flatten(),
-                    seed: Some(if r.op.as_deref() == Some("erase") {
-                        r.op_seed.unwrap_or(run_seed)
-                    } else {
-                        run_seed
-                    }),
-                    agreement: *a,
-                    png,
-                }
-            })
-            .collect();
-        for a in agreement.iter().flatten() {
+        let rows = s.synthesize(chunk)?;
+        for a in rows.iter().filter_map(|r| r.agreement) {
             agreement_sum += a;
             agreement_n += 1;
         }
@@ -637,27 +530,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io.say(format!("mean label agreement of synthesized rows: {a:.4}"));
     }
     let mut files = Vec::new();
-    if let Some(g) = &generator
-        && c.grid_rows > 0
-        && !originals.is_empty()
-    {
-        let sources: Vec<&PlanRow> = originals.iter().copied().take(c.grid_rows).collect();
-        let grid = match g.editor() {
-            Some((ed, _)) => {
-                let imgs: Vec<RgbImage> = sources
-                    .iter()
-                    .map(|r| {
-                        Ok(resize_square(
-                            decode_rgb(&face_png[&r.source]).map_err(|e| data_error!("{e}"))?,
-                            g.image_size,
-                        ))
-                    })
-                    .collect::<Result<_>>()?;
-                let src: Vec<Labels> = sources.iter().map(|r| face_labels[&r.source]).collect();
-                value_grid(&ed, &images_tensor(&imgs, &dev)?, &src)?
-            }
-            None => fig6_grid(g, &sources, &face_png, face_size, &dev)?,
-        };
+    if let Some(grid) = s.sample_grid(&originals)? {
         grid.save(out.join("grid.png"))?;
         files.push("grid.png".to_string());
     }
@@ -673,19 +546,203 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             "generated_rows": n_generated,
             "dropped_by_min_label_agreement": w.dropped,
             "mean_label_agreement": mean_agreement,
-            "generator": gen_name,
+            "generator": s.gen_name,
         }),
         lineage: Lineage {
             generator: io
                 .optional_input(StageKind::TrainGenerator)
-                .zip(generator.as_ref())
-                .map(|(s, g)| GeneratorRef {
-                    stage: s.name.clone(),
+                .zip(s.generator.as_ref())
+                .map(|(i, g)| GeneratorRef {
+                    stage: i.name.clone(),
                     translator: matches!(g.nets, Nets::Translation { .. }),
                 }),
             ..Lineage::inherit(&io.inputs)
         },
     })
+}
+
+/// Every plan row names a face of the ingest input, and a translation
+/// generator's rows change only the attributes it edits.
+fn check_plan(
+    plan: &[PlanRow],
+    faces_path: &Path,
+    faces: &FacesById,
+    generator: Option<&Generator>,
+) -> Result<()> {
+    if let Some(missing) = plan.iter().find(|r| !faces.png.contains_key(&r.source)) {
+        return Err(data_error!(
+            "plan row {} names source {}, which `{}` does not have; rerun the balance stage on this ingest",
+            missing.sample_id,
+            missing.source,
+            faces_path.display()
+        ));
+    }
+    if let Some(g) = generator
+        && let Some(editable) = g.editable()
+        && let Some(bad) = plan.iter().find(|r| {
+            r.strategy.origin() == Origin::Generated
+                && (r.labels ^ faces.labels[&r.source]) & !editable != 0
+        })
+    {
+        let changed = (bad.labels ^ faces.labels[&bad.source]) & !editable;
+        let names: Vec<&str> = (0..N_ATTRIBUTES)
+            .filter(|&i| changed >> i & 1 == 1)
+            .map(|i| schema::ATTRIBUTES[i])
+            .collect();
+        return Err(data_error!(
+            "plan row {} changes {}, which translation generator `{}` does not edit; \
+             give the balance stage `attributes = [...]` within the generator's `translation.attributes`",
+            bad.sample_id,
+            names.join(", "),
+            g.name.split('@').next().unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+/// What synthesizing needs: the settings, the generator (if any) and the
+/// source faces of the plan.
+struct Synthesis<'a> {
+    c: &'a Config,
+    dev: Device,
+    generator: Option<Generator>,
+    faces: FacesById,
+    /// Side of the ingested faces; generated images are resized to it.
+    face_size: usize,
+    run_seed: i64,
+    /// `<stage>@sha256:<generator file>`, recorded in generated rows.
+    gen_name: Option<String>,
+}
+
+impl Synthesis<'_> {
+    fn source_image(&self, r: &PlanRow) -> Result<RgbImage> {
+        decode_rgb(&self.faces.png[&r.source]).map_err(|e| data_error!("{e}"))
+    }
+
+    /// The real rows into `augmented`, in chunks of 512.
+    fn write_originals(&self, w: &mut Writers, originals: &[&PlanRow]) -> Result<()> {
+        for chunk in originals.chunks(512) {
+            let rows: Vec<OutRow> = chunk
+                .iter()
+                .map(|r| OutRow {
+                    plan: r,
+                    origin: Origin::Real,
+                    generator: None,
+                    seed: None,
+                    agreement: None,
+                    png: self.faces.png[&r.source].clone(),
+                })
+                .collect();
+            w.augmented
+                .write(&batch_of(&rows, true, schema::augmented())?)?;
+        }
+        Ok(())
+    }
+
+    /// The rows of one chunk of the plan: generated rows in one batched
+    /// pass, classic rows in parallel, then the judge's label agreement.
+    fn synthesize<'r>(&'r self, chunk: &[&'r PlanRow]) -> Result<Vec<OutRow<'r>>> {
+        let imgs = self.images(chunk)?;
+        let agreement: Vec<Option<f64>> = match &self.generator {
+            Some(g) => {
+                let labels: Vec<Labels> = chunk.iter().map(|r| r.labels).collect();
+                g.agreement(&imgs, &labels, self.c.batch_size, &self.dev)?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => vec![None; chunk.len()],
+        };
+        let pngs: Vec<Vec<u8>> = imgs.par_iter().map(encode_png).collect::<Result<_>>()?;
+        Ok(chunk
+            .iter()
+            .zip(pngs)
+            .zip(&agreement)
+            .map(|((r, png), a)| {
+                let origin = r.strategy.origin();
+                OutRow {
+                    plan: r,
+                    origin,
+                    generator: (origin == Origin::Generated)
+                        .then_some(self.gen_name.as_deref())
+                        .flatten(),
+                    seed: Some(if r.op.as_deref() == Some("erase") {
+                        r.op_seed.unwrap_or(self.run_seed)
+                    } else {
+                        self.run_seed
+                    }),
+                    agreement: *a,
+                    png,
+                }
+            })
+            .collect())
+    }
+
+    /// The image of every row of `chunk`.
+    fn images(&self, chunk: &[&PlanRow]) -> Result<Vec<RgbImage>> {
+        let gen_idx: Vec<usize> = (0..chunk.len())
+            .filter(|&i| chunk[i].strategy.origin() == Origin::Generated)
+            .collect();
+        let mut imgs: Vec<Option<RgbImage>> = chunk
+            .par_iter()
+            .map(|r| -> Result<Option<RgbImage>> {
+                if r.strategy.origin() == Origin::Generated {
+                    return Ok(None);
+                }
+                Ok(Some(classic_image(r, &self.source_image(r)?)?))
+            })
+            .collect::<Result<_>>()?;
+        if let Some(g) = &self.generator
+            && !gen_idx.is_empty()
+        {
+            let targets: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
+            let sources: Vec<(Labels, RgbImage)> = match g.editable() {
+                Some(_) => gen_idx
+                    .par_iter()
+                    .map(|&i| {
+                        let r = chunk[i];
+                        Ok((self.faces.labels[&r.source], self.source_image(r)?))
+                    })
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            };
+            let drawn = g.draw(&targets, &sources, self.c.batch_size, &self.dev)?;
+            for (&i, img) in gen_idx.iter().zip(drawn) {
+                imgs[i] = Some(resize_square(img, self.face_size));
+            }
+        }
+        Ok(imgs
+            .into_iter()
+            .map(|i| i.expect("every row drawn"))
+            .collect())
+    }
+
+    /// The sample grid of the generator on the first `grid_rows` real faces
+    /// (a translator's value grid, or Fig. 6 for attr2face).
+    fn sample_grid(&self, originals: &[&PlanRow]) -> Result<Option<RgbImage>> {
+        let Some(g) = &self.generator else {
+            return Ok(None);
+        };
+        if self.c.grid_rows == 0 || originals.is_empty() {
+            return Ok(None);
+        }
+        let sources: Vec<&PlanRow> = originals.iter().copied().take(self.c.grid_rows).collect();
+        let grid = match g.editor() {
+            Some((ed, _)) => {
+                let imgs: Vec<RgbImage> = sources
+                    .iter()
+                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
+                    .collect::<Result<_>>()?;
+                let src: Vec<Labels> = sources
+                    .iter()
+                    .map(|r| self.faces.labels[&r.source])
+                    .collect();
+                value_grid(&ed, &images_tensor(&imgs, &self.dev)?, &src)?
+            }
+            None => fig6_grid(g, &sources, &self.faces.png, self.face_size, &self.dev)?,
+        };
+        Ok(Some(grid))
+    }
 }
 
 /// Fig. 6: per source face, the real image, the image drawn for its labels,
