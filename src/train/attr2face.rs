@@ -523,6 +523,20 @@ fn steps(epochs: f64, fixed: Option<usize>, n: usize, batch: usize) -> usize {
     fixed.unwrap_or_else(|| steps_for_epochs(epochs, n, batch))
 }
 
+/// One training run's shared state: what every phase reads, and the log
+/// rows and summary they add to.
+struct Run<'a> {
+    cfg: &'a NetConfig,
+    opts: &'a Options,
+    data: &'a Data<'a>,
+    dev: &'a Device,
+    env: &'a PhaseEnv<'a>,
+    /// Faces of the fixed sample grids (val rows when there are any).
+    sample_rows: Vec<usize>,
+    log: Vec<LogRow>,
+    summary: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Runs every phase (resuming where `env.dir` has checkpoints).
 pub fn train(
     cfg: &NetConfig,
@@ -534,19 +548,58 @@ pub fn train(
     if data.train.is_empty() {
         bail!("no training rows");
     }
-    let n = data.train.len();
-    let bs = opts.batch_size;
-    let seed = opts.seed;
-    let mut log = Vec::new();
-    let mut summary = serde_json::Map::new();
     let sample_rows: Vec<usize> = if data.val.is_empty() {
         data.train.iter().copied().take(8).collect()
     } else {
         data.val.iter().copied().take(8).collect()
     };
-
+    let mut run = Run {
+        cfg,
+        opts,
+        data,
+        dev,
+        env,
+        sample_rows,
+        log: Vec::new(),
+        summary: serde_json::Map::new(),
+    };
     // Phase 1: the autoencoder (the paper's method only).
     let autoencoder = if opts.model == Model::Attr2face {
+        Some(run.autoencoder()?)
+    } else {
+        None
+    };
+    // Phase 2: the classifier.
+    let mut cp = run.classifier()?;
+    // Phase 3: Φ (or Φ + decoder from scratch for the DCGAN ablation).
+    let mut mp = run.mapping(autoencoder.as_ref(), &cp)?;
+    // Recursive rounds (Table 4).
+    run.recursive_rounds(autoencoder.as_ref(), &mut cp, &mut mp)?;
+    // The generator to ship: Φ and the decoder it was trained against.
+    let mut generator = frozen(&mp.gen_vm);
+    if let Some(ae) = &autoencoder {
+        for (k, v) in ae {
+            if k.starts_with("decoder.") {
+                generator.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Trained {
+        log: run.log,
+        summary: run.summary.into(),
+        generator,
+        classifier: frozen(&cp.vm),
+        autoencoder,
+    })
+}
+
+impl<'a> Run<'a> {
+    /// Phase 1: G_en, G_de against the BEGAN discriminator; returns the
+    /// trained encoder and decoder weights.
+    fn autoencoder(&mut self) -> Result<HashMap<String, Tensor>> {
+        let (cfg, opts, data, dev, env) = (self.cfg, self.opts, self.data, self.dev, self.env);
+        let (n, bs, seed) = (data.train.len(), opts.batch_size, opts.seed);
+        let (log, summary, sample_rows) = (&mut self.log, &mut self.summary, &self.sample_rows);
         let (gen_vm, (enc, dec)) = new_net(seed, dev, |vb| {
             Ok((
                 Encoder::new(&cfg.autoencoder, vb.pp("encoder"))?,
@@ -591,188 +644,205 @@ pub fn train(
             }
             log.push(row("autoencoder", total, "val/rec_l1", fin));
         }
-        Some(frozen(&p.gen_vm))
-    } else {
-        None
-    };
-
-    // Phase 2: the classifier.
-    let (c_vm, c_net) = new_net(seed + 2, dev, |vb| Classifier::new(&cfg.classifier, vb))?;
-    let c_steps = steps(opts.classifier.epochs, opts.classifier.steps, n, bs);
-    let mut cp = ClassifierPhase {
-        data,
-        dev: dev.clone(),
-        batch: bs,
-        seed: seed + 12,
-        opt: adam(&c_vm, opts.classifier.lr)?,
-        vm: c_vm,
-        net: c_net,
-        generated: None,
-    };
-    let r = run_phase(env, "classifier", c_steps, &mut cp)?;
-    log.extend(r.log);
-    if !data.val.is_empty() {
-        let acc = cp.val_accuracy()?;
-        let majority = majority_accuracy(data);
-        log.push(row("classifier", c_steps, "val/accuracy", acc));
-        log.push(row(
-            "classifier",
-            c_steps,
-            "val/majority_accuracy",
-            majority,
-        ));
-        summary.insert(
-            "classifier".into(),
-            serde_json::json!({"steps": c_steps, "val_accuracy": acc,
-                               "val_majority_accuracy": majority, "wall_time_s": r.wall_time_s}),
-        );
+        Ok(frozen(&p.gen_vm))
     }
 
-    // Phase 3: Φ (or Φ + decoder from scratch for the DCGAN ablation).
-    let m_steps = steps(opts.mapping.epochs, opts.mapping.steps, n, bs);
-    let from_scratch = opts.model == Model::Dcgan;
-    let (gen_vm, (mapping, decoder)) = if let Some(ae) = &autoencoder {
-        let (vm, phi) = new_net(seed + 3, dev, |vb| {
-            Mapping::new(&cfg.mapping, vb.pp("mapping"))
-        })?;
-        let dec = Decoder::new(&cfg.autoencoder, vb_of(ae, dev).pp("decoder"))?;
-        (vm, (phi, dec))
-    } else {
-        new_net(seed + 3, dev, |vb| {
-            Ok((
-                Mapping::new(&cfg.mapping, vb.pp("mapping"))?,
-                Decoder::new(&cfg.autoencoder, vb.pp("decoder"))?,
-            ))
-        })?
-    };
-    let d_conv_cfg = if from_scratch {
-        crate::models::classifier::Config {
-            activation: Activation::LeakyRelu,
-            ..cfg.d_conv.clone()
-        }
-    } else {
-        cfg.d_conv.clone()
-    };
-    let (d_vm, (d_fc, d_conv)) = new_net(seed + 4, dev, |vb| {
-        let d_fc = if from_scratch {
-            None
-        } else {
-            Some(FcDiscriminator::new(&cfg.d_fc, vb.pp("d_fc"))?)
+    /// Phase 2: the classifier C on real faces.
+    fn classifier(&mut self) -> Result<ClassifierPhase<'a>> {
+        let (cfg, opts, data, dev, env) = (self.cfg, self.opts, self.data, self.dev, self.env);
+        let (n, bs, seed) = (data.train.len(), opts.batch_size, opts.seed);
+        let (log, summary) = (&mut self.log, &mut self.summary);
+        let (c_vm, c_net) = new_net(seed + 2, dev, |vb| Classifier::new(&cfg.classifier, vb))?;
+        let c_steps = steps(opts.classifier.epochs, opts.classifier.steps, n, bs);
+        let mut cp = ClassifierPhase {
+            data,
+            dev: dev.clone(),
+            batch: bs,
+            seed: seed + 12,
+            opt: adam(&c_vm, opts.classifier.lr)?,
+            vm: c_vm,
+            net: c_net,
+            generated: None,
         };
-        Ok((d_fc, ConvDiscriminator::new(&d_conv_cfg, vb.pp("d_conv"))?))
-    })?;
-    let encoder = match &autoencoder {
-        Some(ae) => Some(Encoder::new(
-            &cfg.autoencoder,
-            vb_of(ae, dev).pp("encoder"),
-        )?),
-        None => None,
-    };
-    let classifier_frozen = frozen(&cp.vm);
-    let mut mp = MappingPhase {
-        data,
-        dev: dev.clone(),
-        opts: opts.mapping.clone(),
-        perceptual: opts.perceptual_loss && !from_scratch,
-        batch: bs,
-        seed: seed + 13,
-        opt_g: adam(&gen_vm, opts.mapping.lr)?,
-        opt_d: adam(&d_vm, opts.mapping.discriminator_lr)?,
-        gen_vm,
-        mapping,
-        decoder,
-        encoder,
-        classifier: Some(Classifier::new(
-            &cfg.classifier,
-            vb_of(&classifier_frozen, dev),
-        )?),
-        d_vm,
-        d_fc,
-        d_conv,
-        sample_rows: sample_rows.clone(),
-    };
-    let phase3 = if from_scratch { "dcgan" } else { "mapping" };
-    let init = if super::phase_done(env.dir, phase3) {
-        None
-    } else {
-        mp.val_rec_emb()?
-    };
-    let r = run_phase(env, phase3, m_steps, &mut mp)?;
-    log.extend(r.log);
-    let fin = mp.val_rec_emb()?;
-    if let Some(i) = init {
-        log.push(row(phase3, 0, "val/rec_emb", i));
-    }
-    if let Some(f) = fin {
-        log.push(row(phase3, m_steps, "val/rec_emb", f));
-    }
-    summary.insert(
-        phase3.into(),
-        serde_json::json!({"steps": m_steps, "val_rec_emb_init": init, "val_rec_emb": fin,
-                           "wall_time_s": r.wall_time_s}),
-    );
-
-    // Recursive rounds (Table 4).
-    let pool: Vec<Labels> = if data.plan_labels.is_empty() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed + 5);
-        data.train
-            .iter()
-            .map(|&i| data.faces.labels[i] ^ (1u64 << rng.random_range(0..N_ATTRIBUTES)))
-            .collect()
-    } else {
-        data.plan_labels.clone()
-    };
-    for round in 2..=opts.recursive_times {
-        let dec_t = frozen(&mp.gen_vm);
-        let generator_r = FrozenGenerator {
-            mapping: Mapping::new(&cfg.mapping, vb_of(&dec_t, dev).pp("mapping"))?,
-            decoder: match &autoencoder {
-                Some(ae) => Decoder::new(&cfg.autoencoder, vb_of(ae, dev).pp("decoder"))?,
-                None => Decoder::new(&cfg.autoencoder, vb_of(&dec_t, dev).pp("decoder"))?,
-            },
-        };
-        cp.generated = Some((generator_r, pool.clone()));
-        cp.opt = adam(&cp.vm, opts.classifier.lr)?;
-        let name_c = format!("classifier_round{round}");
-        let r = run_phase(env, &name_c, c_steps, &mut cp)?;
+        let r = run_phase(env, "classifier", c_steps, &mut cp)?;
         log.extend(r.log);
-        cp.generated = None;
-        let c_t = frozen(&cp.vm);
-        mp.classifier = Some(Classifier::new(&cfg.classifier, vb_of(&c_t, dev))?);
-        mp.opt_g = adam(&mp.gen_vm, opts.mapping.lr)?;
-        mp.opt_d = adam(&mp.d_vm, opts.mapping.discriminator_lr)?;
-        let name_m = format!("{phase3}_round{round}");
-        let r = run_phase(env, &name_m, m_steps, &mut mp)?;
-        log.extend(r.log);
-        let mut round_summary = serde_json::Map::new();
         if !data.val.is_empty() {
             let acc = cp.val_accuracy()?;
-            log.push(row(&name_c, c_steps, "val/accuracy", acc));
-            round_summary.insert("val_accuracy".into(), acc.into());
+            let majority = majority_accuracy(data);
+            log.push(row("classifier", c_steps, "val/accuracy", acc));
+            log.push(row(
+                "classifier",
+                c_steps,
+                "val/majority_accuracy",
+                majority,
+            ));
+            summary.insert(
+                "classifier".into(),
+                serde_json::json!({"steps": c_steps, "val_accuracy": acc,
+                                   "val_majority_accuracy": majority, "wall_time_s": r.wall_time_s}),
+            );
         }
-        if let Some(f) = mp.val_rec_emb()? {
-            log.push(row(&name_m, m_steps, "val/rec_emb", f));
-            round_summary.insert("val_rec_emb".into(), f.into());
-        }
-        summary.insert(format!("round{round}"), round_summary.into());
+        Ok(cp)
     }
 
-    // The generator to ship: Φ and the decoder it was trained against.
-    let mut generator = frozen(&mp.gen_vm);
-    if let Some(ae) = &autoencoder {
-        for (k, v) in ae {
-            if k.starts_with("decoder.") {
-                generator.insert(k.clone(), v.clone());
+    /// Phase 3: Φ against D_fc and D_conv, with G_de frozen (or Φ + G_de
+    /// from scratch for the DCGAN ablation).
+    fn mapping(
+        &mut self,
+        autoencoder: Option<&HashMap<String, Tensor>>,
+        cp: &ClassifierPhase,
+    ) -> Result<MappingPhase<'a>> {
+        let (cfg, opts, data, dev, env) = (self.cfg, self.opts, self.data, self.dev, self.env);
+        let (n, bs, seed) = (data.train.len(), opts.batch_size, opts.seed);
+        let (log, summary, sample_rows) = (&mut self.log, &mut self.summary, &self.sample_rows);
+        let m_steps = steps(opts.mapping.epochs, opts.mapping.steps, n, bs);
+        let from_scratch = opts.model == Model::Dcgan;
+        let (gen_vm, (mapping, decoder)) = if let Some(ae) = &autoencoder {
+            let (vm, phi) = new_net(seed + 3, dev, |vb| {
+                Mapping::new(&cfg.mapping, vb.pp("mapping"))
+            })?;
+            let dec = Decoder::new(&cfg.autoencoder, vb_of(ae, dev).pp("decoder"))?;
+            (vm, (phi, dec))
+        } else {
+            new_net(seed + 3, dev, |vb| {
+                Ok((
+                    Mapping::new(&cfg.mapping, vb.pp("mapping"))?,
+                    Decoder::new(&cfg.autoencoder, vb.pp("decoder"))?,
+                ))
+            })?
+        };
+        let d_conv_cfg = if from_scratch {
+            crate::models::classifier::Config {
+                activation: Activation::LeakyRelu,
+                ..cfg.d_conv.clone()
             }
+        } else {
+            cfg.d_conv.clone()
+        };
+        let (d_vm, (d_fc, d_conv)) = new_net(seed + 4, dev, |vb| {
+            let d_fc = if from_scratch {
+                None
+            } else {
+                Some(FcDiscriminator::new(&cfg.d_fc, vb.pp("d_fc"))?)
+            };
+            Ok((d_fc, ConvDiscriminator::new(&d_conv_cfg, vb.pp("d_conv"))?))
+        })?;
+        let encoder = match &autoencoder {
+            Some(ae) => Some(Encoder::new(
+                &cfg.autoencoder,
+                vb_of(ae, dev).pp("encoder"),
+            )?),
+            None => None,
+        };
+        let classifier_frozen = frozen(&cp.vm);
+        let mut mp = MappingPhase {
+            data,
+            dev: dev.clone(),
+            opts: opts.mapping.clone(),
+            perceptual: opts.perceptual_loss && !from_scratch,
+            batch: bs,
+            seed: seed + 13,
+            opt_g: adam(&gen_vm, opts.mapping.lr)?,
+            opt_d: adam(&d_vm, opts.mapping.discriminator_lr)?,
+            gen_vm,
+            mapping,
+            decoder,
+            encoder,
+            classifier: Some(Classifier::new(
+                &cfg.classifier,
+                vb_of(&classifier_frozen, dev),
+            )?),
+            d_vm,
+            d_fc,
+            d_conv,
+            sample_rows: sample_rows.clone(),
+        };
+        let phase3 = if from_scratch { "dcgan" } else { "mapping" };
+        let init = if super::phase_done(env.dir, phase3) {
+            None
+        } else {
+            mp.val_rec_emb()?
+        };
+        let r = run_phase(env, phase3, m_steps, &mut mp)?;
+        log.extend(r.log);
+        let fin = mp.val_rec_emb()?;
+        if let Some(i) = init {
+            log.push(row(phase3, 0, "val/rec_emb", i));
         }
+        if let Some(f) = fin {
+            log.push(row(phase3, m_steps, "val/rec_emb", f));
+        }
+        summary.insert(
+            phase3.into(),
+            serde_json::json!({"steps": m_steps, "val_rec_emb_init": init, "val_rec_emb": fin,
+                               "wall_time_s": r.wall_time_s}),
+        );
+        Ok(mp)
     }
-    Ok(Trained {
-        log,
-        summary: summary.into(),
-        generator,
-        classifier: frozen(&cp.vm),
-        autoencoder,
-    })
+
+    /// Recursive rounds (Table 4): C retrained on real and generated faces,
+    /// then Φ against the new C, `recursive_times − 1` times.
+    fn recursive_rounds(
+        &mut self,
+        autoencoder: Option<&HashMap<String, Tensor>>,
+        cp: &mut ClassifierPhase<'a>,
+        mp: &mut MappingPhase<'a>,
+    ) -> Result<()> {
+        let (cfg, opts, data, dev, env) = (self.cfg, self.opts, self.data, self.dev, self.env);
+        let (n, bs, seed) = (data.train.len(), opts.batch_size, opts.seed);
+        let (log, summary) = (&mut self.log, &mut self.summary);
+        let c_steps = steps(opts.classifier.epochs, opts.classifier.steps, n, bs);
+        let m_steps = steps(opts.mapping.epochs, opts.mapping.steps, n, bs);
+        let phase3 = if opts.model == Model::Dcgan {
+            "dcgan"
+        } else {
+            "mapping"
+        };
+        let pool: Vec<Labels> = if data.plan_labels.is_empty() {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed + 5);
+            data.train
+                .iter()
+                .map(|&i| data.faces.labels[i] ^ (1u64 << rng.random_range(0..N_ATTRIBUTES)))
+                .collect()
+        } else {
+            data.plan_labels.clone()
+        };
+        for round in 2..=opts.recursive_times {
+            let dec_t = frozen(&mp.gen_vm);
+            let generator_r = FrozenGenerator {
+                mapping: Mapping::new(&cfg.mapping, vb_of(&dec_t, dev).pp("mapping"))?,
+                decoder: match &autoencoder {
+                    Some(ae) => Decoder::new(&cfg.autoencoder, vb_of(ae, dev).pp("decoder"))?,
+                    None => Decoder::new(&cfg.autoencoder, vb_of(&dec_t, dev).pp("decoder"))?,
+                },
+            };
+            cp.generated = Some((generator_r, pool.clone()));
+            cp.opt = adam(&cp.vm, opts.classifier.lr)?;
+            let name_c = format!("classifier_round{round}");
+            let r = run_phase(env, &name_c, c_steps, cp)?;
+            log.extend(r.log);
+            cp.generated = None;
+            let c_t = frozen(&cp.vm);
+            mp.classifier = Some(Classifier::new(&cfg.classifier, vb_of(&c_t, dev))?);
+            mp.opt_g = adam(&mp.gen_vm, opts.mapping.lr)?;
+            mp.opt_d = adam(&mp.d_vm, opts.mapping.discriminator_lr)?;
+            let name_m = format!("{phase3}_round{round}");
+            let r = run_phase(env, &name_m, m_steps, mp)?;
+            log.extend(r.log);
+            let mut round_summary = serde_json::Map::new();
+            if !data.val.is_empty() {
+                let acc = cp.val_accuracy()?;
+                log.push(row(&name_c, c_steps, "val/accuracy", acc));
+                round_summary.insert("val_accuracy".into(), acc.into());
+            }
+            if let Some(f) = mp.val_rec_emb()? {
+                log.push(row(&name_m, m_steps, "val/rec_emb", f));
+                round_summary.insert("val_rec_emb".into(), f.into());
+            }
+            summary.insert(format!("round{round}"), round_summary.into());
+        }
+        Ok(())
+    }
 }
 
 /// Accuracy on val of predicting every attribute's majority value on train.
