@@ -492,31 +492,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         n_generated,
         todo.len() - n_generated
     ));
-    let pb = io.progress(todo.len() as u64, "images");
-    let mut agreement_sum = 0.0;
-    let mut agreement_n = 0usize;
-    for chunk in todo.chunks(512) {
-        let rows = s.synthesize(chunk)?;
-        for a in rows.iter().filter_map(|r| r.agreement) {
-            agreement_sum += a;
-            agreement_n += 1;
-        }
-        w.synth.write(&batch_of(&rows, false, schema::synth())?)?;
-        let keep: Vec<OutRow> = rows
-            .into_iter()
-            .filter(|r| match (c.min_label_agreement, r.agreement) {
-                (Some(m), Some(a)) => a >= m,
-                _ => true,
-            })
-            .collect();
-        w.dropped += chunk.len() - keep.len();
-        if !keep.is_empty() {
-            w.augmented
-                .write(&batch_of(&keep, true, schema::augmented())?)?;
-        }
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
+    let (agreement_sum, agreement_n) = s.write_synthesized(io, &mut w, &todo)?;
     let synth_rows = w.synth.finish()?;
     let augmented_rows = w.augmented.finish()?;
     if let Some(m) = c.min_label_agreement {
@@ -637,6 +613,43 @@ impl Synthesis<'_> {
                 .write(&batch_of(&rows, true, schema::augmented())?)?;
         }
         Ok(())
+    }
+
+    /// The synthesized rows into `synth`, and those that pass
+    /// `min_label_agreement` into `augmented`; returns the sum and count of
+    /// their label agreements.
+    fn write_synthesized(
+        &self,
+        io: &StageIo,
+        w: &mut Writers,
+        todo: &[&PlanRow],
+    ) -> Result<(f64, usize)> {
+        let pb = io.progress(todo.len() as u64, "images");
+        let mut agreement_sum = 0.0;
+        let mut agreement_n = 0usize;
+        for chunk in todo.chunks(512) {
+            let rows = self.synthesize(chunk)?;
+            for a in rows.iter().filter_map(|r| r.agreement) {
+                agreement_sum += a;
+                agreement_n += 1;
+            }
+            w.synth.write(&batch_of(&rows, false, schema::synth())?)?;
+            let keep: Vec<OutRow> = rows
+                .into_iter()
+                .filter(|r| match (self.c.min_label_agreement, r.agreement) {
+                    (Some(m), Some(a)) => a >= m,
+                    _ => true,
+                })
+                .collect();
+            w.dropped += chunk.len() - keep.len();
+            if !keep.is_empty() {
+                w.augmented
+                    .write(&batch_of(&keep, true, schema::augmented())?)?;
+            }
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+        Ok((agreement_sum, agreement_n))
     }
 
     /// The rows of one chunk of the plan: generated rows in one batched

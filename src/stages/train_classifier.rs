@@ -193,17 +193,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let attrs = c.attribute_indices().map_err(|e| data_error!("{e}"))?;
     // The frozen feature network of a linear probe, loaded once (and before
     // the images, so that a missing input or weights file fails fast).
-    let extractor = match c.features() {
-        Some(Features::Encoder) => {
-            let (cfg, enc) = load_encoder(io, &dev)?;
-            Some(Extractor::Encoder(cfg.image_size, enc))
-        }
-        Some(Features::Inception) => {
-            let weights = crate::weights::require(c.weights.as_deref(), "weights")?;
-            Some(Extractor::Inception(FidInception::load(&weights, &dev)?))
-        }
-        None => None,
-    };
+    let extractor = Extractor::load(c, io, &dev)?;
     // Images at the network's input size (features: the encoder's, or 64
     // for Inception, which resizes to 299 itself).
     let image_size = match &extractor {
@@ -224,18 +214,21 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             format!("{}.faces (train)", ingest.name),
         ),
     };
-    let train_split = Split {
-        faces: &train_set,
-        rows: (0..train_set.len()).collect(),
+    let splits = Splits {
+        train: Split {
+            faces: &train_set,
+            rows: (0..train_set.len()).collect(),
+        },
+        val: Split {
+            faces: &eval,
+            rows: eval.rows_in("val"),
+        },
+        test: Split {
+            faces: &eval,
+            rows: eval.rows_in("test"),
+        },
     };
-    let val = Split {
-        faces: &eval,
-        rows: eval.rows_in("val"),
-    };
-    let test = Split {
-        faces: &eval,
-        rows: eval.rows_in("test"),
-    };
+    let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
     if train_split.rows.is_empty() || val.rows.is_empty() || test.rows.is_empty() {
         return Err(data_error!(
             "train_classifier needs train, val and test rows; got {} / {} / {} (ingest all three partitions)",
@@ -258,34 +251,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     ));
     let mut saved = false;
     let outcome = match (&extractor, c.features()) {
-        (Some(ex), Some(f)) => {
-            let t0 = std::time::Instant::now();
-            let tx = ex.features(io, &train_split, "train", &dev)?;
-            let vx = ex.features(io, &val, "val", &dev)?;
-            let sx = ex.features(io, &test, "test", &dev)?;
-            let ty = bool_labels(&train_split, &attrs);
-            let vy = bool_labels(&val, &attrs);
-            let mut popts = ProbeOptions::default();
-            if let Some(a) = &c.alphas {
-                popts.alphas = a.clone();
-            }
-            let pb = io.progress(attrs.len() as u64, "attributes");
-            let probe = crate::train::probe::fit(&tx, &ty, &vx, &vy, &popts, || pb.inc(1))?;
-            pb.finish_and_clear();
-            Outcome {
-                probs: probe.predict(&sx)?,
-                val_accuracy: probe.val_accuracy,
-                best_epoch: None,
-                wall_time_s: t0.elapsed().as_secs_f64(),
-                details: serde_json::json!({
-                    "features": f,
-                    "feature_dim": tx.first().map(Vec::len).unwrap_or(0),
-                    "alphas": probe.alphas,
-                }),
-            }
-        }
+        (Some(ex), Some(f)) => fit_probe(c, io, (ex, f), &attrs, &splits, &dev)?,
         _ => {
-            let (outcome, weights) = train_network(c, io, &attrs, &train_split, &val, &test, &dev)?;
+            let (outcome, weights) = train_network(c, io, &attrs, &splits, &dev)?;
             SavedClassifier {
                 network: c.network(),
                 attributes: attrs.clone(),
@@ -296,7 +264,102 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             outcome
         }
     };
-    let probs = outcome.probs;
+    let (rows, acc) = metric_rows(c, io, &attrs, &outcome, &splits, &table);
+    let out = &io.out_dir;
+    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
+    let n_pred = write_predictions(
+        &out.join("predictions.parquet"),
+        &eval,
+        &test.rows,
+        &attrs,
+        &outcome.probs,
+    )?;
+    let mean_bal = rows[1].value;
+    io.say(format!(
+        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; val accuracy {:.4}{}",
+        outcome.val_accuracy,
+        outcome.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default()
+    ));
+    Ok(StageOutput {
+        tables: vec![
+            Table::new("predictions", "predictions.parquet", n_pred),
+            Table::new("metrics", "metrics.parquet", n_metrics),
+        ],
+        files: if saved {
+            vec!["classifier.json".into(), "classifier.safetensors".into()]
+        } else {
+            vec![]
+        },
+        summary: serde_json::json!({
+            "test_accuracy": acc,
+            "test_balanced_accuracy": mean_bal,
+            "architecture": c.architecture,
+            "best_epoch": outcome.best_epoch,
+            "val_accuracy": outcome.val_accuracy,
+            "training_table": table,
+            "training_rows": train_split.rows.len(),
+            "wall_time_s": outcome.wall_time_s,
+        }),
+        lineage: Lineage::inherit(&io.inputs),
+    })
+}
+
+/// The train, val and test rows of a classifier.
+struct Splits<'a> {
+    train: Split<'a>,
+    val: Split<'a>,
+    test: Split<'a>,
+}
+
+/// A linear probe on frozen features `(ex, f)`: fitted on train, its L2
+/// strength chosen on val, predicting test.
+fn fit_probe(
+    c: &Config,
+    io: &StageIo,
+    (ex, f): (&Extractor, Features),
+    attrs: &[usize],
+    splits: &Splits,
+    dev: &candle_core::Device,
+) -> Result<Outcome> {
+    let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
+    let t0 = std::time::Instant::now();
+    let tx = ex.features(io, &train_split, "train", dev)?;
+    let vx = ex.features(io, &val, "val", dev)?;
+    let sx = ex.features(io, &test, "test", dev)?;
+    let ty = bool_labels(&train_split, &attrs);
+    let vy = bool_labels(&val, &attrs);
+    let mut popts = ProbeOptions::default();
+    if let Some(a) = &c.alphas {
+        popts.alphas = a.clone();
+    }
+    let pb = io.progress(attrs.len() as u64, "attributes");
+    let probe = crate::train::probe::fit(&tx, &ty, &vx, &vy, &popts, || pb.inc(1))?;
+    pb.finish_and_clear();
+    Ok(Outcome {
+        probs: probe.predict(&sx)?,
+        val_accuracy: probe.val_accuracy,
+        best_epoch: None,
+        wall_time_s: t0.elapsed().as_secs_f64(),
+        details: serde_json::json!({
+            "features": f,
+            "feature_dim": tx.first().map(Vec::len).unwrap_or(0),
+            "alphas": probe.alphas,
+        }),
+    })
+}
+
+/// The test metrics of a classifier (overall and per attribute) as
+/// `metrics` rows, and the paper's accuracy.
+fn metric_rows(
+    c: &Config,
+    io: &StageIo,
+    attrs: &[usize],
+    outcome: &Outcome,
+    splits: &Splits,
+    table: &str,
+) -> (Vec<MetricRow>, f64) {
+    let probs = &outcome.probs;
+    let (val, test) = (&splits.val, &splits.test);
     let truth = bool_labels(&test, &attrs);
     let pred: Vec<Vec<bool>> = probs
         .iter()
@@ -310,7 +373,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         "architecture": c.architecture,
         "size": c.size,
         "training_table": table,
-        "training_rows": train_split.rows.len(),
+        "training_rows": splits.train.rows.len(),
         "attributes": attrs.len(),
     });
     if let (Some(d), Some(extra)) = (details.as_object_mut(), outcome.details.as_object()) {
@@ -357,7 +420,6 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ));
         rows.push(("f1".into(), name, counts[k].f1(), n_test));
     }
-    let out = &io.out_dir;
     let rows: Vec<MetricRow> = rows
         .into_iter()
         .map(|(metric, attribute, value, n)| MetricRow {
@@ -370,42 +432,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             details: details.clone(),
         })
         .collect();
-    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
-    let n_pred = write_predictions(
-        &out.join("predictions.parquet"),
-        &eval,
-        &test.rows,
-        &attrs,
-        &probs,
-    )?;
-    let mean_bal = rows[1].value;
-    io.say(format!(
-        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; val accuracy {:.4}{}",
-        outcome.val_accuracy,
-        outcome.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default()
-    ));
-    Ok(StageOutput {
-        tables: vec![
-            Table::new("predictions", "predictions.parquet", n_pred),
-            Table::new("metrics", "metrics.parquet", n_metrics),
-        ],
-        files: if saved {
-            vec!["classifier.json".into(), "classifier.safetensors".into()]
-        } else {
-            vec![]
-        },
-        summary: serde_json::json!({
-            "test_accuracy": acc,
-            "test_balanced_accuracy": mean_bal,
-            "architecture": c.architecture,
-            "best_epoch": outcome.best_epoch,
-            "val_accuracy": outcome.val_accuracy,
-            "training_table": table,
-            "training_rows": train_split.rows.len(),
-            "wall_time_s": outcome.wall_time_s,
-        }),
-        lineage: Lineage::inherit(&io.inputs),
-    })
+    (rows, acc)
 }
 
 fn bool_labels(split: &Split, attrs: &[usize]) -> Vec<Vec<bool>> {
@@ -425,14 +452,13 @@ fn train_network(
     c: &Config,
     io: &StageIo,
     attrs: &[usize],
-    train_split: &Split,
-    val: &Split,
-    test: &Split,
+    splits: &Splits,
     dev: &candle_core::Device,
 ) -> Result<(
     Outcome,
     std::collections::HashMap<String, candle_core::Tensor>,
 )> {
+    let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
     let opts = Options {
         epochs: c.epochs,
         batch_size: c.batch_size,
@@ -489,6 +515,21 @@ enum Extractor {
 }
 
 impl Extractor {
+    /// The probe's feature network, or None for a trained classifier.
+    fn load(c: &Config, io: &StageIo, dev: &candle_core::Device) -> Result<Option<Extractor>> {
+        Ok(match c.features() {
+            Some(Features::Encoder) => {
+                let (cfg, enc) = load_encoder(io, dev)?;
+                Some(Extractor::Encoder(cfg.image_size, enc))
+            }
+            Some(Features::Inception) => {
+                let weights = crate::weights::require(c.weights.as_deref(), "weights")?;
+                Some(Extractor::Inception(FidInception::load(&weights, dev)?))
+            }
+            None => None,
+        })
+    }
+
     fn features(
         &self,
         io: &StageIo,
