@@ -275,7 +275,58 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
     std::fs::create_dir_all(out.join("img"))
         .with_context(|| format!("creating {}", out.display()))?;
 
-    // Fig. 9: per-attribute accuracy, one series per classifier.
+    let charts_html = per_attribute_chart(&report, out)?;
+    let gallery = gallery(&runs, out)?;
+    let (table, csv) = comparison_table(&report);
+    let others = other_metrics_table(&report);
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>augment report: {title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 2rem auto; max-width: 1500px; padding: 0 1rem; color: #222; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ margin-top: 2.2rem; font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }}
+table {{ border-collapse: collapse; margin: .5rem 0; font-size: .92rem; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }} td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.best td {{ background: #eef7ee; font-weight: 600; }}
+td.details {{ font-size: .8rem; color: #555; max-width: 40rem; }}
+img.wide {{ max-width: 100%; border: 1px solid #ddd; }}
+.gallery {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
+figure {{ margin: 0; }} figure img {{ max-width: 700px; max-height: 420px; border: 1px solid #ddd; image-rendering: pixelated; }}
+figcaption {{ font-size: .85rem; color: #555; }}
+.note {{ color: #555; font-size: .9rem; }}
+</style>
+</head>
+<body>
+<h1>augment report: {title}</h1>
+<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted.</p>
+<h2>Comparison (Table 2)</h2>
+{table}
+{charts_html}
+{others}
+<h2>Label counts and samples</h2>
+{gallery}
+</body>
+</html>
+"#,
+        title = esc(&report.runs.join(", ")),
+    );
+    let index = out.join("index.html");
+    std::fs::write(&index, html)?;
+    std::fs::write(out.join("table.csv"), csv)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    Ok((index, report))
+}
+
+/// Fig. 9: per-attribute accuracy, one series per classifier (PNG and SVG
+/// in `out`); returns its HTML section.
+fn per_attribute_chart(report: &Report, out: &Path) -> Result<String> {
     let series: Vec<(String, Vec<f64>)> = report
         .comparison
         .iter()
@@ -306,10 +357,14 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
         }
         charts_html.push_str("<h2>Per-attribute accuracy (Fig. 9)</h2>\n<p><a href=\"per_attribute_accuracy.svg\">SVG</a></p>\n<img class=\"wide\" src=\"per_attribute_accuracy.png\" alt=\"per-attribute accuracy\">\n");
     }
+    Ok(charts_html)
+}
 
-    // Images of each run: label-count charts and sample grids.
+/// Label-count charts and sample grids of each run, copied into `out/img`;
+/// returns the HTML gallery.
+fn gallery(runs: &[RunData], out: &Path) -> Result<String> {
     let mut gallery = String::new();
-    for run in &runs {
+    for run in runs {
         let mut items = String::new();
         for stage in &run.manifest.order {
             let Some(rec) = run.manifest.stages.get(stage) else {
@@ -346,8 +401,11 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
             );
         }
     }
+    Ok(gallery)
+}
 
-    // Tables.
+/// Table 2: one row per classifier (the best accuracy marked), as HTML and CSV.
+fn comparison_table(report: &Report) -> (String, String) {
     let mut table = String::from(
         "<table>\n<thead><tr><th>run</th><th>classifier</th><th>architecture</th><th>method</th><th class=\"n\">data amount</th><th class=\"n\">accuracy</th><th class=\"n\">balanced accuracy</th><th class=\"n\">F1</th><th class=\"n\">FID</th><th class=\"n\">test N</th></tr></thead>\n<tbody>\n",
     );
@@ -395,6 +453,11 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
         );
     }
     table.push_str("</tbody>\n</table>\n");
+    (table, csv)
+}
+
+/// The other metrics (synthesized images, generators, size sweeps) as HTML.
+fn other_metrics_table(report: &Report) -> String {
     let mut others = String::new();
     if !report.other.is_empty() {
         others.push_str("<h2>Synthesized images, generators and size sweeps</h2>\n<table>\n<thead><tr><th>run</th><th>stage</th><th>metric</th><th class=\"n\">value</th><th class=\"n\">N</th><th>details</th></tr></thead>\n<tbody>\n");
@@ -440,49 +503,7 @@ pub fn write(run_dirs: &[PathBuf], out: &Path) -> Result<(PathBuf, Report)> {
         }
         others.push_str("</tbody>\n</table>\n");
     }
-    let html = format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>augment report: {title}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "DejaVu Sans", sans-serif; margin: 2rem auto; max-width: 1500px; padding: 0 1rem; color: #222; }}
-h1 {{ font-size: 1.6rem; }} h2 {{ margin-top: 2.2rem; font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }}
-table {{ border-collapse: collapse; margin: .5rem 0; font-size: .92rem; }}
-th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; vertical-align: top; }}
-th {{ background: #f3f3f3; }} td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-tr.best td {{ background: #eef7ee; font-weight: 600; }}
-td.details {{ font-size: .8rem; color: #555; max-width: 40rem; }}
-img.wide {{ max-width: 100%; border: 1px solid #ddd; }}
-.gallery {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
-figure {{ margin: 0; }} figure img {{ max-width: 700px; max-height: 420px; border: 1px solid #ddd; image-rendering: pixelated; }}
-figcaption {{ font-size: .85rem; color: #555; }}
-.note {{ color: #555; font-size: .9rem; }}
-</style>
-</head>
-<body>
-<h1>augment report: {title}</h1>
-<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted.</p>
-<h2>Comparison (Table 2)</h2>
-{table}
-{charts_html}
-{others}
-<h2>Label counts and samples</h2>
-{gallery}
-</body>
-</html>
-"#,
-        title = esc(&report.runs.join(", ")),
-    );
-    let index = out.join("index.html");
-    std::fs::write(&index, html)?;
-    std::fs::write(out.join("table.csv"), csv)?;
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok((index, report))
+    others
 }
 
 /// `augment chart`: the originals and every balance stage of a run on one chart.

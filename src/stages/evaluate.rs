@@ -35,11 +35,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::data::celeba::Labels;
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::read_columns;
+use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
+use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
+use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
 
 fn yes() -> bool {
@@ -209,144 +213,22 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 
     // Classifiers, and the size sweep over them.
     let classifiers: Vec<&InputStage> = io.inputs_of(StageKind::TrainClassifier);
-    let mut classifier_rows: BTreeMap<&str, Vec<MetricRow>> = BTreeMap::new();
-    for s in &classifiers {
-        let rows = metrics_table::read(&s.table("metrics")?)?;
-        out.rows.extend(rows.iter().map(|r| MetricRow {
-            run: io.run_name.clone(),
-            ..r.clone()
-        }));
-        classifier_rows.insert(&s.name, rows);
-    }
-    for (group, members) in sweep_groups(&classifiers) {
-        let sweep = size_sweep(io, &group, &members, &classifier_rows)?;
-        summary.insert(format!("size_sweep/{group}"), serde_json::to_value(&sweep)?);
-        let best = &sweep.chosen;
-        let details = serde_json::json!({"sizes": sweep.sizes, "criterion": "best val accuracy (Liu et al. Fig. 10)"});
-        let n = best.n_test;
-        out.push(&group, "size_sweep_size", best.size, n, details.clone());
-        out.push(
-            &group,
-            "size_sweep_val_accuracy",
-            best.val_accuracy,
-            n,
-            details.clone(),
-        );
-        out.push(&group, "size_sweep_accuracy", best.accuracy, n, details);
-        io.say(format!(
-            "size sweep `{group}`: size {} has the best val accuracy ({:.4}); its test accuracy {:.4}",
-            best.size, best.val_accuracy, best.accuracy
-        ));
-    }
+    classifier_metrics(&mut out, &classifiers, &mut summary)?;
 
     // Synthesized images: label agreement, FID and KID.
     let synths = io.inputs_of(StageKind::Synthesize);
     for s in &synths {
         label_agreement(&mut out, s)?;
     }
-    let weights = match c.fid {
-        FidMode::Off => None,
-        _ if synths.is_empty() => None,
-        FidMode::Required => Some(
-            crate::weights::require(c.weights.as_deref(), "weights")
-                .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = \"auto\"", io.name))?,
-        ),
-        FidMode::Auto => {
-            let found = crate::weights::find(c.weights.as_deref(), "weights")?;
-            if found.is_none() {
-                io.say(format!("fid: {FID_SKIPPED}"));
-                for s in &synths {
-                    let details = serde_json::json!({ "fid": FID_SKIPPED });
-                    out.push(&s.name, "fid", f64::NAN, 0, details);
-                }
-            }
-            found.map(|(p, _)| p)
-        }
-    };
-    if let Some(weights) = weights {
-        let net = FidInception::load(&weights, &dev)?;
-        let real = sample(
-            read_images(&faces, "partition", |p| p == "test")?,
-            c.fid_samples,
-            seed,
-        );
-        if real.len() < 2 {
-            return Err(data_error!(
-                "FID needs at least 2 real test images; the ingest input has {}",
-                real.len()
-            ));
-        }
-        io.say(format!(
-            "Inception features of {} real test images",
-            real.len()
-        ));
-        let real_f = features(io, &net, &real, c.batch_size, &dev)?;
-        let (m2, s2) = fid::statistics(&real_f)?;
-        for s in &synths {
-            let imgs = sample(
-                read_images(&s.table("synth")?, "origin", |o| o != "real")?,
-                c.fid_samples,
-                seed,
-            );
-            if imgs.len() < 2 {
-                io.say(format!(
-                    "`{}` has fewer than 2 synthesized images; no FID",
-                    s.name
-                ));
-                continue;
-            }
-            io.say(format!(
-                "Inception features of {} images of `{}`",
-                imgs.len(),
-                s.name
-            ));
-            let f = features(io, &net, &imgs, c.batch_size, &dev)?;
-            let (m1, s1) = fid::statistics(&f)?;
-            let value = fid::frechet_distance(&m1, &s1, &m2, &s2)?;
-            let details = serde_json::json!({
-                "reference": format!("{}.faces partition = 'test'", ingest.name),
-                "images": format!("{}.synth origin <> 'real'", s.name),
-                "n_synthesized": f.len(),
-                "n_reference": real_f.len(),
-                "resize": fid::FID_RESIZE,
-            });
-            let n = f.len().min(real_f.len());
-            out.push(&s.name, "fid", value, n, details.clone());
-            io.say(format!(
-                "`{}`: FID {value:.3} ({} vs {} real test images)",
-                s.name,
-                f.len(),
-                real_f.len()
-            ));
-            if c.kid {
-                let size = c.kid_subset_size.min(n);
-                let (mean, sd) = fid::kid(&f, &real_f, c.kid_subsets, size, seed);
-                let mut d = details;
-                d["kid_std"] = sd.into();
-                d["kid_subsets"] = c.kid_subsets.into();
-                d["kid_subset_size"] = size.into();
-                out.push(&s.name, "kid", mean, n, d);
-            }
-        }
+    if let Some(weights) = fid_weights(&mut out, c, &synths)? {
+        fid_and_kid(&mut out, c, (ingest, &synths), &weights, seed, &dev)?;
     }
 
     // Translation generators.
     if !synths.is_empty() {
-        let judge =
-            classifiers
-                .iter()
-                .find_map(|s| {
-                    match crate::train::classifier::SavedClassifier::load(&s.dir, &dev) {
-                        Ok(Some((saved, net))) if saved.trained_on_real => {
-                            Some(Ok((s.name.clone(), saved, net)))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    }
-                });
-        let judge = judge.transpose()?;
+        let judge = judge(&classifiers, &dev)?;
         for s in &synths {
-            translation(&mut out, io, s, &faces, judge.as_ref(), c, seed, &dev)?;
+            translation(&mut out, s, &faces, judge.as_ref(), c, seed, &dev)?;
         }
     }
 
@@ -371,6 +253,167 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     })
 }
 
+/// The classifiers' own metrics rows, and per size sweep the size with the
+/// best val accuracy and its test accuracy (Liu et al. Fig. 10).
+fn classifier_metrics(
+    out: &mut Rows,
+    classifiers: &[&InputStage],
+    summary: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let io = out.io;
+    let mut classifier_rows: BTreeMap<&str, Vec<MetricRow>> = BTreeMap::new();
+    for s in classifiers {
+        let rows = metrics_table::read(&s.table("metrics")?)?;
+        out.rows.extend(rows.iter().map(|r| MetricRow {
+            run: io.run_name.clone(),
+            ..r.clone()
+        }));
+        classifier_rows.insert(&s.name, rows);
+    }
+    for (group, members) in sweep_groups(classifiers) {
+        let sweep = size_sweep(io, &group, &members, &classifier_rows)?;
+        summary.insert(format!("size_sweep/{group}"), serde_json::to_value(&sweep)?);
+        let best = &sweep.chosen;
+        let details = serde_json::json!({"sizes": sweep.sizes, "criterion": "best val accuracy (Liu et al. Fig. 10)"});
+        let n = best.n_test;
+        out.push(&group, "size_sweep_size", best.size, n, details.clone());
+        out.push(
+            &group,
+            "size_sweep_val_accuracy",
+            best.val_accuracy,
+            n,
+            details.clone(),
+        );
+        out.push(&group, "size_sweep_accuracy", best.accuracy, n, details);
+        io.say(format!(
+            "size sweep `{group}`: size {} has the best val accuracy ({:.4}); its test accuracy {:.4}",
+            best.size, best.val_accuracy, best.accuracy
+        ));
+    }
+    Ok(())
+}
+
+/// The FID weights to use, or None (with `fid = "auto"` and no weights, a
+/// recorded skip row per synthesize stage).
+fn fid_weights(out: &mut Rows, c: &Config, synths: &[&InputStage]) -> Result<Option<PathBuf>> {
+    let io = out.io;
+    Ok(match c.fid {
+        FidMode::Off => None,
+        _ if synths.is_empty() => None,
+        FidMode::Required => Some(
+            crate::weights::require(c.weights.as_deref(), "weights")
+                .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = \"auto\"", io.name))?,
+        ),
+        FidMode::Auto => {
+            let found = crate::weights::find(c.weights.as_deref(), "weights")?;
+            if found.is_none() {
+                io.say(format!("fid: {FID_SKIPPED}"));
+                for s in synths {
+                    let details = serde_json::json!({ "fid": FID_SKIPPED });
+                    out.push(&s.name, "fid", f64::NAN, 0, details);
+                }
+            }
+            found.map(|(p, _)| p)
+        }
+    })
+}
+
+/// FID (and KID) of each synthesize stage's synthesized images against the
+/// real test faces of the ingest input.
+fn fid_and_kid(
+    out: &mut Rows,
+    c: &Config,
+    (ingest, synths): (&InputStage, &[&InputStage]),
+    weights: &Path,
+    seed: u64,
+    dev: &Device,
+) -> Result<()> {
+    let io = out.io;
+    let faces = ingest.table("faces")?;
+
+    let net = FidInception::load(weights, dev)?;
+    let real = sample(
+        read_images(&faces, "partition", |p| p == "test")?,
+        c.fid_samples,
+        seed,
+    );
+    if real.len() < 2 {
+        return Err(data_error!(
+            "FID needs at least 2 real test images; the ingest input has {}",
+            real.len()
+        ));
+    }
+    io.say(format!(
+        "Inception features of {} real test images",
+        real.len()
+    ));
+    let real_f = features(io, &net, &real, c.batch_size, dev)?;
+    let (m2, s2) = fid::statistics(&real_f)?;
+    for s in synths {
+        let imgs = sample(
+            read_images(&s.table("synth")?, "origin", |o| o != "real")?,
+            c.fid_samples,
+            seed,
+        );
+        if imgs.len() < 2 {
+            io.say(format!(
+                "`{}` has fewer than 2 synthesized images; no FID",
+                s.name
+            ));
+            continue;
+        }
+        io.say(format!(
+            "Inception features of {} images of `{}`",
+            imgs.len(),
+            s.name
+        ));
+        let f = features(io, &net, &imgs, c.batch_size, dev)?;
+        let (m1, s1) = fid::statistics(&f)?;
+        let value = fid::frechet_distance(&m1, &s1, &m2, &s2)?;
+        let details = serde_json::json!({
+            "reference": format!("{}.faces partition = 'test'", ingest.name),
+            "images": format!("{}.synth origin <> 'real'", s.name),
+            "n_synthesized": f.len(),
+            "n_reference": real_f.len(),
+            "resize": fid::FID_RESIZE,
+        });
+        let n = f.len().min(real_f.len());
+        out.push(&s.name, "fid", value, n, details.clone());
+        io.say(format!(
+            "`{}`: FID {value:.3} ({} vs {} real test images)",
+            s.name,
+            f.len(),
+            real_f.len()
+        ));
+        if c.kid {
+            let size = c.kid_subset_size.min(n);
+            let (mean, sd) = fid::kid(&f, &real_f, c.kid_subsets, size, seed);
+            let mut d = details;
+            d["kid_std"] = sd.into();
+            d["kid_subsets"] = c.kid_subsets.into();
+            d["kid_subset_size"] = size.into();
+            out.push(&s.name, "kid", mean, n, d);
+        }
+    }
+    Ok(())
+}
+
+/// The first classifier input trained on real faces, which judges edits.
+fn judge(classifiers: &[&InputStage], dev: &Device) -> Result<Option<Judge>> {
+    let judge = classifiers.iter().find_map(|s| {
+        match crate::train::classifier::SavedClassifier::load(&s.dir, dev) {
+            Ok(Some((saved, net))) if saved.trained_on_real => Some(Ok(Judge {
+                name: s.name.clone(),
+                saved,
+                net,
+            })),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    });
+    judge.transpose()
+}
+
 /// The generator stage behind a synthesize stage, when it is a translation
 /// generator: its name (from the synthesize stage's lineage).
 fn translation_generator(s: &InputStage) -> Option<&str> {
@@ -381,29 +424,66 @@ fn translation_generator(s: &InputStage) -> Option<&str> {
         .map(|g| g.stage.as_str())
 }
 
-/// SG-GAN's translation metrics of a synthesize stage's generated rows.
-#[allow(clippy::too_many_arguments)]
+/// The classifier trained on real faces that judges edits: its stage name,
+/// what it predicts and the network.
+struct Judge {
+    name: String,
+    saved: crate::train::classifier::SavedClassifier,
+    net: crate::train::classifier::Net,
+}
+
+/// The generated rows of a translation generator's synthesize stage: (source
+/// id, target labels, PNG), at most `translation_samples` of them, and the
+/// source faces they were edited from.
+struct Translated {
+    generator: String,
+    rows: Vec<(String, Labels, Vec<u8>)>,
+    source: crate::data::tensors::FacesById,
+}
+
+/// Translation metrics of a synthesize stage's generated rows (SG-GAN,
+/// StarGAN): background MS-SSIM against the source face, and with a judge
+/// the editing and untouched-attribute accuracies.
 fn translation(
     out: &mut Rows,
-    io: &StageIo,
     s: &InputStage,
     faces: &Path,
-    judge: Option<&(
-        String,
-        crate::train::classifier::SavedClassifier,
-        crate::train::classifier::Net,
-    )>,
+    judge: Option<&Judge>,
     c: &Config,
     seed: u64,
     dev: &Device,
 ) -> Result<()> {
-    use crate::data::celeba::Labels;
-    use crate::data::schema::{N_ATTRIBUTES, attribute_column};
-    use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
-    use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
     let Some(generator) = translation_generator(s) else {
         return Ok(());
     };
+    let rows = generated_rows(s, c.translation_samples, seed)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let source = crate::data::tensors::read_faces_by_id(faces, &wanted)?;
+    out.io.say(format!(
+        "translation metrics of {} generated rows of `{}` (generator `{generator}`)",
+        rows.len(),
+        s.name
+    ));
+    let t = Translated {
+        generator: generator.to_string(),
+        rows,
+        source,
+    };
+    background(out, s, &t)?;
+    let Some(judge) = judge else {
+        out.io
+            .say("no train_classifier input trained on real faces: no editing accuracy");
+        return Ok(());
+    };
+    editing(out, s, &t, judge, c.batch_size, dev)
+}
+
+/// (source id, target labels, PNG) of the generated rows of `s`, a seeded
+/// sample of `max` when there are more.
+fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<(String, Labels, Vec<u8>)>> {
     let mut cols = vec!["source_image_id".to_string(), "origin".to_string()];
     cols.extend((0..N_ATTRIBUTES).map(attribute_column));
     cols.push("image".into());
@@ -422,21 +502,16 @@ fn translation(
             }
         }
     }
-    if rows.len() > c.translation_samples {
+    if rows.len() > max {
         rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        rows.truncate(c.translation_samples);
+        rows.truncate(max);
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    let source = crate::data::tensors::read_faces_by_id(faces, &wanted)?;
-    io.say(format!(
-        "translation metrics of {} generated rows of `{}` (generator `{generator}`)",
-        rows.len(),
-        s.name
-    ));
-    // Background MS-SSIM, source vs translated at the synthesized size.
+    Ok(rows)
+}
+
+/// Background MS-SSIM, source vs translated at the synthesized size.
+fn background(out: &mut Rows, s: &InputStage, t: &Translated) -> Result<()> {
+    let (rows, source, generator) = (&t.rows, &t.source, &t.generator);
     let pairs: Vec<(RgbImage, RgbImage)> = rows
         .par_iter()
         .filter_map(|(src, _, png)| {
@@ -463,12 +538,25 @@ fn translation(
             serde_json::json!({"crop": "top-left 10x10", "levels": levels, "window": window,
                                "generator": generator, "reference": "each row's source face"}),
         );
-        io.say(format!("`{}`: background MS-SSIM {mean:.4}", s.name));
+        out.io
+            .say(format!("`{}`: background MS-SSIM {mean:.4}", s.name));
     }
-    let Some((judge_name, saved, net)) = judge else {
-        io.say("no train_classifier input trained on real faces: no editing accuracy");
-        return Ok(());
-    };
+    Ok(())
+}
+
+/// Editing accuracy (edited attributes reach their target under the judge)
+/// and untouched-attribute accuracy (the others keep their source value).
+fn editing(
+    out: &mut Rows,
+    s: &InputStage,
+    t: &Translated,
+    judge: &Judge,
+    batch_size: usize,
+    dev: &Device,
+) -> Result<()> {
+    let (rows, source, generator) = (&t.rows, &t.source, &t.generator);
+    let (judge_name, saved, net) = (&judge.name, &judge.saved, &judge.net);
+    let io = out.io;
     let size = match &saved.network {
         crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
         crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
@@ -476,7 +564,7 @@ fn translation(
     let k = saved.attributes.len();
     let (mut edit_hit, mut edit_n, mut keep_hit, mut keep_n) = (0.0, 0usize, 0.0, 0usize);
     let mut per_attr = vec![(0.0f64, 0usize); k];
-    for chunk in rows.chunks(c.batch_size.max(1)) {
+    for chunk in rows.chunks(batch_size.max(1)) {
         let imgs: Vec<RgbImage> = chunk
             .iter()
             .map(|r| {

@@ -224,56 +224,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             p
         }
     };
-    let attrs = celeba::parse_attributes(&root.join(ATTR_FILE))?;
-    let mut md5: BTreeMap<String, String> =
-        BTreeMap::from([(ATTR_FILE.to_string(), attrs.md5.clone())]);
-    let partitions = optional(&root.join(PARTITION_FILE), celeba::parse_partitions)?;
-    let identities = optional(&root.join(IDENTITY_FILE), celeba::parse_identities)?;
-    let bboxes = optional(&root.join(BBOX_FILE), |p| {
-        celeba::parse_int_table(p, &["x_1", "y_1", "width", "height"])
-    })?;
-    let landmarks = optional(&root.join(LANDMARK_FILE), |p| {
-        celeba::parse_int_table(p, &LANDMARK_COLUMNS)
-    })?;
-    for (f, m) in [
-        (PARTITION_FILE, partitions.as_ref().map(|x| &x.1)),
-        (IDENTITY_FILE, identities.as_ref().map(|x| &x.1)),
-        (BBOX_FILE, bboxes.as_ref().map(|x| &x.1)),
-        (LANDMARK_FILE, landmarks.as_ref().map(|x| &x.1)),
-    ] {
-        if let Some(m) = m {
-            md5.insert(f.to_string(), m.clone());
-        }
-    }
+    let ann = Annotations::read(&root)?;
+    let rows = ann.select(c, &root)?;
 
-    let wanted: HashSet<Partition> = c.partitions.iter().copied().collect();
-    let mut rows = Vec::new();
-    for (id, &labels) in attrs.image_ids.iter().zip(&attrs.labels) {
-        let partition = match &partitions {
-            Some((map, _)) => *map.get(id).ok_or_else(|| {
-                data_error!("{}: image {id} is annotated but has no partition", root.join(PARTITION_FILE).display())
-            })?,
-            None => celeba::official_partition(id).ok_or_else(|| {
-                data_error!("image {id}: cannot infer its partition from its number without {PARTITION_FILE}; add that file")
-            })?,
-        };
-        if !wanted.contains(&partition) {
-            continue;
-        }
-        rows.push(Row {
-            image_id: id.clone(),
-            partition,
-            identity: identities.as_ref().and_then(|(m, _)| m.get(id).copied()),
-            labels,
-            bbox: bboxes.as_ref().and_then(|(m, _)| m.get(id).cloned()),
-            landmarks: landmarks.as_ref().and_then(|(m, _)| m.get(id).cloned()),
-        });
-        if c.limit.is_some_and(|l| rows.len() >= l) {
-            break;
-        }
-    }
-
-    let schema = schema::faces(bboxes.is_some(), landmarks.is_some());
+    let schema = schema::faces(ann.bboxes.is_some(), ann.landmarks.is_some());
     let meta = vec![
         (
             "augment.stage_config".to_string(),
@@ -281,115 +235,37 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ),
         (
             "augment.annotation_md5".to_string(),
-            serde_json::to_string(&md5)?,
+            serde_json::to_string(&ann.md5)?,
         ),
     ];
     let faces_path = io.out_dir.join("faces.parquet");
-    let mut faces = TableWriter::create(&faces_path, schema.clone(), &meta, CHUNK * 2)?;
-    let mut rejects: Vec<(String, String)> = Vec::new();
-    let mut summary = serde_json::Map::new();
-    let annotated = attrs.image_ids.len();
-
+    let mut out = FacesOut {
+        faces: TableWriter::create(&faces_path, schema.clone(), &meta, CHUNK * 2)?,
+        schema,
+        rejects: Vec::new(),
+        summary: serde_json::Map::new(),
+    };
+    let annotated = ann.attrs.image_ids.len();
     if !c.images {
         for chunk in rows.chunks(CHUNK * 8) {
             let refs: Vec<(&Row, Option<Vec<u8>>)> = chunk.iter().map(|r| (r, None)).collect();
-            faces.write(&faces_batch(&schema, &refs)?)?;
+            out.faces.write(&faces_batch(&out.schema, &refs)?)?;
         }
         io.say(format!(
             "{} annotated rows ingested without images (images = false)",
             fmt_int(rows.len())
         ));
     } else {
-        let img_dir = root.join(IMAGE_DIR);
-        let on_disk = list_images(&img_dir)?;
-        if on_disk.is_empty() {
-            return Err(data_error!(
-                "{}: no images found; download img_align_celeba, or set images = false to ingest labels only",
-                img_dir.display()
-            ));
-        }
-        let annotated_set: HashSet<&str> = attrs.image_ids.iter().map(String::as_str).collect();
-        let mut not_annotated: Vec<&String> = on_disk
-            .keys()
-            .filter(|n| !annotated_set.contains(n.as_str()))
-            .collect();
-        not_annotated.sort();
-        for n in &not_annotated {
-            rejects.push(((*n).clone(), "not_annotated".into()));
-        }
-        let (present, missing): (Vec<&Row>, Vec<&Row>) =
-            rows.iter().partition(|r| on_disk.contains_key(&r.image_id));
-        for r in &missing {
-            rejects.push((r.image_id.clone(), "missing".into()));
-        }
-        let pb = io.progress(present.len() as u64, "images");
-        let mut undecodable = 0usize;
-        for chunk in present.chunks(CHUNK) {
-            let results: Vec<std::result::Result<Vec<u8>, String>> = chunk
-                .par_iter()
-                .map(|r| process_image(&on_disk[&r.image_id], c))
-                .collect();
-            let mut ok: Vec<(&Row, Option<Vec<u8>>)> = Vec::with_capacity(chunk.len());
-            for (r, res) in chunk.iter().zip(results) {
-                match res {
-                    Ok(png) => ok.push((r, Some(png))),
-                    Err(reason) => {
-                        undecodable += 1;
-                        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-                        rejects.push((r.image_id.clone(), format!("undecodable: {reason}")));
-                    }
-                }
-            }
-            if !ok.is_empty() {
-                faces.write(&faces_batch(&schema, &ok)?)?;
-            }
-            pb.inc(chunk.len() as u64);
-        }
-        pb.finish_and_clear();
-        let found = on_disk.len();
-        io.say(format!(
-            "{} of {} annotated images found; {} undecodable; {} on disk without annotation",
-            fmt_int(present.len()),
-            fmt_int(annotated),
-            fmt_int(undecodable),
-            fmt_int(not_annotated.len())
-        ));
-        let bad = undecodable + not_annotated.len();
-        let frac = bad as f64 / found as f64;
-        if frac > c.max_reject_fraction {
-            let examples: Vec<String> = rejects
-                .iter()
-                .filter(|(_, r)| r != "missing")
-                .take(3)
-                .map(|(i, r)| format!("{i}: {r}"))
-                .collect();
-            return Err(data_error!(
-                "{bad} of {found} images on disk were rejected ({:.1}% > max_reject_fraction {}%), e.g. {}; fix the files or raise max_reject_fraction",
-                frac * 100.0,
-                c.max_reject_fraction * 100.0,
-                examples.join("; ")
-            ));
-        }
-        summary.insert("found_on_disk".into(), found.into());
-        summary.insert("missing".into(), missing.len().into());
-        summary.insert("undecodable".into(), undecodable.into());
-        summary.insert("not_annotated".into(), not_annotated.len().into());
+        write_images(c, io, &root, &ann.attrs.image_ids, &rows, &mut out)?;
     }
+    let FacesOut {
+        faces,
+        rejects,
+        mut summary,
+        ..
+    } = out;
     let n_faces = faces.finish()?;
-    let rejects_path = io.out_dir.join("rejects.parquet");
-    let mut rw = TableWriter::create(&rejects_path, schema::rejects(), &meta, 1 << 20)?;
-    rw.write(&RecordBatch::try_new(
-        schema::rejects(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.0.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.1.as_str()),
-            )),
-        ],
-    )?)?;
-    let n_rejects = rw.finish()?;
+    let n_rejects = write_rejects(&io.out_dir.join("rejects.parquet"), &meta, &rejects)?;
     summary.insert("annotated".into(), annotated.into());
     summary.insert("selected".into(), rows.len().into());
     summary.insert("faces".into(), n_faces.into());
@@ -406,6 +282,217 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             ..Lineage::default()
         },
     })
+}
+
+/// CelebA's annotation files under a root: the attributes (required), the
+/// optional partition, identity, bbox and landmark files, and the md5 of
+/// each file read.
+struct Annotations {
+    attrs: celeba::Attributes,
+    md5: BTreeMap<String, String>,
+    partitions: Option<(HashMap<String, Partition>, String)>,
+    identities: Option<(HashMap<String, i32>, String)>,
+    bboxes: Option<(HashMap<String, Vec<i32>>, String)>,
+    landmarks: Option<(HashMap<String, Vec<i32>>, String)>,
+}
+
+impl Annotations {
+    fn read(root: &Path) -> Result<Annotations> {
+        let attrs = celeba::parse_attributes(&root.join(ATTR_FILE))?;
+        let mut md5: BTreeMap<String, String> =
+            BTreeMap::from([(ATTR_FILE.to_string(), attrs.md5.clone())]);
+        let partitions = optional(&root.join(PARTITION_FILE), celeba::parse_partitions)?;
+        let identities = optional(&root.join(IDENTITY_FILE), celeba::parse_identities)?;
+        let bboxes = optional(&root.join(BBOX_FILE), |p| {
+            celeba::parse_int_table(p, &["x_1", "y_1", "width", "height"])
+        })?;
+        let landmarks = optional(&root.join(LANDMARK_FILE), |p| {
+            celeba::parse_int_table(p, &LANDMARK_COLUMNS)
+        })?;
+        for (f, m) in [
+            (PARTITION_FILE, partitions.as_ref().map(|x| &x.1)),
+            (IDENTITY_FILE, identities.as_ref().map(|x| &x.1)),
+            (BBOX_FILE, bboxes.as_ref().map(|x| &x.1)),
+            (LANDMARK_FILE, landmarks.as_ref().map(|x| &x.1)),
+        ] {
+            if let Some(m) = m {
+                md5.insert(f.to_string(), m.clone());
+            }
+        }
+        Ok(Annotations {
+            attrs,
+            md5,
+            partitions,
+            identities,
+            bboxes,
+            landmarks,
+        })
+    }
+
+    /// The annotated rows of the configured partitions (up to `limit`).
+    fn select(&self, c: &Config, root: &Path) -> Result<Vec<Row>> {
+        let Annotations {
+            attrs,
+            partitions,
+            identities,
+            bboxes,
+            landmarks,
+            ..
+        } = self;
+        let wanted: HashSet<Partition> = c.partitions.iter().copied().collect();
+        let mut rows = Vec::new();
+        for (id, &labels) in attrs.image_ids.iter().zip(&attrs.labels) {
+            let partition = match &partitions {
+                Some((map, _)) => *map.get(id).ok_or_else(|| {
+                    data_error!("{}: image {id} is annotated but has no partition", root.join(PARTITION_FILE).display())
+                })?,
+                None => celeba::official_partition(id).ok_or_else(|| {
+                    data_error!("image {id}: cannot infer its partition from its number without {PARTITION_FILE}; add that file")
+                })?,
+            };
+            if !wanted.contains(&partition) {
+                continue;
+            }
+            rows.push(Row {
+                image_id: id.clone(),
+                partition,
+                identity: identities.as_ref().and_then(|(m, _)| m.get(id).copied()),
+                labels,
+                bbox: bboxes.as_ref().and_then(|(m, _)| m.get(id).cloned()),
+                landmarks: landmarks.as_ref().and_then(|(m, _)| m.get(id).cloned()),
+            });
+            if c.limit.is_some_and(|l| rows.len() >= l) {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The `faces` table being written, with the rejects and summary figures
+/// gathered on the way.
+struct FacesOut {
+    faces: TableWriter,
+    schema: SchemaRef,
+    /// (image id, reason)
+    rejects: Vec<(String, String)>,
+    summary: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Decodes, crops and re-encodes the images of `rows` in parallel chunks;
+/// files that fail become rejects, as do images without annotation and
+/// annotated images not on disk.
+fn write_images(
+    c: &Config,
+    io: &StageIo,
+    root: &Path,
+    annotated_ids: &[String],
+    rows: &[Row],
+    out: &mut FacesOut,
+) -> Result<()> {
+    let annotated = annotated_ids.len();
+    let FacesOut {
+        faces,
+        schema,
+        rejects,
+        summary,
+    } = out;
+    let img_dir = root.join(IMAGE_DIR);
+    let on_disk = list_images(&img_dir)?;
+    if on_disk.is_empty() {
+        return Err(data_error!(
+            "{}: no images found; download img_align_celeba, or set images = false to ingest labels only",
+            img_dir.display()
+        ));
+    }
+    let annotated_set: HashSet<&str> = annotated_ids.iter().map(String::as_str).collect();
+    let mut not_annotated: Vec<&String> = on_disk
+        .keys()
+        .filter(|n| !annotated_set.contains(n.as_str()))
+        .collect();
+    not_annotated.sort();
+    for n in &not_annotated {
+        rejects.push(((*n).clone(), "not_annotated".into()));
+    }
+    let (present, missing): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| on_disk.contains_key(&r.image_id));
+    for r in &missing {
+        rejects.push((r.image_id.clone(), "missing".into()));
+    }
+    let pb = io.progress(present.len() as u64, "images");
+    let mut undecodable = 0usize;
+    for chunk in present.chunks(CHUNK) {
+        let results: Vec<std::result::Result<Vec<u8>, String>> = chunk
+            .par_iter()
+            .map(|r| process_image(&on_disk[&r.image_id], c))
+            .collect();
+        let mut ok: Vec<(&Row, Option<Vec<u8>>)> = Vec::with_capacity(chunk.len());
+        for (r, res) in chunk.iter().zip(results) {
+            match res {
+                Ok(png) => ok.push((r, Some(png))),
+                Err(reason) => {
+                    undecodable += 1;
+                    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+                    rejects.push((r.image_id.clone(), format!("undecodable: {reason}")));
+                }
+            }
+        }
+        if !ok.is_empty() {
+            faces.write(&faces_batch(schema, &ok)?)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let found = on_disk.len();
+    io.say(format!(
+        "{} of {} annotated images found; {} undecodable; {} on disk without annotation",
+        fmt_int(present.len()),
+        fmt_int(annotated),
+        fmt_int(undecodable),
+        fmt_int(not_annotated.len())
+    ));
+    let bad = undecodable + not_annotated.len();
+    let frac = bad as f64 / found as f64;
+    if frac > c.max_reject_fraction {
+        let examples: Vec<String> = rejects
+            .iter()
+            .filter(|(_, r)| r != "missing")
+            .take(3)
+            .map(|(i, r)| format!("{i}: {r}"))
+            .collect();
+        return Err(data_error!(
+            "{bad} of {found} images on disk were rejected ({:.1}% > max_reject_fraction {}%), e.g. {}; fix the files or raise max_reject_fraction",
+            frac * 100.0,
+            c.max_reject_fraction * 100.0,
+            examples.join("; ")
+        ));
+    }
+    summary.insert("found_on_disk".into(), found.into());
+    summary.insert("missing".into(), missing.len().into());
+    summary.insert("undecodable".into(), undecodable.into());
+    summary.insert("not_annotated".into(), not_annotated.len().into());
+    Ok(())
+}
+
+/// The `rejects` table: one row per rejected image with its reason.
+fn write_rejects(
+    path: &Path,
+    meta: &[(String, String)],
+    rejects: &[(String, String)],
+) -> Result<usize> {
+    let mut rw = TableWriter::create(path, schema::rejects(), meta, 1 << 20)?;
+    rw.write(&RecordBatch::try_new(
+        schema::rejects(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.1.as_str()),
+            )),
+        ],
+    )?)?;
+    rw.finish()
 }
 
 fn optional<T>(path: &Path, parse: impl Fn(&Path) -> Result<T>) -> Result<Option<T>> {
