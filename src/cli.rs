@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::query::Format;
 
@@ -117,36 +117,7 @@ Inputs are resized to 299x299 bilinearly (align_corners=false, no antialias) and
 The weights are the TF 2015-12-05 FID Inception as safetensors: --weights, else $AUGMENT_FID_WEIGHTS, else the cache that `augment weights fetch` fills.\n\nExamples:\n  \
 augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet runs/r/synthesize/synth.parquet --where-a \"partition = 'test'\" --json"
     )]
-    Fid {
-        a: PathBuf,
-        b: PathBuf,
-        /// The FID Inception weights (safetensors); default $AUGMENT_FID_WEIGHTS, then the cache.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Also compute KID (unbiased, cubic polynomial kernel).
-        #[arg(long)]
-        kid: bool,
-        #[arg(long, default_value_t = 100)]
-        kid_subsets: usize,
-        #[arg(long, default_value_t = 1000)]
-        kid_subset_size: usize,
-        #[arg(long, default_value_t = 50)]
-        batch_size: usize,
-        /// cpu or cuda:N (needs a --features cuda build).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// SQL condition selecting Parquet rows of both A and B.
-        #[arg(long = "where", value_name = "CONDITION")]
-        filter: Option<String>,
-        /// SQL condition for A only (overrides --where).
-        #[arg(long = "where-a", value_name = "CONDITION")]
-        filter_a: Option<String>,
-        /// SQL condition for B only (overrides --where).
-        #[arg(long = "where-b", value_name = "CONDITION")]
-        filter_b: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Fid(FidArgs),
     /// PSNR (dB) between paired images of two folders or Parquet tables.
     #[command(
         after_help = "Pairs as for `augment ms-ssim`. Identical pairs (infinite PSNR) are counted and left out of the mean."
@@ -174,6 +145,39 @@ augment fid real/ generated/ --kid\n  augment fid runs/r/ingest/faces.parquet ru
         #[arg(long, default_value = "label_counts.png")]
         out: PathBuf,
     },
+}
+
+/// `augment fid A B`.
+#[derive(Debug, Args)]
+pub struct FidArgs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    /// The FID Inception weights (safetensors); default $AUGMENT_FID_WEIGHTS, then the cache.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Also compute KID (unbiased, cubic polynomial kernel).
+    #[arg(long)]
+    pub kid: bool,
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// cpu or cuda:N (needs a --features cuda build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// SQL condition selecting Parquet rows of both A and B.
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub filter: Option<String>,
+    /// SQL condition for A only (overrides --where).
+    #[arg(long = "where-a", value_name = "CONDITION")]
+    pub filter_a: Option<String>,
+    /// SQL condition for B only (overrides --where).
+    #[arg(long = "where-b", value_name = "CONDITION")]
+    pub filter_b: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -96,50 +96,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             }
             Ok(())
         }
-        cli::Command::Fid {
-            a,
-            b,
-            weights,
-            kid,
-            kid_subsets,
-            kid_subset_size,
-            batch_size,
-            device,
-            filter,
-            filter_a,
-            filter_b,
-            json,
-        } => {
-            let weights = weights::require(weights.as_deref(), "--weights")?;
-            let device = pipeline::config::Device::parse(&device)
-                .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
-                .to_candle()?;
-            if batch_size == 0 || (kid && (kid_subsets == 0 || kid_subset_size < 2)) {
-                return Err(config_error!(
-                    "--batch-size must be ≥ 1, --kid-subsets ≥ 1 and --kid-subset-size ≥ 2"
-                ));
-            }
-            let sel = |f: Option<String>| compare::Options {
-                key: String::new(),
-                filter: f.or_else(|| filter.clone()),
-                ..Default::default()
-            };
-            let (sel_a, sel_b) = (sel(filter_a), sel(filter_b));
-            let o = compare::FidOptions {
-                weights,
-                batch: batch_size,
-                device,
-                kid: kid.then_some((kid_subsets, kid_subset_size)),
-                quiet: cli.quiet,
-            };
-            let r = compare::fid(&a, &b, &sel_a, &sel_b, &o)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{}", r.human());
-            }
-            Ok(())
-        }
+        cli::Command::Fid(args) => fid(args, cli.quiet),
         cli::Command::MsSsim(a) => pairwise(compare::Pairwise::MsSsim, a),
         cli::Command::Psnr(a) => pairwise(compare::Pairwise::Psnr, a),
         cli::Command::Report { run_dirs, out } => {
@@ -163,28 +120,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             println!("{}", r.human());
             Ok(())
         }
-        cli::Command::Weights(cli::WeightsCommand::Show) => {
-            match weights::find(None, "--weights")? {
-                Some((path, origin)) => {
-                    let from = match origin {
-                        weights::Origin::Environment => "$AUGMENT_FID_WEIGHTS",
-                        weights::Origin::Cache => "the cache",
-                        weights::Origin::Explicit => "--weights",
-                    };
-                    println!("{} (from {from})", path.display());
-                }
-                None => {
-                    let cache = weights::cache_dir()
-                        .map(|d| d.display().to_string())
-                        .unwrap_or_else(|| "none: no HOME".into());
-                    return Err(data_error!(
-                        "no FID Inception weights ($AUGMENT_FID_WEIGHTS unset; cache {cache}): {}",
-                        weights::HOW_TO_GET
-                    ));
-                }
-            }
-            Ok(())
-        }
+        cli::Command::Weights(cli::WeightsCommand::Show) => weights_show(),
         cli::Command::Chart { run_dir, out } => {
             let n = report::chart_run(&run_dir, &out)?;
             if !cli.quiet {
@@ -193,6 +129,77 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `augment fid A B`.
+fn fid(args: cli::FidArgs, quiet: bool) -> Result<()> {
+    let cli::FidArgs {
+        a,
+        b,
+        weights,
+        kid,
+        kid_subsets,
+        kid_subset_size,
+        batch_size,
+        device,
+        filter,
+        filter_a,
+        filter_b,
+        json,
+    } = args;
+    let weights = weights::require(weights.as_deref(), "--weights")?;
+    let device = stages::Device::parse(&device)
+        .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
+        .to_candle()?;
+    if batch_size == 0 || (kid && (kid_subsets == 0 || kid_subset_size < 2)) {
+        return Err(config_error!(
+            "--batch-size must be ≥ 1, --kid-subsets ≥ 1 and --kid-subset-size ≥ 2"
+        ));
+    }
+    let sel = |f: Option<String>| compare::Options {
+        key: String::new(),
+        filter: f.or_else(|| filter.clone()),
+        ..Default::default()
+    };
+    let (sel_a, sel_b) = (sel(filter_a), sel(filter_b));
+    let o = compare::FidOptions {
+        weights,
+        batch: batch_size,
+        device,
+        kid: kid.then_some((kid_subsets, kid_subset_size)),
+        quiet: quiet,
+    };
+    let r = compare::fid(&a, &b, &sel_a, &sel_b, &o)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.human());
+    }
+    Ok(())
+}
+
+/// `augment weights show`: which weights file is used, and from where.
+fn weights_show() -> Result<()> {
+    match weights::find(None, "--weights")? {
+        Some((path, origin)) => {
+            let from = match origin {
+                weights::Origin::Environment => "$AUGMENT_FID_WEIGHTS",
+                weights::Origin::Cache => "the cache",
+                weights::Origin::Explicit => "--weights",
+            };
+            println!("{} (from {from})", path.display());
+        }
+        None => {
+            let cache = weights::cache_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "none: no HOME".into());
+            return Err(data_error!(
+                "no FID Inception weights ($AUGMENT_FID_WEIGHTS unset; cache {cache}): {}",
+                weights::HOW_TO_GET
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn pairwise(metric: compare::Pairwise, a: cli::PairArgs) -> Result<()> {
