@@ -147,7 +147,7 @@ fn from_table(
     mut table: toml::Table,
     resolved_toml: String,
 ) -> Result<Pipeline> {
-    let f = file.display();
+    let f = file.display().to_string();
     for key in table.keys() {
         if key != "run" && key != "stages" {
             return Err(config_error!(
@@ -155,8 +155,55 @@ fn from_table(
             ));
         }
     }
-    let raw_run: RawRun = table
-        .remove("run")
+    let raw_run = table.remove("run");
+    let run = run_config(&f, base, raw_run)?;
+    let stages_table = match table.remove("stages") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            return Err(config_error!(
+                "{f}: `stages` must be a table of `[stages.NAME]` tables"
+            ));
+        }
+        None => {
+            return Err(config_error!(
+                "{f}: no stages; add at least one `[stages.NAME]` table with a `kind`"
+            ));
+        }
+    };
+    let mut stages_table = stages_table;
+    let variant_of = expand_sweeps(&mut stages_table).map_err(|e| config_error!("{f}: {e}"))?;
+    // toml::Table keeps keys sorted; declaration order is recovered from the text below when possible.
+    let mut defs = Vec::new();
+    for (name, value) in stages_table {
+        defs.push(stage_def(&f, base, name, value, &variant_of)?);
+    }
+    check_inputs(&f, &defs)?;
+    let order = declaration_order(file);
+    let position = |name: &str| {
+        order
+            .get(name)
+            .or_else(|| variant_of.get(name).and_then(|b| order.get(b)))
+            .copied()
+            .unwrap_or(usize::MAX)
+    };
+    defs.sort_by(|a, b| {
+        position(&a.name)
+            .cmp(&position(&b.name))
+            .then(a.name.cmp(&b.name))
+    });
+    let stages = topological(defs)
+        .map_err(|cycle| config_error!("{f}: stages form a cycle through inputs: {cycle}"))?;
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        run,
+        stages,
+        resolved_toml,
+    })
+}
+
+/// The `[run]` table.
+fn run_config(f: &str, base: &Path, raw: Option<toml::Value>) -> Result<RunConfig> {
+    let raw_run: RawRun = raw
         .ok_or_else(|| {
             config_error!(
                 "{f}: missing `[run]` table (with `name`, and optionally `dir`, `seed`, `device`)"
@@ -182,76 +229,70 @@ fn from_table(
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs").join(&raw_run.name)),
     );
-    let run = RunConfig {
+    Ok(RunConfig {
         name: raw_run.name,
         dir,
         seed: raw_run.seed,
         device,
-    };
+    })
+}
 
-    let stages_table = match table.remove("stages") {
-        Some(toml::Value::Table(t)) => t,
-        Some(_) => {
-            return Err(config_error!(
-                "{f}: `stages` must be a table of `[stages.NAME]` tables"
-            ));
-        }
+/// One `[stages.NAME]` table as a typed stage.
+fn stage_def(
+    f: &str,
+    base: &Path,
+    name: String,
+    value: toml::Value,
+    variant_of: &HashMap<String, String>,
+) -> Result<StageDef> {
+    let ctx = format!("{f}: [stages.{name}]");
+    if !valid_stage_name(&name) {
+        return Err(config_error!(
+            "{ctx}: stage names must be lowercase letters, digits and `_`, starting with a letter (they become SQL table prefixes)"
+        ));
+    }
+    let toml::Value::Table(mut t) = value else {
+        return Err(config_error!("{ctx}: must be a table"));
+    };
+    let kind_name = match t.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        Some(_) => return Err(config_error!("{ctx}: `kind` must be a string")),
         None => {
             return Err(config_error!(
-                "{f}: no stages; add at least one `[stages.NAME]` table with a `kind`"
+                "{ctx}: missing `kind`; expected one of: {}",
+                StageKind::names().join(", ")
             ));
         }
     };
-    let mut stages_table = stages_table;
-    let variant_of = expand_sweeps(&mut stages_table).map_err(|e| config_error!("{f}: {e}"))?;
-    // toml::Table keeps keys sorted; declaration order is recovered from the text below when possible.
-    let mut defs = Vec::new();
-    for (name, value) in stages_table {
-        let ctx = format!("{f}: [stages.{name}]");
-        if !valid_stage_name(&name) {
-            return Err(config_error!(
-                "{ctx}: stage names must be lowercase letters, digits and `_`, starting with a letter (they become SQL table prefixes)"
-            ));
-        }
-        let toml::Value::Table(mut t) = value else {
-            return Err(config_error!("{ctx}: must be a table"));
-        };
-        let kind_name = match t.remove("kind") {
-            Some(toml::Value::String(k)) => k,
-            Some(_) => return Err(config_error!("{ctx}: `kind` must be a string")),
-            None => {
-                return Err(config_error!(
-                    "{ctx}: missing `kind`; expected one of: {}",
-                    StageKind::names().join(", ")
-                ));
-            }
-        };
-        let kind = StageKind::from_name(&kind_name).ok_or_else(|| {
+    let kind = StageKind::from_name(&kind_name).ok_or_else(|| {
+        config_error!(
+            "{ctx}: unknown kind {kind_name:?}; expected one of: {}",
+            StageKind::names().join(", ")
+        )
+    })?;
+    let inputs: Vec<String> = match t.remove("inputs") {
+        None => vec![],
+        Some(v) => v.try_into().map_err(|_| {
             config_error!(
-                "{ctx}: unknown kind {kind_name:?}; expected one of: {}",
-                StageKind::names().join(", ")
+                "{ctx}: `inputs` must be a list of stage names, e.g. inputs = [\"ingest\"]"
             )
-        })?;
-        let inputs: Vec<String> = match t.remove("inputs") {
-            None => vec![],
-            Some(v) => v.try_into().map_err(|_| {
-                config_error!(
-                    "{ctx}: `inputs` must be a list of stage names, e.g. inputs = [\"ingest\"]"
-                )
-            })?,
-        };
-        let config = stage_config(kind, toml::Value::Table(t), base)
-            .map_err(|e| config_error!("{ctx}: {}", one_line(&e)))?;
-        defs.push(StageDef {
-            sweep_of: variant_of.get(&name).cloned(),
-            name,
-            inputs,
-            config,
-        });
-    }
+        })?,
+    };
+    let config = stage_config(kind, toml::Value::Table(t), base)
+        .map_err(|e| config_error!("{ctx}: {}", one_line(&e)))?;
+    Ok(StageDef {
+        sweep_of: variant_of.get(&name).cloned(),
+        name,
+        inputs,
+        config,
+    })
+}
+
+/// Every input names a stage, and each stage's inputs are of the kinds it reads.
+fn check_inputs(f: &str, defs: &[StageDef]) -> Result<()> {
     let kinds: HashMap<String, StageKind> =
         defs.iter().map(|d| (d.name.clone(), d.kind())).collect();
-    for d in &defs {
+    for d in defs {
         for i in &d.inputs {
             if i == &d.name {
                 return Err(config_error!(
@@ -278,27 +319,7 @@ fn from_table(
             .check_inputs(&input_kinds)
             .map_err(|e| config_error!("{f}: [stages.{}]: inputs: {e}", d.name))?;
     }
-    let order = declaration_order(file);
-    let position = |name: &str| {
-        order
-            .get(name)
-            .or_else(|| variant_of.get(name).and_then(|b| order.get(b)))
-            .copied()
-            .unwrap_or(usize::MAX)
-    };
-    defs.sort_by(|a, b| {
-        position(&a.name)
-            .cmp(&position(&b.name))
-            .then(a.name.cmp(&b.name))
-    });
-    let stages = topological(defs)
-        .map_err(|cycle| config_error!("{f}: stages form a cycle through inputs: {cycle}"))?;
-    Ok(Pipeline {
-        file: file.to_path_buf(),
-        run,
-        stages,
-        resolved_toml,
-    })
+    Ok(())
 }
 
 /// Deserializes a stage's own keys (without `kind`/`inputs`) into its typed
@@ -376,144 +397,177 @@ fn key_holding(v: &toml::Value, s: &str) -> Option<String> {
 /// the best val accuracy and reports its test accuracy. Returns copy → the
 /// name it was copied from.
 fn expand_sweeps(stages: &mut toml::Table) -> std::result::Result<HashMap<String, String>, String> {
-    let mut variant_of = HashMap::new();
-    // Expanded stage → its (copy name, tag) per size.
-    let mut expanded: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let names: Vec<String> = stages.keys().cloned().collect();
-    for name in names {
-        let Some(toml::Value::Table(t)) = stages.get(&name) else {
-            continue;
-        };
-        let Some(sizes) = t.get("sizes") else {
-            continue;
-        };
-        let ctx = format!("[stages.{name}] sizes");
-        if t.get("kind").and_then(|k| k.as_str()) != Some("balance") {
-            return Err(format!("{ctx}: only `balance` stages take a size sweep"));
-        }
-        if t.contains_key("size") {
-            return Err(format!("{ctx}: give either `size` or `sizes`, not both"));
-        }
-        let values: Vec<f64> = sizes
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .and_then(|a| {
-                a.iter()
-                    .map(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
-                    .collect()
-            })
-            .ok_or_else(|| {
-                format!("{ctx}: expected a list of numbers, e.g. sizes = [1.5, 2, 3]")
-            })?;
-        let mut t = t.clone();
-        t.remove("sizes");
-        stages.remove(&name);
-        let mut copies = Vec::new();
-        for v in values {
-            if !(v.is_finite() && v > 1.0) {
-                return Err(format!(
-                    "{ctx}: {v} is not a size above 1 (the augmented table is size × the train split)"
-                ));
-            }
-            let tag = format!("{v}").replace('.', "_");
-            let copy = format!("{name}_x{tag}");
-            let mut c = t.clone();
-            c.insert("size".into(), toml::Value::Float(v));
-            if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
-                return Err(format!(
-                    "{ctx}: the size {v} is listed twice, or a stage is already named `{copy}`"
-                ));
-            }
-            variant_of.insert(copy.clone(), name.clone());
-            copies.push((copy, tag));
-        }
-        expanded.insert(name, copies);
+    let mut sweeps = Sweeps::default();
+    sweeps.expand_balance_stages(stages)?;
+    if sweeps.expanded.is_empty() {
+        return Ok(sweeps.variant_of);
     }
-    if expanded.is_empty() {
-        return Ok(variant_of);
-    }
-    let inputs_of = |t: &toml::Table| -> Vec<String> {
-        t.get("inputs")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // Copy the downstream stages until no stage reads an expanded one.
-    loop {
-        let mut next = None;
-        for (name, v) in stages.iter() {
-            let Some(t) = v.as_table() else { continue };
-            if t.get("kind").and_then(|k| k.as_str()) == Some("evaluate") {
+    sweeps.copy_downstream(stages)?;
+    sweeps.widen_evaluate_inputs(stages);
+    Ok(sweeps.variant_of)
+}
+
+/// The state of a sweep expansion.
+#[derive(Default)]
+struct Sweeps {
+    /// Copy → the stage it was copied from.
+    variant_of: HashMap<String, String>,
+    /// Expanded stage → its (copy name, tag) per size.
+    expanded: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// The stage names a stage's `inputs` lists.
+fn inputs_of(t: &toml::Table) -> Vec<String> {
+    t.get("inputs")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Sweeps {
+    /// Each `balance` stage with `sizes` becomes one copy per size.
+    fn expand_balance_stages(
+        &mut self,
+        stages: &mut toml::Table,
+    ) -> std::result::Result<(), String> {
+        let (variant_of, expanded) = (&mut self.variant_of, &mut self.expanded);
+        let names: Vec<String> = stages.keys().cloned().collect();
+        for name in names {
+            let Some(toml::Value::Table(t)) = stages.get(&name) else {
                 continue;
+            };
+            let Some(sizes) = t.get("sizes") else {
+                continue;
+            };
+            let ctx = format!("[stages.{name}] sizes");
+            if t.get("kind").and_then(|k| k.as_str()) != Some("balance") {
+                return Err(format!("{ctx}: only `balance` stages take a size sweep"));
             }
-            let hits: Vec<String> = inputs_of(t)
-                .into_iter()
-                .filter(|i| expanded.contains_key(i))
-                .collect();
-            match hits.len() {
-                0 => {}
-                1 => {
-                    next = Some((name.clone(), hits[0].clone()));
-                    break;
-                }
-                _ => {
+            if t.contains_key("size") {
+                return Err(format!("{ctx}: give either `size` or `sizes`, not both"));
+            }
+            let values: Vec<f64> = sizes
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    format!("{ctx}: expected a list of numbers, e.g. sizes = [1.5, 2, 3]")
+                })?;
+            let mut t = t.clone();
+            t.remove("sizes");
+            stages.remove(&name);
+            let mut copies = Vec::new();
+            for v in values {
+                if !(v.is_finite() && v > 1.0) {
                     return Err(format!(
-                        "[stages.{name}] inputs: reads two size sweeps ({}); sweep one stage at a time",
-                        hits.join(", ")
+                        "{ctx}: {v} is not a size above 1 (the augmented table is size × the train split)"
                     ));
                 }
+                let tag = format!("{v}").replace('.', "_");
+                let copy = format!("{name}_x{tag}");
+                let mut c = t.clone();
+                c.insert("size".into(), toml::Value::Float(v));
+                if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
+                    return Err(format!(
+                        "{ctx}: the size {v} is listed twice, or a stage is already named `{copy}`"
+                    ));
+                }
+                variant_of.insert(copy.clone(), name.clone());
+                copies.push((copy, tag));
             }
+            expanded.insert(name, copies);
         }
-        let Some((name, input)) = next else { break };
-        let t = stages
-            .remove(&name)
-            .and_then(|v| v.as_table().cloned())
-            .unwrap_or_default();
-        let mut copies = Vec::new();
-        for (input_copy, tag) in expanded[&input].clone() {
-            let copy = format!("{name}_x{tag}");
-            let mut c = t.clone();
-            let ins: Vec<toml::Value> = inputs_of(&t)
+        Ok(())
+    }
+
+    /// Copies the downstream stages (except `evaluate`) until no stage reads
+    /// an expanded one.
+    fn copy_downstream(&mut self, stages: &mut toml::Table) -> std::result::Result<(), String> {
+        let (variant_of, expanded) = (&mut self.variant_of, &mut self.expanded);
+        loop {
+            let mut next = None;
+            for (name, v) in stages.iter() {
+                let Some(t) = v.as_table() else { continue };
+                if t.get("kind").and_then(|k| k.as_str()) == Some("evaluate") {
+                    continue;
+                }
+                let hits: Vec<String> = inputs_of(t)
+                    .into_iter()
+                    .filter(|i| expanded.contains_key(i))
+                    .collect();
+                match hits.len() {
+                    0 => {}
+                    1 => {
+                        next = Some((name.clone(), hits[0].clone()));
+                        break;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "[stages.{name}] inputs: reads two size sweeps ({}); sweep one stage at a time",
+                            hits.join(", ")
+                        ));
+                    }
+                }
+            }
+            let Some((name, input)) = next else { break };
+            let t = stages
+                .remove(&name)
+                .and_then(|v| v.as_table().cloned())
+                .unwrap_or_default();
+            let mut copies = Vec::new();
+            for (input_copy, tag) in expanded[&input].clone() {
+                let copy = format!("{name}_x{tag}");
+                let mut c = t.clone();
+                let ins: Vec<toml::Value> = inputs_of(&t)
+                    .into_iter()
+                    .map(|i| toml::Value::String(if i == input { input_copy.clone() } else { i }))
+                    .collect();
+                c.insert("inputs".into(), toml::Value::Array(ins));
+                if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
+                    return Err(format!(
+                        "[stages.{name}]: a stage is already named `{copy}`, the copy of `{name}` for the size sweep of `{input}`"
+                    ));
+                }
+                variant_of.insert(copy.clone(), name.clone());
+                copies.push((copy, tag));
+            }
+            expanded.insert(name, copies);
+        }
+        Ok(())
+    }
+
+    /// Evaluate stages get every copy of the expanded stages they list.
+    fn widen_evaluate_inputs(&self, stages: &mut toml::Table) {
+        let expanded = &self.expanded;
+        let names: Vec<String> = stages.keys().cloned().collect();
+        for name in names {
+            let Some(t) = stages.get_mut(&name).and_then(|v| v.as_table_mut()) else {
+                continue;
+            };
+            if t.get("kind").and_then(|k| k.as_str()) != Some("evaluate") {
+                continue;
+            }
+            let ins: Vec<toml::Value> = inputs_of(t)
                 .into_iter()
-                .map(|i| toml::Value::String(if i == input { input_copy.clone() } else { i }))
+                .flat_map(|i| match expanded.get(&i) {
+                    Some(c) => c.iter().map(|(n, _)| n.clone()).collect(),
+                    None => vec![i],
+                })
+                .map(toml::Value::String)
                 .collect();
-            c.insert("inputs".into(), toml::Value::Array(ins));
-            if stages.insert(copy.clone(), toml::Value::Table(c)).is_some() {
-                return Err(format!(
-                    "[stages.{name}]: a stage is already named `{copy}`, the copy of `{name}` for the size sweep of `{input}`"
-                ));
+            if t.contains_key("inputs") {
+                t.insert("inputs".into(), toml::Value::Array(ins));
             }
-            variant_of.insert(copy.clone(), name.clone());
-            copies.push((copy, tag));
-        }
-        expanded.insert(name, copies);
-    }
-    // Evaluate stages get every copy.
-    let names: Vec<String> = stages.keys().cloned().collect();
-    for name in names {
-        let Some(t) = stages.get_mut(&name).and_then(|v| v.as_table_mut()) else {
-            continue;
-        };
-        if t.get("kind").and_then(|k| k.as_str()) != Some("evaluate") {
-            continue;
-        }
-        let ins: Vec<toml::Value> = inputs_of(t)
-            .into_iter()
-            .flat_map(|i| match expanded.get(&i) {
-                Some(c) => c.iter().map(|(n, _)| n.clone()).collect(),
-                None => vec![i],
-            })
-            .map(toml::Value::String)
-            .collect();
-        if t.contains_key("inputs") {
-            t.insert("inputs".into(), toml::Value::Array(ins));
         }
     }
-    Ok(variant_of)
 }
 
 /// Position of each `[stages.NAME]` header in the file, for stable ordering.
