@@ -8,20 +8,9 @@ use common::*;
 #[test]
 fn classifiers_on_real_and_augmented_rows_are_measured_on_real_test_rows() {
     let d = tempfile::tempdir().unwrap();
-    write(
-        &d.path().join("p.toml"),
-        r#"
-[run]
-name = "c"
-dir = "run"
-seed = 1
-
-[stages.ingest]
-kind = "ingest"
-source = "demo"
-n = 400
-image_size = 32
-
+    PipelineFile::demo("c", 1, 400, 32)
+        .stages(
+            r#"
 [stages.erase]
 kind = "balance"
 inputs = ["ingest"]
@@ -46,7 +35,8 @@ epochs = 2
 lr = 1e-3
 attributes = ["Bald", "Smiling", "Male"]
 "#,
-    );
+        )
+        .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     // Predictions: every real test face × attribute, nothing else.
@@ -123,20 +113,10 @@ fn classifier_beats_the_majority_baseline_on_real_celeba() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    write(
-        &d.path().join("p.toml"),
-        &format!(
+    PipelineFile::celeba("c", 0, &root)
+        .ingest("image_size = 32")
+        .stages(
             r#"
-[run]
-name = "c"
-dir = "run"
-
-[stages.ingest]
-kind = "ingest"
-root = "{}"
-max_reject_fraction = 1.0
-image_size = 32
-
 [stages.cnn]
 kind = "train_classifier"
 inputs = ["ingest"]
@@ -154,9 +134,8 @@ epochs = 8
 batch_size = 32
 lr = 1e-3
 "#,
-            root.display()
-        ),
-    );
+        )
+        .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     // Majority baseline: per attribute, the train majority value scored on test.
@@ -208,20 +187,9 @@ lr = 1e-3
 #[test]
 fn size_sweep_evaluate_and_report() {
     let d = tempfile::tempdir().unwrap();
-    write(
-        &d.path().join("p.toml"),
-        r#"
-[run]
-name = "sweep"
-dir = "run"
-seed = 2
-
-[stages.ingest]
-kind = "ingest"
-source = "demo"
-n = 300
-image_size = 32
-
+    PipelineFile::demo("sweep", 2, 300, 32)
+        .stages(
+            r#"
 [stages.ros]
 kind = "balance"
 inputs = ["ingest"]
@@ -252,7 +220,8 @@ kind = "evaluate"
 inputs = ["ingest", "cls", "real"]
 fid = false
 "#,
-    );
+        )
+        .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     let vals = sql_csv(

@@ -19,21 +19,9 @@ fn attr2face_learns_on_real_celeba_and_synthesizes_a_plan() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    write(
-        &d.path().join("p.toml"),
-        &format!(
+    PipelineFile::celeba("gen", 0, &root)
+        .stages(&format!(
             r#"
-[run]
-name = "gen"
-dir = "run"
-seed = 0
-
-[stages.ingest]
-kind = "ingest"
-source = "celeba"
-root = "{}"
-max_reject_fraction = 1.0
-
 [stages.balance]
 kind = "balance"
 inputs = ["ingest"]
@@ -74,10 +62,9 @@ kid_subsets = 10
 kid_subset_size = 24
 reconstruction_samples = 64
 "#,
-            root.display(),
             std::env::var_os("AUGMENT_FID_WEIGHTS").is_some()
-        ),
-    );
+        ))
+        .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     let run = d.path().join("run");
@@ -220,33 +207,30 @@ reconstruction_samples = 64
     }
 }
 
-const DEMO: &str = r#"
-[run]
-name = "demo"
-dir = "run"
-seed = 3
-
-[stages.ingest]
-kind = "ingest"
-source = "demo"
-n = 200
-image_size = 32
-
+/// Demo faces and a random-doubling plan, the start of the pipelines below.
+fn demo() -> String {
+    PipelineFile::demo("demo", 3, 200, 32)
+        .stages(
+            r#"
 [stages.balance]
 kind = "balance"
 inputs = ["ingest"]
 strategy = "random_doubling"
-"#;
+"#,
+        )
+        .text()
+}
 
 /// Kill the process mid-phase; the rerun continues from the checkpoint and
 /// ends at the configured step count with one log row per (step, loss).
 #[test]
 fn killed_training_resumes_from_its_checkpoint() {
+    let demo = demo();
     let d = tempfile::tempdir().unwrap();
     write(
         &d.path().join("p.toml"),
         &format!(
-            "{DEMO}
+            "{demo}
 [stages.gen]
 kind = \"train_generator\"
 inputs = [\"ingest\"]
@@ -315,11 +299,12 @@ mapping.steps = 5
 /// The ablations of Tables 2 and 4 and the classic baselines run end to end.
 #[test]
 fn ablations_and_classic_rows_run() {
+    let demo = demo();
     let d = tempfile::tempdir().unwrap();
     write(
         &d.path().join("p.toml"),
         &format!(
-            "{DEMO}
+            "{demo}
 [stages.erase]
 kind = \"balance\"
 inputs = [\"ingest\"]
@@ -391,11 +376,12 @@ inputs = [\"ingest\", \"erase\"]
 
 #[test]
 fn generated_plan_without_generator_is_one_clear_line() {
+    let demo = demo();
     let d = tempfile::tempdir().unwrap();
     write(
         &d.path().join("p.toml"),
         &format!(
-            "{DEMO}
+            "{demo}
 [stages.synth]
 kind = \"synthesize\"
 inputs = [\"ingest\", \"balance\"]
@@ -412,7 +398,7 @@ inputs = [\"ingest\", \"balance\"]
     write(
         &d.path().join("p.toml"),
         &format!(
-            "{DEMO}\n[stages.gen]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\npreset = \"huge\"\n"
+            "{demo}\n[stages.gen]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\npreset = \"huge\"\n"
         ),
     );
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
@@ -424,8 +410,9 @@ inputs = [\"ingest\", \"balance\"]
 /// Same seed, same config: the same checkpoint bytes and the same images.
 #[test]
 fn generator_and_synthesis_are_reproducible_from_the_seed() {
+    let demo = demo();
     let pipeline = format!(
-        "{DEMO}
+        "{demo}
 [stages.gen]
 kind = \"train_generator\"
 inputs = [\"ingest\"]

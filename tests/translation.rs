@@ -26,21 +26,9 @@ fn sggan_and_stargan_learn_on_real_celeba_and_translate_plans() {
     // 1 (and far fewer steps): a short CPU run has to show the direction of
     // training, and at λ_cls 1 the tiny critic's class head barely learns
     // Male or Smiling in 1,000 steps.
-    write(
-        &d.path().join("p.toml"),
-        &format!(
+    PipelineFile::celeba("tr", 0, &root)
+        .stages(
             r#"
-[run]
-name = "tr"
-dir = "run"
-seed = 0
-
-[stages.ingest]
-kind = "ingest"
-source = "celeba"
-root = "{}"
-max_reject_fraction = 1.0
-
 [stages.sg]
 kind = "train_generator"
 inputs = ["ingest"]
@@ -109,9 +97,8 @@ inputs = ["ingest", "judge", "sg_synth", "star_synth"]
 fid = false
 translation_samples = 200
 "#,
-            root.display()
-        ),
-    );
+        )
+        .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     let run = d.path().join("run");

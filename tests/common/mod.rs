@@ -130,3 +130,67 @@ pub fn read_parquet(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
         .unwrap();
     r.map(|b| b.unwrap()).collect()
 }
+
+/// A test's pipeline file: the `[run]` table (folder `run` beside the file)
+/// and the `ingest` stage are written here once; each test adds its own
+/// stages.
+pub struct PipelineFile {
+    head: String,
+    ingest: Vec<String>,
+    stages: String,
+}
+
+impl PipelineFile {
+    /// `n` procedural demo faces at `image_size`.
+    pub fn demo(name: &str, seed: u64, n: usize, image_size: usize) -> Self {
+        PipelineFile {
+            head: format!("[run]\nname = \"{name}\"\ndir = \"run\"\nseed = {seed}\n"),
+            ingest: vec![
+                "source = \"demo\"".into(),
+                format!("n = {n}"),
+                format!("image_size = {image_size}"),
+            ],
+            stages: String::new(),
+        }
+    }
+
+    /// The CelebA folder `root` (the shared 2,000 faces: the images missing
+    /// from a full annotation file are rejects, so any reject fraction passes).
+    pub fn celeba(name: &str, seed: u64, root: &Path) -> Self {
+        PipelineFile {
+            head: format!("[run]\nname = \"{name}\"\ndir = \"run\"\nseed = {seed}\n"),
+            ingest: vec![
+                "source = \"celeba\"".into(),
+                format!("root = {:?}", root.display().to_string()),
+                "max_reject_fraction = 1.0".into(),
+            ],
+            stages: String::new(),
+        }
+    }
+
+    /// One more `key = value` line for the ingest stage.
+    pub fn ingest(mut self, line: &str) -> Self {
+        self.ingest.push(line.to_string());
+        self
+    }
+
+    /// The test's own `[stages.NAME]` tables.
+    pub fn stages(mut self, toml: &str) -> Self {
+        self.stages.push_str(toml);
+        self
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "{}\n[stages.ingest]\nkind = \"ingest\"\n{}\n{}",
+            self.head,
+            self.ingest.join("\n"),
+            self.stages
+        )
+    }
+
+    /// Writes the file as `dir/p.toml`.
+    pub fn write(&self, dir: &Path) {
+        std::fs::write(dir.join("p.toml"), self.text()).expect("write p.toml");
+    }
+}
