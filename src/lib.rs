@@ -167,7 +167,7 @@ fn fid(args: cli::FidArgs, quiet: bool) -> Result<()> {
         batch: batch_size,
         device,
         kid: kid.then_some((kid_subsets, kid_subset_size)),
-        quiet: quiet,
+        quiet,
     };
     let r = compare::fid(&a, &b, &sel_a, &sel_b, &o)?;
     if json {

@@ -383,9 +383,9 @@ fn gallery(runs: &[RunData], out: &Path) -> Result<String> {
                 let name = format!("{}_{}_{}", run.manifest.run_name, stage, file);
                 std::fs::copy(&src, out.join("img").join(&name))
                     .with_context(|| format!("copying {}", src.display()))?;
-                let _ = write!(
+                let _ = writeln!(
                     items,
-                    "<figure><img src=\"img/{}\" alt=\"{}\"><figcaption>{} — {}</figcaption></figure>\n",
+                    "<figure><img src=\"img/{}\" alt=\"{}\"><figcaption>{} — {}</figcaption></figure>",
                     esc(&name),
                     esc(what),
                     esc(stage),

@@ -578,15 +578,17 @@ mod tests {
         assert_eq!(py_str("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(py_str("é"), r#""\u00e9""#);
         assert_eq!(py_str("𝄞"), r#""\ud834\udd1e""#);
-        let mut t = Tree::default();
-        t.modules = vec![
-            (String::new(), "WrapNet".into()),
-            ("conv".into(), "Conv2dLayer".into()),
-        ];
-        t.convs = vec![
-            ("conv".into(), 2, Padding::Same(0)),
-            ("m.c".into(), 1, Padding::Pair(0, 3)),
-        ];
+        let t = Tree {
+            modules: vec![
+                (String::new(), "WrapNet".into()),
+                ("conv".into(), "Conv2dLayer".into()),
+            ],
+            convs: vec![
+                ("conv".into(), 2, Padding::Same(0)),
+                ("m.c".into(), 1, Padding::Pair(0, 3)),
+            ],
+            ..Tree::default()
+        };
         // json.dumps([["", "WrapNet"], ["conv", "Conv2dLayer"]])
         assert_eq!(
             module_order_json(&t),

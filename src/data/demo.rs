@@ -5,7 +5,7 @@
 //!
 //! Labels follow CelebA's long tail: the marginals below are the positive
 //! rates of the official `list_attr_celeba.txt` (202,599 rows), counted with
-//! `awk` over the file (see the README). Sex-specific attributes (beards,
+//! `awk` over the file. Sex-specific attributes (beards,
 //! lipstick, ...) are drawn conditionally on `Male` with rates scaled so the
 //! marginals stay close to CelebA's. Every face is drawn from its labels; 20
 //! attributes are visible (hair colours, bald, bangs, wavy hair, eyeglasses,

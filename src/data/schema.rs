@@ -561,7 +561,7 @@ pub fn metrics() -> SchemaRef {
     ]))
 }
 
-/// Every table `augment` writes, by name, for `schemas/` and the README.
+/// Every table `augment` writes, by name, for `schemas/` and docs/tables.md.
 pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
     vec![
         ("faces", "ingest", faces(false, false)),

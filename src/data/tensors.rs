@@ -305,6 +305,44 @@ pub fn grid(images: &[RgbImage], cols: usize) -> RgbImage {
     out
 }
 
+/// PNG bytes and labels of faces, by image id.
+pub struct FacesById {
+    pub png: HashMap<String, Vec<u8>>,
+    pub labels: HashMap<String, Labels>,
+}
+
+/// The faces of a `faces`-shaped table (image_id, the 40 labels, image)
+/// whose ids are in `wanted`; a wanted face without an image is an error.
+pub fn read_faces_by_id(path: &Path, wanted: &HashSet<&str>) -> Result<FacesById> {
+    let mut out = HashMap::new();
+    let mut labels_out = HashMap::new();
+    let mut cols = vec!["image_id".to_string(), "image".to_string()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    for b in read_columns(path, &names)? {
+        let id = strings(&b, 0)?;
+        let labels = labels_of_batch(&b, 2)?;
+        for (r, &label) in labels.iter().enumerate() {
+            if !wanted.contains(id.value(r)) {
+                continue;
+            }
+            let Some(bytes) = image_bytes(b.column(1).as_ref(), r) else {
+                return Err(data_error!(
+                    "{}: face {} has no image; ingest with `images = true`",
+                    path.display(),
+                    id.value(r)
+                ));
+            };
+            out.insert(id.value(r).to_string(), bytes.to_vec());
+            labels_out.insert(id.value(r).to_string(), label);
+        }
+    }
+    Ok(FacesById {
+        png: out,
+        labels: labels_out,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,42 +364,4 @@ mod tests {
         assert_eq!(v[1][39], 1.0);
         assert_eq!(v[1].iter().sum::<f32>(), 1.0);
     }
-}
-
-/// PNG bytes and labels of faces, by image id.
-pub struct FacesById {
-    pub png: HashMap<String, Vec<u8>>,
-    pub labels: HashMap<String, Labels>,
-}
-
-/// The faces of a `faces`-shaped table (image_id, the 40 labels, image)
-/// whose ids are in `wanted`; a wanted face without an image is an error.
-pub fn read_faces_by_id(path: &Path, wanted: &HashSet<&str>) -> Result<FacesById> {
-    let mut out = HashMap::new();
-    let mut labels_out = HashMap::new();
-    let mut cols = vec!["image_id".to_string(), "image".to_string()];
-    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
-    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
-    for b in read_columns(path, &names)? {
-        let id = strings(&b, 0)?;
-        let labels = labels_of_batch(&b, 2)?;
-        for r in 0..b.num_rows() {
-            if !wanted.contains(id.value(r)) {
-                continue;
-            }
-            let Some(bytes) = image_bytes(b.column(1).as_ref(), r) else {
-                return Err(data_error!(
-                    "{}: face {} has no image; ingest with `images = true`",
-                    path.display(),
-                    id.value(r)
-                ));
-            };
-            out.insert(id.value(r).to_string(), bytes.to_vec());
-            labels_out.insert(id.value(r).to_string(), labels[r]);
-        }
-    }
-    Ok(FacesById {
-        png: out,
-        labels: labels_out,
-    })
 }

@@ -74,7 +74,7 @@ impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.channels.is_empty()
             || self.final_side() == 0
-            || self.image_size % (1 << self.channels.len()) != 0
+            || !self.image_size.is_multiple_of(1 << self.channels.len())
         {
             return Err(format!(
                 "{} stride-2 layers do not divide a {}×{} image",
@@ -154,6 +154,13 @@ impl Critic {
     }
 }
 
+/// SG-GAN's per-attribute softmax logits as logit differences: (B, n) of
+/// l_{j,1} − l_{j,0} from (B, 2n) logits.
+pub fn value_logit(cls: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let pairs = cls.reshape((cls.dim(0)?, n, 2))?;
+    pairs.narrow(2, 1, 1)?.squeeze(2)? - pairs.narrow(2, 0, 1)?.squeeze(2)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,11 +180,4 @@ mod tests {
             assert_eq!(cls.dims(), &[1, cfg.classes]);
         }
     }
-}
-
-/// SG-GAN's per-attribute softmax logits as logit differences: (B, n) of
-/// l_{j,1} − l_{j,0} from (B, 2n) logits.
-pub fn value_logit(cls: &Tensor, n: usize) -> candle_core::Result<Tensor> {
-    let pairs = cls.reshape((cls.dim(0)?, n, 2))?;
-    pairs.narrow(2, 1, 1)?.squeeze(2)? - pairs.narrow(2, 0, 1)?.squeeze(2)?
 }

@@ -632,6 +632,33 @@ source = "demo"
 n = 10
 "#;
 
+    /// Regression: sweep membership once came from a `_x<size>` name suffix,
+    /// so a stage the user named `cls_x2` was read as a sweep copy.
+    #[test]
+    fn sweep_membership_comes_from_the_expansion_not_the_name() {
+        let text = format!(
+            "{OK}
+[stages.dyn]
+kind = \"balance\"
+inputs = [\"ingest\"]
+strategy = \"dynamic_balancing\"
+sizes = [1.5, 2]
+[stages.synth]
+kind = \"synthesize\"
+inputs = [\"ingest\", \"dyn\"]
+[stages.synth_x3]
+kind = \"synthesize\"
+inputs = [\"ingest\", \"balance\"]
+"
+        );
+        let p = load_str(&text, &[]).unwrap();
+        let sweep_of = |n: &str| p.stage(n).unwrap().sweep_of.clone();
+        assert_eq!(sweep_of("dyn_x1_5").as_deref(), Some("dyn"));
+        assert_eq!(sweep_of("synth_x2").as_deref(), Some("synth"));
+        assert_eq!(sweep_of("synth_x3"), None, "written by the user");
+        assert_eq!(sweep_of("balance"), None);
+    }
+
     #[test]
     fn orders_by_inputs() {
         let p = load_str(OK, &[]).unwrap();

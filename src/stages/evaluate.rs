@@ -494,11 +494,11 @@ fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<(String, 
         let src = strings(&b, 0)?;
         let origin = strings(&b, 1)?;
         let labels = labels_of_batch(&b, 2)?;
-        for r in 0..b.num_rows() {
+        for (r, &label) in labels.iter().enumerate() {
             if origin.value(r) == "generated"
                 && let Some(bytes) = image_bytes(b.column(2 + N_ATTRIBUTES).as_ref(), r)
             {
-                rows.push((src.value(r).to_string(), labels[r], bytes.to_vec()));
+                rows.push((src.value(r).to_string(), label, bytes.to_vec()));
             }
         }
     }

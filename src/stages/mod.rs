@@ -115,8 +115,12 @@ impl std::fmt::Display for StageKind {
     }
 }
 
+/// A stage's typed config. The variants differ in size (train_generator's
+/// options are the largest), which does not matter for the few stages of a
+/// pipeline, so they are not boxed.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum StageConfig {
     Ingest(ingest::Config),
     Balance(balance::Config),

@@ -323,11 +323,11 @@ fn fit_probe(
 ) -> Result<Outcome> {
     let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
     let t0 = std::time::Instant::now();
-    let tx = ex.features(io, &train_split, "train", dev)?;
-    let vx = ex.features(io, &val, "val", dev)?;
-    let sx = ex.features(io, &test, "test", dev)?;
-    let ty = bool_labels(&train_split, &attrs);
-    let vy = bool_labels(&val, &attrs);
+    let tx = ex.features(io, train_split, "train", dev)?;
+    let vx = ex.features(io, val, "val", dev)?;
+    let sx = ex.features(io, test, "test", dev)?;
+    let ty = bool_labels(train_split, attrs);
+    let vy = bool_labels(val, attrs);
     let mut popts = ProbeOptions::default();
     if let Some(a) = &c.alphas {
         popts.alphas = a.clone();
@@ -360,7 +360,7 @@ fn metric_rows(
 ) -> (Vec<MetricRow>, f64) {
     let probs = &outcome.probs;
     let (val, test) = (&splits.val, &splits.test);
-    let truth = bool_labels(&test, &attrs);
+    let truth = bool_labels(test, attrs);
     let pred: Vec<Vec<bool>> = probs
         .iter()
         .map(|p| p.iter().map(|&v| v > 0.5).collect())

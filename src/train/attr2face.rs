@@ -621,7 +621,7 @@ impl<'a> Run<'a> {
             disc_vm,
             disc,
             k: 0.0,
-            sample_x: data.faces.images(&sample_rows, dev)?,
+            sample_x: data.faces.images(sample_rows, dev)?,
         };
         let total = steps(opts.autoencoder.epochs, opts.autoencoder.steps, n, bs);
         let has_val = !data.val.is_empty();

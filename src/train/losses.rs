@@ -39,24 +39,6 @@ pub fn scalar(t: &Tensor) -> Result<f64> {
     t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn bce_matches_pytorch_and_stays_finite() {
-        // By hand, per element: 200, ln(1+e^-1) = 0.313262, ln 2 = 0.693147,
-        // ln(1+e^-2) = 0.126928, 200; mean 80.226667 (what PyTorch's
-        // binary_cross_entropy_with_logits gives for these inputs).
-        let dev = Device::Cpu;
-        let x = Tensor::new(&[-200f32, -1., 0., 2., 200.], &dev).unwrap();
-        let t = Tensor::new(&[1f32, 0., 1., 1., 0.], &dev).unwrap();
-        let v = scalar(&bce_with_logits(&x, &t).unwrap()).unwrap();
-        assert!((v - 80.226667).abs() < 1e-4, "{v}");
-    }
-}
-
 /// WGAN-GP's penalty (Gulrajani et al. 2017, eq. 3; SG-GAN eq. 3, StarGAN
 /// eq. 1 without λ): E[(‖∇_x̂ D(x̂)‖₂ − 1)²] at x̂ = ε·x + (1 − ε)·x̃, with
 /// `eps` of shape (B, 1, 1, 1). The gradient ∇_x̂ D is itself differentiated
@@ -80,4 +62,22 @@ pub fn gradient_penalty(
     // A tiny ridge keeps sqrt differentiable where a gradient vanishes.
     let norm = (g.sqr()?.flatten_from(1)?.sum(1)? + 1e-12)?.sqrt()?;
     (norm - 1.0)?.sqr()?.mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn bce_matches_pytorch_and_stays_finite() {
+        // By hand, per element: 200, ln(1+e^-1) = 0.313262, ln 2 = 0.693147,
+        // ln(1+e^-2) = 0.126928, 200; mean 80.226667 (what PyTorch's
+        // binary_cross_entropy_with_logits gives for these inputs).
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[-200f32, -1., 0., 2., 200.], &dev).unwrap();
+        let t = Tensor::new(&[1f32, 0., 1., 1., 0.], &dev).unwrap();
+        let v = scalar(&bce_with_logits(&x, &t).unwrap()).unwrap();
+        assert!((v - 80.226667).abs() < 1e-4, "{v}");
+    }
 }

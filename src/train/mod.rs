@@ -319,6 +319,21 @@ pub fn steps_for_epochs(epochs: f64, n: usize, batch: usize) -> usize {
     ((epochs * n as f64 / batch as f64).ceil() as usize).max(1)
 }
 
+/// Detached copies of a var map's tensors: frozen networks get no gradients.
+pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
+    vm.data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect()
+}
+
+/// A var builder over plain tensors: networks built from it track no gradients.
+pub fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,19 +396,4 @@ mod tests {
         assert!(!state.done);
         assert_eq!(state.log.len(), 3);
     }
-}
-
-/// Detached copies of a var map's tensors: frozen networks get no gradients.
-pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
-    vm.data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect()
-}
-
-/// A var builder over plain tensors: networks built from it track no gradients.
-pub fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)
 }

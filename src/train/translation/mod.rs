@@ -214,7 +214,7 @@ impl Phase for TranslationPhase<'_> {
             .collect();
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ (step as u64).wrapping_mul(0x9E37_79B9));
-        let g_step = step % self.opts.n_critic == 0;
+        let g_step = step.is_multiple_of(self.opts.n_critic);
         let mut out = match self.kind {
             Kind::Sggan => {
                 let d = self.critic_grads_sggan(&idx, &mut rng)?;
