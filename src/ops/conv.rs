@@ -420,17 +420,15 @@ fn resized<T: Elem>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut v[..len]
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` on row-major operands with the given
-/// row/column strides (a transposed operand is a swap of its strides).
-#[allow(clippy::too_many_arguments)]
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` on row-major operands, each given
+/// with its (row, column) strides (a transposed operand is a swap of its
+/// strides).
 fn matmul<T: Elem>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     accumulate: bool,
-    lhs: &[T],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[T],
-    (rhs_rs, rhs_cs): (usize, usize),
+    (lhs, (lhs_rs, lhs_cs)): (&[T], (usize, usize)),
+    (rhs, (rhs_rs, rhs_cs)): (&[T], (usize, usize)),
     par: Parallelism,
 ) {
     debug_assert!(dst.len() >= m * n);
@@ -643,7 +641,14 @@ fn forward_cpu<T: Elem>(d: &Dims, x: &[T], w: &[T]) -> Vec<T> {
             &mut s.col,
         );
         if m == 1 {
-            matmul((d.co, p, k), y_group, false, w, (k, 1), cols, (p, 1), par);
+            matmul(
+                (d.co, p, k),
+                y_group,
+                false,
+                (w, (k, 1)),
+                (cols, (p, 1)),
+                par,
+            );
             return;
         }
         // [Co, m·P] then scattered to [m, Co, P].
@@ -652,10 +657,8 @@ fn forward_cpu<T: Elem>(d: &Dims, x: &[T], w: &[T]) -> Vec<T> {
             (d.co, m * p, k),
             out,
             false,
-            w,
-            (k, 1),
-            cols,
-            (m * p, 1),
+            (w, (k, 1)),
+            (cols, (m * p, 1)),
             par,
         );
         for i in 0..m {
@@ -691,10 +694,8 @@ fn input_grad_cpu<T: Elem>(d: &Dims, dy: &[T], w: &[T]) -> Vec<T> {
                 (d.ci, p, d.co),
                 dx_group,
                 false,
-                w,
-                (1, k),
-                dys,
-                (p, 1),
+                (w, (1, k)),
+                (dys, (p, 1)),
                 par,
             );
             return;
@@ -704,10 +705,8 @@ fn input_grad_cpu<T: Elem>(d: &Dims, dy: &[T], w: &[T]) -> Vec<T> {
             (k, m * p, d.co),
             col,
             false,
-            w,
-            (1, k),
-            dys,
-            (m * p, 1),
+            (w, (1, k)),
+            (dys, (m * p, 1)),
             par,
         );
         for i in 0..m {
@@ -760,10 +759,8 @@ fn weight_grad_cpu<T: Elem>(d: &Dims, x: &[T], dy: &[T]) -> Vec<T> {
                 (d.co, k, m * p),
                 &mut dw,
                 true,
-                dys,
-                (m * p, 1),
-                cols,
-                (1, m * p),
+                (dys, (m * p, 1)),
+                (cols, (1, m * p)),
                 plan.gemm,
             );
         }
