@@ -57,7 +57,7 @@ fn config_keys(kind: StageKind) -> BTreeSet<String> {
 }
 
 /// The text of `docs/stages.md` from the heading of `kind` to the next kind.
-fn section<'a>(doc: &'a str, kind: StageKind) -> &'a str {
+fn section(doc: &str, kind: StageKind) -> &str {
     let head = format!("## `kind = \"{}\"`", kind.name());
     let start = doc
         .find(&head)
