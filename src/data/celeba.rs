@@ -17,6 +17,11 @@ use crate::data_error;
 /// Labels of one image as a bit set: bit `i` is attribute `ATTRIBUTES[i]`.
 pub type Labels = u64;
 
+/// Size of CelebA's aligned faces (`img_align_celeba/`), for which the
+/// default crop box is placed.
+pub const ALIGNED_WIDTH: u32 = 178;
+pub const ALIGNED_HEIGHT: u32 = 218;
+
 pub fn label(labels: Labels, i: usize) -> bool {
     labels >> i & 1 == 1
 }

@@ -28,8 +28,8 @@ use crate::data::images::encode_jpeg;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES, attribute_index};
 
 pub const DEFAULT_COUNT: usize = 3000;
-pub const WIDTH: u32 = 178;
-pub const HEIGHT: u32 = 218;
+pub const WIDTH: u32 = crate::data::celeba::ALIGNED_WIDTH;
+pub const HEIGHT: u32 = crate::data::celeba::ALIGNED_HEIGHT;
 /// Images per identity, as in the shared CelebA sample.
 const PER_IDENTITY: usize = 5;
 

@@ -49,11 +49,159 @@ impl Resize {
     }
 }
 
-/// Decodes any supported image (JPEG, PNG) into 8-bit RGB. The error is the
-/// decoder's own message, which ends up in the `rejects` table.
+/// Decodes a JPEG or PNG into 8-bit RGB, strictly ([`decode_checked`]);
+/// the error is the reject reason and the decoder's message.
 pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
-    let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
-    Ok(img.into_rgb8())
+    decode_checked(bytes).map_err(|r| r.to_string())
+}
+
+/// Why an image file cannot be used: a short `reason` code (a `rejects`
+/// column users group by) and the `detail` that explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// `unreadable`, `empty`, `not_an_image`, `truncated`, `corrupt`,
+    /// `unsupported_color` or `wrong_size`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl Reject {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Reject {
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // "truncated at byte 600: ..." already says its reason.
+        if self.detail.starts_with(self.reason) {
+            write!(f, "{}", self.detail)
+        } else {
+            write!(f, "{}: {}", self.reason, self.detail)
+        }
+    }
+}
+
+/// Reads and strictly decodes an image file ([`decode_checked`]).
+pub fn read_image(path: &std::path::Path) -> std::result::Result<RgbImage, Reject> {
+    let bytes = std::fs::read(path).map_err(|e| Reject::new("unreadable", e.to_string()))?;
+    decode_checked(&bytes)
+}
+
+/// Decodes a JPEG or PNG into 8-bit RGB, accepting only a complete file: a
+/// JPEG must decode in zune-jpeg's strict mode (which fails where the lenient
+/// mode pads missing data with grey) and reach its end-of-image marker after
+/// its last scan; a PNG must pass its CRC checks (the `png` crate's default).
+/// Greyscale and CMYK JPEGs are converted to RGB.
+pub fn decode_checked(bytes: &[u8]) -> std::result::Result<RgbImage, Reject> {
+    match bytes {
+        [] => Err(Reject::new("empty", "zero-byte file")),
+        [0xFF, 0xD8, 0xFF, ..] => decode_jpeg(bytes),
+        [0x89, b'P', b'N', b'G', ..] => {
+            image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+                .map(|img| img.into_rgb8())
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.contains("EOF") || msg.contains("end of") || msg.contains("eof") {
+                        Reject::new(
+                            "truncated",
+                            format!("truncated at byte {}: {msg}", bytes.len()),
+                        )
+                    } else {
+                        Reject::new("corrupt", format!("PNG decoder: {msg}"))
+                    }
+                })
+        }
+        _ => Err(Reject::new("not_an_image", sniff(bytes))),
+    }
+}
+
+/// What a file that is neither JPEG nor PNG looks like, for the reject detail.
+fn sniff(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(64)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let what = if bytes.starts_with(&[0x1F, 0x8B]) {
+        "gzip data".to_string()
+    } else if text.trim_start().starts_with("<!doctype html") || text.contains("<html") {
+        "an HTML page (a failed download?)".to_string()
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        "a zip archive".to_string()
+    } else {
+        let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("unknown data starting {}", hex.join(" "))
+    };
+    format!("not a JPEG or PNG: {what}")
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, Reject> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default()
+        .set_strict_mode(true)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    let pixels = dec.decode().map_err(|e| {
+        let msg = e.to_string();
+        let lower = msg.to_ascii_lowercase();
+        if lower.contains("premature")
+            || lower.contains("exhausted")
+            || lower.contains("no more bytes")
+            || lower.contains("eof")
+        {
+            Reject::new(
+                "truncated",
+                format!("truncated at byte {}: {msg}", bytes.len()),
+            )
+        } else {
+            Reject::new("corrupt", format!("JPEG decoder: {msg}"))
+        }
+    })?;
+    if !ends_after_last_scan(bytes) {
+        return Err(Reject::new(
+            "truncated",
+            format!(
+                "truncated at byte {}: no end-of-image marker after the last scan",
+                bytes.len()
+            ),
+        ));
+    }
+    let info = dec
+        .info()
+        .ok_or_else(|| Reject::new("corrupt", "JPEG decoder returned no image info"))?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let rgb = match dec.output_colorspace() {
+        Some(ColorSpace::RGB) => pixels,
+        Some(ColorSpace::Luma) => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        other => {
+            return Err(Reject::new(
+                "unsupported_color",
+                format!("JPEG colour space {other:?} cannot be converted to RGB"),
+            ));
+        }
+    };
+    RgbImage::from_raw(w, h, rgb).ok_or_else(|| {
+        Reject::new(
+            "corrupt",
+            format!("JPEG decoder returned a short {w}x{h} image"),
+        )
+    })
+}
+
+/// Whether the JPEG's last start-of-scan marker (FF DA) is followed by an
+/// end-of-image marker (FF D9). Inside entropy-coded data FF is always
+/// followed by 00 or a restart marker, so an FF D9 after the last FF DA is
+/// the real end, not a byte pair inside the scan (an embedded EXIF
+/// thumbnail's markers come before the main image's scans).
+fn ends_after_last_scan(bytes: &[u8]) -> bool {
+    let find_last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match (find_last(0xDA), find_last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// Crops and resizes; errors (as a reject reason) when the crop box does not fit.
@@ -154,6 +302,77 @@ pub fn erase(img: &RgbImage, x: u32, y: u32, w: u32, h: u32, seed: u64) -> RgbIm
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jpeg(img: &image::DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)
+            .unwrap();
+        out
+    }
+
+    fn noisy(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8])
+        })
+    }
+
+    #[test]
+    fn a_jpeg_cut_anywhere_is_truncated_and_a_whole_one_decodes() {
+        let bytes = jpeg(&image::DynamicImage::ImageRgb8(noisy(64, 48)));
+        let whole = decode_checked(&bytes).unwrap();
+        assert_eq!(whole.dimensions(), (64, 48));
+        // Inside the header, inside the scan, halfway, one byte short.
+        for cut in [20, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+            let err = decode_checked(&bytes[..cut]).unwrap_err();
+            assert!(
+                err.reason == "truncated" || (cut < 200 && err.reason == "corrupt"),
+                "cut at {cut} of {}: {err}",
+                bytes.len()
+            );
+        }
+        let err = decode_checked(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert_eq!(err.reason, "truncated");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("truncated at byte {}", bytes.len() - 1)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn greyscale_jpegs_become_rgb() {
+        let grey = image::GrayImage::from_fn(32, 32, |x, y| image::Luma([(x * 8 + y) as u8]));
+        let bytes = jpeg(&image::DynamicImage::ImageLuma8(grey));
+        let rgb = decode_checked(&bytes).unwrap();
+        assert_eq!(rgb.dimensions(), (32, 32));
+        let p = rgb.get_pixel(5, 9).0;
+        assert!(p[0] == p[1] && p[1] == p[2], "{p:?}");
+    }
+
+    #[test]
+    fn files_that_are_not_images_say_what_they_are() {
+        assert_eq!(decode_checked(&[]).unwrap_err().reason, "empty");
+        let html = decode_checked(b"<!DOCTYPE html><html><body>Quota exceeded").unwrap_err();
+        assert_eq!(html.reason, "not_an_image");
+        assert!(html.detail.contains("HTML"), "{html}");
+        let gz = decode_checked(&[0x1f, 0x8b, 8, 0, 0, 0]).unwrap_err();
+        assert!(gz.detail.contains("gzip"), "{gz}");
+    }
+
+    #[test]
+    fn a_png_with_a_wrong_checksum_is_corrupt() {
+        let mut png = encode_png(&noisy(16, 16)).unwrap();
+        // The IDAT chunk's CRC: flip a byte of the compressed data.
+        let idat = png.windows(4).position(|w| w == b"IDAT").unwrap();
+        png[idat + 6] ^= 0xFF;
+        let err = decode_checked(&png).unwrap_err();
+        assert!(
+            err.reason == "corrupt" || err.reason == "truncated",
+            "{err}"
+        );
+        let cut = encode_png(&noisy(16, 16)).unwrap();
+        assert!(decode_checked(&cut[..cut.len() - 8]).is_err());
+    }
 
     #[test]
     fn began_crop_then_resize() {

@@ -16,3 +16,23 @@ pub mod metrics_table;
 pub mod parquet;
 pub mod schema;
 pub mod tensors;
+
+/// Writes `bytes` to `dest` so that `dest` is always either its old content
+/// or all of the new: a temporary sibling, flushed to disk, then renamed. A
+/// failed write (a full disk) names the file and leaves `dest` as it was.
+pub fn write_atomic(dest: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let written =
+        std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", dest.display()));
+    }
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving {} into place", dest.display()))
+}

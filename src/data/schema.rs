@@ -182,7 +182,13 @@ pub fn rejects() -> SchemaRef {
             "reason",
             DataType::Utf8,
             false,
-            "`missing` (annotated, not on disk), `not_annotated` (on disk, no labels) or `undecodable: <decoder message>`",
+            "`missing` (annotated, not on disk), `not_annotated` (on disk, no labels), `unreadable` (permissions, I/O), `empty` (zero bytes), `not_an_image` (e.g. an HTML page or gzip saved as .jpg), `truncated` (cut off before its end-of-image marker), `corrupt` (the strict decoder's error), `unsupported_color` or `wrong_size` (not CelebA's aligned 178x218)",
+        ),
+        field(
+            "detail",
+            DataType::Utf8,
+            false,
+            "what exactly was wrong: the decoder's message, the byte the file ends at, the size found",
         ),
     ]))
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::config_error;
 use serde::{Deserialize, Serialize};
 
 use crate::stages::{Lineage, StageKind, Table};
@@ -50,18 +52,23 @@ impl Manifest {
         if !p.exists() {
             return Ok(None);
         }
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let m = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| config_error!("cannot read the run manifest {}: {e}", p.display()))?;
+        let m = serde_json::from_str(&text).map_err(|e| {
+            config_error!(
+                "{} is damaged ({e}); it is the record of which stages are done: \
+                 delete it and `augment run` rebuilds every stage of this run folder",
+                p.display()
+            )
+        })?;
         Ok(Some(m))
     }
 
-    /// Written to a temporary file and renamed, so a kill never leaves half a manifest.
+    /// Written to a temporary file, flushed to disk and renamed, so a kill or
+    /// a power cut never leaves half a manifest.
     pub fn save(&self, run_dir: &Path) -> Result<()> {
-        let tmp = run_dir.join(format!("{FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
-        std::fs::rename(&tmp, run_dir.join(FILE))?;
-        Ok(())
+        let dest = run_dir.join(FILE);
+        crate::data::write_atomic(&dest, serde_json::to_string_pretty(self)?.as_bytes())
     }
 
     /// Every table of every stage: (stage, table, absolute path, rows).

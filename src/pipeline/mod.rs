@@ -3,5 +3,6 @@
 //! ([`runner`]), and recorded in the run manifest ([`manifest`]).
 
 pub mod config;
+pub mod lock;
 pub mod manifest;
 pub mod runner;

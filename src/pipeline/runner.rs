@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config_error;
 use crate::pipeline::config::{Pipeline, StageDef};
+use crate::pipeline::lock::{self, RunLock};
 use crate::pipeline::manifest::{self, Manifest, StageRecord};
 use crate::stages::{self, InputStage, StageIo};
 
@@ -114,6 +115,17 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
     }
     std::fs::create_dir_all(&p.run.dir)
         .map_err(|e| config_error!("cannot create run folder {}: {e}", p.run.dir.display()))?;
+    let _lock = RunLock::acquire(&p.run.dir)?;
+    for line in lock::clean_leftovers(&p.run.dir)? {
+        if !opts.quiet {
+            eprintln!(
+                "{}: {line} (an earlier run was killed)",
+                p.run.dir.display()
+            );
+        }
+    }
+    // Re-read under the lock: the manifest may have changed while we waited.
+    let existing = Manifest::load(&p.run.dir)?;
     std::fs::write(p.run.dir.join(manifest::PIPELINE_FILE), &p.resolved_toml)?;
     let mut m = existing.unwrap_or_default();
     m.run_name = p.run.name.clone();
@@ -183,12 +195,12 @@ fn run_stage(
     quiet: bool,
 ) -> Result<StageRecord> {
     let final_dir = p.run.dir.join(&def.name);
-    let tmp_dir = p.run.dir.join(format!(".{}.tmp", def.name));
+    let tmp_dir = lock::tmp_dir(&p.run.dir, &def.name);
     if tmp_dir.exists() {
         // Left by a killed run: never trusted.
         std::fs::remove_dir_all(&tmp_dir)?;
     }
-    std::fs::create_dir_all(&tmp_dir)?;
+    std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
     // Checkpoints of long stages survive a kill here, but only for the same
     // fingerprint: a changed config or input starts over.
     let resume_dir = p.run.dir.join(format!(".{}.resume", def.name));

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Lineage, StageIo, StageOutput, Table};
 use crate::data::celeba::{self, Labels, Partition};
 use crate::data::demo;
-use crate::data::images::{self, Crop, Resize};
+use crate::data::images::{self, Crop, Reject, Resize};
 use crate::data::parquet::{TableWriter, image_struct};
 use crate::data::schema::{self, BBOX_COLUMNS, LANDMARK_COLUMNS, N_ATTRIBUTES};
 use crate::data_error;
@@ -374,9 +374,25 @@ impl Annotations {
 struct FacesOut {
     faces: TableWriter,
     schema: SchemaRef,
-    /// (image id, reason)
-    rejects: Vec<(String, String)>,
+    rejects: Vec<RejectRow>,
     summary: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One row of the `rejects` table.
+struct RejectRow {
+    image_id: String,
+    reason: String,
+    detail: String,
+}
+
+impl RejectRow {
+    fn new(image_id: &str, reason: &str, detail: impl Into<String>) -> RejectRow {
+        RejectRow {
+            image_id: image_id.to_string(),
+            reason: reason.to_string(),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// Decodes, crops and re-encodes the images of `rows` in parallel chunks;
@@ -412,17 +428,26 @@ fn write_images(
         .collect();
     not_annotated.sort();
     for n in &not_annotated {
-        rejects.push(((*n).clone(), "not_annotated".into()));
+        rejects.push(RejectRow::new(
+            n,
+            "not_annotated",
+            format!("in {IMAGE_DIR}/ but not in {}", ATTR_FILE),
+        ));
     }
     let (present, missing): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|r| on_disk.contains_key(&r.image_id));
     for r in &missing {
-        rejects.push((r.image_id.clone(), "missing".into()));
+        rejects.push(RejectRow::new(
+            &r.image_id,
+            "missing",
+            format!("in {} but not in {IMAGE_DIR}/", ATTR_FILE),
+        ));
     }
     let pb = io.progress(present.len() as u64, "images");
-    let mut undecodable = 0usize;
+    // Reject reason → count, for the summary line.
+    let mut bad_files: BTreeMap<&'static str, usize> = BTreeMap::new();
     for chunk in present.chunks(CHUNK) {
-        let results: Vec<std::result::Result<Vec<u8>, String>> = chunk
+        let results: Vec<std::result::Result<Vec<u8>, Reject>> = chunk
             .par_iter()
             .map(|r| process_image(&on_disk[&r.image_id], c))
             .collect();
@@ -430,10 +455,10 @@ fn write_images(
         for (r, res) in chunk.iter().zip(results) {
             match res {
                 Ok(png) => ok.push((r, Some(png))),
-                Err(reason) => {
-                    undecodable += 1;
-                    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-                    rejects.push((r.image_id.clone(), format!("undecodable: {reason}")));
+                Err(rej) => {
+                    *bad_files.entry(rej.reason).or_default() += 1;
+                    let detail = rej.detail.split_whitespace().collect::<Vec<_>>().join(" ");
+                    rejects.push(RejectRow::new(&r.image_id, rej.reason, detail));
                 }
             }
         }
@@ -444,11 +469,21 @@ fn write_images(
     }
     pb.finish_and_clear();
     let found = on_disk.len();
+    let undecodable: usize = bad_files.values().sum();
+    let by_reason: Vec<String> = bad_files
+        .iter()
+        .map(|(r, n)| format!("{r} {}", fmt_int(*n)))
+        .collect();
     io.say(format!(
-        "{} of {} annotated images found; {} undecodable; {} on disk without annotation",
+        "{} of {} annotated images found; {} rejected{}; {} on disk without annotation",
         fmt_int(present.len()),
         fmt_int(annotated),
         fmt_int(undecodable),
+        if by_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_reason.join(", "))
+        },
         fmt_int(not_annotated.len())
     ));
     let bad = undecodable + not_annotated.len();
@@ -456,9 +491,9 @@ fn write_images(
     if frac > c.max_reject_fraction {
         let examples: Vec<String> = rejects
             .iter()
-            .filter(|(_, r)| r != "missing")
+            .filter(|r| r.reason != "missing")
             .take(3)
-            .map(|(i, r)| format!("{i}: {r}"))
+            .map(|r| format!("{}: {}: {}", r.image_id, r.reason, r.detail))
             .collect();
         return Err(data_error!(
             "{bad} of {found} images on disk were rejected ({:.1}% > max_reject_fraction {}%), e.g. {}; fix the files or raise max_reject_fraction",
@@ -470,25 +505,28 @@ fn write_images(
     summary.insert("found_on_disk".into(), found.into());
     summary.insert("missing".into(), missing.len().into());
     summary.insert("undecodable".into(), undecodable.into());
+    summary.insert(
+        "rejected_by_reason".into(),
+        serde_json::to_value(&bad_files)?,
+    );
     summary.insert("not_annotated".into(), not_annotated.len().into());
     Ok(())
 }
 
-/// The `rejects` table: one row per rejected image with its reason.
-fn write_rejects(
-    path: &Path,
-    meta: &[(String, String)],
-    rejects: &[(String, String)],
-) -> Result<usize> {
+/// The `rejects` table: one row per rejected image with its reason and detail.
+fn write_rejects(path: &Path, meta: &[(String, String)], rejects: &[RejectRow]) -> Result<usize> {
     let mut rw = TableWriter::create(path, schema::rejects(), meta, 1 << 20)?;
     rw.write(&RecordBatch::try_new(
         schema::rejects(),
         vec![
             Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.0.as_str()),
+                rejects.iter().map(|r| r.image_id.as_str()),
             )),
             Arc::new(StringArray::from_iter_values(
-                rejects.iter().map(|r| r.1.as_str()),
+                rejects.iter().map(|r| r.reason.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejects.iter().map(|r| r.detail.as_str()),
             )),
         ],
     )?)?;
@@ -523,11 +561,30 @@ fn list_images(dir: &Path) -> Result<HashMap<String, PathBuf>> {
     Ok(out)
 }
 
-fn process_image(path: &Path, c: &Config) -> std::result::Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let img = images::decode_rgb(&bytes)?;
-    let img = images::crop_resize(&img, Some(c.crop), c.image_size, c.resize)?;
-    images::encode_png(&img).map_err(|e| e.to_string())
+/// One image file, read, strictly decoded, checked for CelebA's aligned
+/// size (the crop box is placed for it), cropped, resized and PNG-encoded.
+fn process_image(path: &Path, c: &Config) -> std::result::Result<Vec<u8>, Reject> {
+    let img = images::read_image(path)?;
+    let (w, h) = (celeba::ALIGNED_WIDTH, celeba::ALIGNED_HEIGHT);
+    if img.dimensions() != (w, h) {
+        return Err(Reject {
+            reason: "wrong_size",
+            detail: format!(
+                "{}x{}, not the {w}x{h} of CelebA's aligned faces that the crop box is placed for",
+                img.width(),
+                img.height()
+            ),
+        });
+    }
+    let img =
+        images::crop_resize(&img, Some(c.crop), c.image_size, c.resize).map_err(|e| Reject {
+            reason: "wrong_size",
+            detail: e,
+        })?;
+    images::encode_png(&img).map_err(|e| Reject {
+        reason: "corrupt",
+        detail: format!("re-encoding as PNG: {e}"),
+    })
 }
 
 fn faces_batch(schema: &SchemaRef, rows: &[(&Row, Option<Vec<u8>>)]) -> Result<RecordBatch> {

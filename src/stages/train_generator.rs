@@ -403,21 +403,18 @@ fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
     }
 }
 
-/// Sample grids and each phase's last checkpoint, from the resume folder
-/// into the stage's output (`samples/`, `checkpoints/<phase>/`).
+/// Sample grids and the networks of each phase's last checkpoint, from the
+/// resume folder into the stage's output (`samples/`,
+/// `checkpoints/<phase>/<net>.safetensors`).
 fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
     let out = &io.out_dir;
     let mut files = copy_tree(&io.resume_dir.join("samples"), out, "samples")?;
-    for entry in std::fs::read_dir(&io.resume_dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if entry.file_type()?.is_dir() && name != "samples" {
-            files.extend(copy_tree(
-                &entry.path(),
-                out,
-                &format!("checkpoints/{name}"),
-            )?);
-        }
+    for (phase, name, path) in crate::train::final_checkpoints(&io.resume_dir)? {
+        let rel = format!("checkpoints/{phase}/{name}");
+        std::fs::create_dir_all(out.join("checkpoints").join(&phase))?;
+        std::fs::copy(&path, out.join(&rel))
+            .with_context(|| format!("copying {}", path.display()))?;
+        files.push(rel);
     }
     Ok(files)
 }

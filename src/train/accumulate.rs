@@ -5,7 +5,9 @@
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use candle_nn::{AdamW, Optimizer};
+use candle_nn::Optimizer;
+
+use crate::train::adam::Adam;
 
 use super::losses::scalar;
 
@@ -63,7 +65,7 @@ pub fn accumulate(
 
 /// One optimiser step with `acc`'s gradients; returns the named values.
 pub fn apply(
-    opt: &mut AdamW,
+    opt: &mut Adam,
     names: [&'static str; 4],
     acc: Accumulated,
 ) -> Result<Vec<(&'static str, f64)>> {

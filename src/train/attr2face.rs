@@ -29,7 +29,9 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use crate::train::adam::Adam;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -186,9 +188,9 @@ pub struct Trained {
     pub autoencoder: Option<HashMap<String, Tensor>>,
 }
 
-fn adam(vm: &VarMap, lr: f64) -> Result<AdamW> {
-    Ok(AdamW::new(
-        vm.all_vars(),
+fn adam(vm: &VarMap, lr: f64) -> Result<Adam> {
+    Ok(Adam::of(
+        vm,
         ParamsAdamW {
             lr,
             beta1: 0.5,
@@ -240,8 +242,8 @@ struct AutoencoderPhase<'a> {
     dec: Decoder,
     disc_vm: VarMap,
     disc: Autoencoder,
-    opt_g: AdamW,
-    opt_d: AdamW,
+    opt_g: Adam,
+    opt_d: Adam,
     k: f64,
     sample_x: Tensor,
 }
@@ -318,6 +320,13 @@ impl Phase for AutoencoderPhase<'_> {
         ]
     }
 
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut Adam)> {
+        vec![
+            ("autoencoder", &mut self.opt_g),
+            ("discriminator", &mut self.opt_d),
+        ]
+    }
+
     fn extra(&self) -> serde_json::Value {
         serde_json::json!({ "k_t": self.k })
     }
@@ -349,7 +358,7 @@ struct ClassifierPhase<'a> {
     seed: u64,
     vm: VarMap,
     net: Classifier,
-    opt: AdamW,
+    opt: Adam,
     /// Recursive rounds: half of each batch is generated.
     generated: Option<(FrozenGenerator, Vec<Labels>)>,
 }
@@ -403,6 +412,10 @@ impl Phase for ClassifierPhase<'_> {
     fn nets(&self) -> Vec<(&'static str, &VarMap)> {
         vec![("classifier", &self.vm)]
     }
+
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut Adam)> {
+        vec![("classifier", &mut self.opt)]
+    }
 }
 
 // ---------------------------------------------------------------- phase 3
@@ -423,8 +436,8 @@ struct MappingPhase<'a> {
     d_vm: VarMap,
     d_fc: Option<FcDiscriminator>,
     d_conv: ConvDiscriminator,
-    opt_g: AdamW,
-    opt_d: AdamW,
+    opt_g: Adam,
+    opt_d: Adam,
     sample_rows: Vec<usize>,
 }
 
@@ -514,6 +527,13 @@ impl Phase for MappingPhase<'_> {
 
     fn nets(&self) -> Vec<(&'static str, &VarMap)> {
         vec![("generator", &self.gen_vm), ("discriminators", &self.d_vm)]
+    }
+
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut Adam)> {
+        vec![
+            ("generator", &mut self.opt_g),
+            ("discriminators", &mut self.opt_d),
+        ]
     }
 }
 

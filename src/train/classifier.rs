@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use crate::train::adam::Adam;
 
 use super::losses::{bce_with_logits, scalar};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, run_phase};
@@ -180,7 +182,7 @@ struct ClassifierPhase<'a> {
     vm: VarMap,
     net: Net,
     best_vm: VarMap,
-    opt: AdamW,
+    opt: Adam,
     best_epoch: usize,
     best_val: f64,
 }
@@ -223,6 +225,10 @@ impl Phase for ClassifierPhase<'_> {
         vec![("classifier", &self.vm), ("best", &self.best_vm)]
     }
 
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut Adam)> {
+        vec![("classifier", &mut self.opt)]
+    }
+
     fn extra(&self) -> serde_json::Value {
         serde_json::json!({"best_epoch": self.best_epoch, "best_val": self.best_val})
     }
@@ -259,8 +265,8 @@ pub fn train(
     let best_vm = VarMap::new();
     let best = Net::new(cfg, k, VarBuilder::from_varmap(&best_vm, DType::F32, dev))?;
     copy_vars(&vm, &best_vm)?;
-    let opt = AdamW::new(
-        vm.all_vars(),
+    let opt = Adam::of(
+        &vm,
         ParamsAdamW {
             lr: opts.lr,
             beta1: 0.5,

@@ -4,12 +4,17 @@
 //! guard, a progress bar, and resume from the last checkpoint.
 //!
 //! Checkpoints live in a *resume folder* that survives a killed or failed
-//! run: `<phase>/<net>.safetensors` plus `<phase>/state.json` (step, extra
-//! state such as BEGAN's k_t, and the phase's log rows), written after the
-//! weights and renamed into place, so a state file always describes a
-//! complete checkpoint. Adam's moment estimates are not checkpointed
-//! (candle's `AdamW` keeps them private): after a resume they restart from
-//! zero with bias correction, which only changes the first few steps.
+//! run. A checkpoint is a folder `<phase>/ckpt-<step>/` holding each
+//! network (`<net>.safetensors`) and each optimiser's moments
+//! (`<opt>.adam.safetensors`, [`adam`]), written under a temporary name,
+//! flushed to disk and renamed; then `<phase>/state.json` (step, extra state
+//! such as BEGAN's k_t, the phase's log rows, and the size and sha256 of
+//! every file of the checkpoint) replaces the previous one, which is kept
+//! as `state.prev.json` with its checkpoint. A resume verifies sizes and
+//! sums before loading: a damaged checkpoint is reported and the previous
+//! one used; with neither, the phase starts over. Every step's batch and
+//! random draws depend only on (seed, step), so a resumed phase takes the
+//! same steps as an uninterrupted one.
 //!
 //! - [`losses`]: numerically stable loss functions.
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
@@ -35,6 +40,7 @@ pub unsafe fn enable_second_order_gradients() {
 }
 
 pub mod accumulate;
+pub mod adam;
 pub mod attr2face;
 pub mod classifier;
 pub mod losses;
@@ -52,6 +58,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::collections::HashMap;
 
 use crate::data_error;
@@ -114,6 +121,10 @@ pub trait Phase {
     fn sample(&mut self, path: &Path) -> Result<()>;
     /// The networks to checkpoint, by file name.
     fn nets(&self) -> Vec<(&'static str, &VarMap)>;
+    /// The optimisers to checkpoint, by file name.
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut adam::Adam)> {
+        Vec::new()
+    }
     /// Extra state to checkpoint (e.g. BEGAN's k_t).
     fn extra(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -123,6 +134,12 @@ pub trait Phase {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileSum {
+    bytes: u64,
+    sha256: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
     step: usize,
@@ -130,6 +147,15 @@ struct State {
     done: bool,
     extra: serde_json::Value,
     log: Vec<LogRow>,
+    /// The checkpoint's folder in the phase folder (`ckpt-0000300`).
+    #[serde(default)]
+    dir: String,
+    /// Each file of the checkpoint folder: checked before it is loaded.
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, FileSum>,
+    /// Each optimiser's step count (its moments are in the checkpoint).
+    #[serde(default)]
+    optim: std::collections::BTreeMap<String, usize>,
 }
 
 /// How a phase ended.
@@ -140,64 +166,236 @@ pub struct PhaseReport {
     pub wall_time_s: f64,
 }
 
-fn state_path(dir: &Path, phase: &str) -> PathBuf {
-    dir.join(phase).join("state.json")
-}
+const STATE: &str = "state.json";
+const PREV_STATE: &str = "state.prev.json";
 
-/// Whether `phase` finished in `dir` already.
+/// Whether `phase` finished in `dir` already (with an intact checkpoint).
 pub fn phase_done(dir: &Path, phase: &str) -> bool {
-    read_state(dir, phase).is_ok_and(|s| s.is_some_and(|s| s.done))
+    good_state(dir, phase, |_| {}).is_some_and(|s| s.done)
 }
 
-fn read_state(dir: &Path, phase: &str) -> Result<Option<State>> {
-    let p = state_path(dir, phase);
-    if !p.exists() {
+fn read_state(path: &Path) -> Result<Option<State>> {
+    if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&p)?;
+    let text = std::fs::read_to_string(path)?;
     Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))?,
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
     ))
 }
 
-/// Path of a network's checkpoint in a phase.
-pub fn checkpoint_path(dir: &Path, phase: &str, net: &str) -> PathBuf {
-    dir.join(phase).join(format!("{net}.safetensors"))
+fn sum_file(path: &Path) -> Result<FileSum> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(FileSum {
+        bytes: bytes.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+    })
+}
+
+/// Why the checkpoint `s` describes cannot be trusted, if it cannot.
+fn verify(pdir: &Path, s: &State) -> std::result::Result<(), String> {
+    if s.dir.is_empty() {
+        return Err("written by an older augment, without checksums".into());
+    }
+    for (name, want) in &s.files {
+        let path = pdir.join(&s.dir).join(name);
+        match sum_file(&path) {
+            Err(_) => return Err(format!("{} is missing", path.display())),
+            Ok(got) if got.bytes != want.bytes => {
+                return Err(format!(
+                    "{} has {} bytes, the checkpoint recorded {}",
+                    path.display(),
+                    got.bytes,
+                    want.bytes
+                ));
+            }
+            Ok(got) if got.sha256 != want.sha256 => {
+                return Err(format!(
+                    "{} has sha256 {}, the checkpoint recorded {}",
+                    path.display(),
+                    &got.sha256[..12],
+                    &want.sha256[..12]
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The newest checkpoint of `phase` whose files match their recorded sizes
+/// and sums (`state.json`, else `state.prev.json`); `warn` hears why a
+/// newer one was passed over.
+fn good_state(dir: &Path, phase: &str, mut warn: impl FnMut(String)) -> Option<State> {
+    let pdir = dir.join(phase);
+    for file in [STATE, PREV_STATE] {
+        let path = pdir.join(file);
+        match read_state(&path) {
+            Ok(None) => {}
+            Err(e) => warn(format!(
+                "{} is damaged ({e:#}); passed over",
+                path.display()
+            )),
+            Ok(Some(s)) => match verify(&pdir, &s) {
+                Ok(()) => return Some(s),
+                Err(why) => warn(format!(
+                    "the checkpoint at step {} of phase `{phase}` is damaged: {why}; passed over",
+                    s.step
+                )),
+            },
+        }
+    }
+    None
+}
+
+/// Path of a network's file in the checkpoint a phase would resume from.
+pub fn checkpoint_path(dir: &Path, phase: &str, net: &str) -> Option<PathBuf> {
+    let s = good_state(dir, phase, |_| {})?;
+    Some(
+        dir.join(phase)
+            .join(s.dir)
+            .join(format!("{net}.safetensors")),
+    )
+}
+
+/// The networks of each phase's latest intact checkpoint in `dir`, as
+/// (phase, file name, path); optimiser moments are left out.
+pub fn final_checkpoints(dir: &Path) -> Result<Vec<(String, String, PathBuf)>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut phases: Vec<String> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| e.path().join(STATE).is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    phases.sort();
+    for phase in phases {
+        if let Some(s) = good_state(dir, &phase, |_| {}) {
+            for name in s.files.keys().filter(|n| !n.ends_with(".adam.safetensors")) {
+                let path = dir.join(&phase).join(&s.dir).join(name);
+                out.push((phase.clone(), name.clone(), path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first network with a NaN or infinite weight: never checkpointed.
+fn non_finite_net(p: &dyn Phase) -> Result<Option<&'static str>> {
+    for (net, vm) in p.nets() {
+        let data = vm.data().lock().expect("varmap lock");
+        for v in data.values() {
+            let total = v
+                .as_tensor()
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            if !total.is_finite() {
+                return Ok(Some(net));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("flushing {}", path.display()))
 }
 
 fn save_checkpoint(
     dir: &Path,
     phase: &str,
-    p: &dyn Phase,
+    p: &mut dyn Phase,
     step: usize,
     steps: usize,
     log: &[LogRow],
 ) -> Result<()> {
     let pdir = dir.join(phase);
-    std::fs::create_dir_all(&pdir)?;
-    for (net, vm) in p.nets() {
-        let tmp = pdir.join(format!(".{net}.safetensors.tmp"));
-        vm.save(&tmp)
-            .with_context(|| format!("saving checkpoint {}", tmp.display()))?;
-        std::fs::rename(&tmp, checkpoint_path(dir, phase, net))?;
+    std::fs::create_dir_all(&pdir).with_context(|| format!("creating {}", pdir.display()))?;
+    let ckpt = format!("ckpt-{step:07}");
+    let tmp = pdir.join(format!(".{ckpt}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
     }
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut names = Vec::new();
+    for (net, vm) in p.nets() {
+        let name = format!("{net}.safetensors");
+        vm.save(tmp.join(&name))
+            .with_context(|| format!("saving checkpoint {}", tmp.join(&name).display()))?;
+        names.push(name);
+    }
+    let mut optim = std::collections::BTreeMap::new();
+    for (opt, adam) in p.optimizers() {
+        let name = format!("{opt}.adam.safetensors");
+        adam.save(&tmp.join(&name))?;
+        optim.insert(opt.to_string(), adam.steps());
+        names.push(name);
+    }
+    let mut files = std::collections::BTreeMap::new();
+    for name in names {
+        sync_file(&tmp.join(&name))?;
+        files.insert(name.clone(), sum_file(&tmp.join(&name))?);
+    }
+    let gen_dir = pdir.join(&ckpt);
+    if gen_dir.exists() {
+        std::fs::remove_dir_all(&gen_dir)?;
+    }
+    std::fs::rename(&tmp, &gen_dir)
+        .with_context(|| format!("moving {} into place", gen_dir.display()))?;
     let state = State {
         step,
         steps,
         done: step >= steps,
         extra: p.extra(),
         log: log.to_vec(),
+        dir: ckpt.clone(),
+        files,
+        optim,
     };
-    let tmp = pdir.join(".state.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&state)?)?;
-    std::fs::rename(&tmp, state_path(dir, phase))?;
+    let current = pdir.join(STATE);
+    if current.exists() {
+        std::fs::rename(&current, pdir.join(PREV_STATE))?;
+    }
+    crate::data::write_atomic(&current, &serde_json::to_vec(&state)?)?;
+    // Keep the two checkpoints the state files name; drop older ones.
+    let keep: Vec<String> = [STATE, PREV_STATE]
+        .iter()
+        .filter_map(|f| read_state(&pdir.join(f)).ok().flatten().map(|s| s.dir))
+        .collect();
+    for e in std::fs::read_dir(&pdir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = (name.starts_with("ckpt-") && !keep.contains(&name))
+            || (name.starts_with(".ckpt-") && name.ends_with(".tmp"));
+        if stale && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        }
+    }
     Ok(())
 }
 
-/// Loads a phase's networks from its checkpoint into `p`'s var maps.
+/// Loads networks from a phase's latest intact checkpoint into var maps.
 pub fn load_nets(dir: &Path, phase: &str, nets: &[(&str, &VarMap)]) -> Result<()> {
+    let s = good_state(dir, phase, |w| eprintln!("warning: {w}")).with_context(|| {
+        format!(
+            "no intact checkpoint of phase `{phase}` in {}",
+            dir.display()
+        )
+    })?;
+    load_state_nets(dir, phase, &s, nets)
+}
+
+fn load_state_nets(dir: &Path, phase: &str, s: &State, nets: &[(&str, &VarMap)]) -> Result<()> {
     for (net, vm) in nets {
-        let path = checkpoint_path(dir, phase, net);
+        let path = dir
+            .join(phase)
+            .join(&s.dir)
+            .join(format!("{net}.safetensors"));
         // VarMap::load needs `&mut`, but only to reach the shared map.
         let mut vm = (*vm).clone();
         vm.load(&path)
@@ -217,11 +415,16 @@ pub fn run_phase(
     let start_time = Instant::now();
     let mut start = 0;
     let mut log = Vec::new();
-    if let Some(state) = read_state(env.dir, name)?
+    let found = good_state(env.dir, name, |w| eprintln!("{}: warning: {w}", env.label));
+    if let Some(state) = found
         && state.steps == steps
     {
-        let nets = p.nets();
-        load_nets(env.dir, name, &nets)?;
+        load_state_nets(env.dir, name, &state, &p.nets())?;
+        let gen_dir = env.dir.join(name).join(&state.dir);
+        for (opt, adam) in p.optimizers() {
+            let t = state.optim.get(opt).copied().unwrap_or(0);
+            adam.load(&gen_dir.join(format!("{opt}.adam.safetensors")), t)?;
+        }
         p.restore_extra(&state.extra)?;
         log = state.log;
         start = state.step;
@@ -251,8 +454,8 @@ pub fn run_phase(
         if let Some((loss, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
             pb.abandon();
             return Err(data_error!(
-                "phase `{name}`: loss `{loss}` became {v} at step {step}; training stopped. \
-                 The last good checkpoint (step {last_checkpoint}) is kept in {}. \
+                "phase `{name}`: loss `{loss}` became {v} at step {step} \
+                 (last good checkpoint: step {last_checkpoint}, kept in {}); training stopped. \
                  Lower the phase's `lr` (a changed config restarts the stage)",
                 env.dir.display()
             ));
@@ -271,6 +474,15 @@ pub fn run_phase(
             p.sample(&env.samples_dir().join(format!("{name}_{step:07}.png")))?;
         }
         if last || (env.cadence.checkpoint_every > 0 && step % env.cadence.checkpoint_every == 0) {
+            if let Some(net) = non_finite_net(p)? {
+                pb.abandon();
+                return Err(data_error!(
+                    "phase `{name}`: the weights of `{net}` became NaN or infinite by step {step} \
+                     (a NaN or infinite gradient; last good checkpoint: step {last_checkpoint}, \
+                     kept in {}); training stopped. Lower the phase's `lr`",
+                    env.dir.display()
+                ));
+            }
             save_checkpoint(env.dir, name, p, step, steps, &log)?;
             last_checkpoint = step;
         }
@@ -390,10 +602,101 @@ mod tests {
         let err = run_phase(&env, "p", 10, &mut Exploding { vm }).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("loss `loss` became NaN at step 5"), "{msg}");
-        assert!(msg.contains("checkpoint (step 3)"), "{msg}");
-        let state = read_state(dir.path(), "p").unwrap().unwrap();
+        assert!(msg.contains("(last good checkpoint: step 3"), "{msg}");
+        let state = read_state(&dir.path().join("p").join(STATE))
+            .unwrap()
+            .unwrap();
         assert_eq!(state.step, 3);
         assert!(!state.done);
         assert_eq!(state.log.len(), 3);
+    }
+
+    /// Adds 1 to every weight per step; fails (as a kill would stop it) at `fail_at`.
+    struct Counter {
+        vm: VarMap,
+        fail_at: Option<usize>,
+    }
+
+    impl Phase for Counter {
+        fn step(&mut self, step: usize) -> Result<Vec<(&'static str, f64)>> {
+            if self.fail_at == Some(step) {
+                anyhow::bail!("stopped at {step}");
+            }
+            for v in self.vm.all_vars() {
+                v.set(&(v.as_tensor() + 1.0)?)?;
+            }
+            Ok(vec![("loss", 1.0 / step as f64)])
+        }
+        fn sample(&mut self, _: &Path) -> Result<()> {
+            Ok(())
+        }
+        fn nets(&self) -> Vec<(&'static str, &VarMap)> {
+            vec![("net", &self.vm)]
+        }
+    }
+
+    fn counter(fail_at: Option<usize>) -> Counter {
+        let vm = VarMap::new();
+        vm.get(
+            3,
+            "w",
+            candle_nn::Init::Const(0.0),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        Counter { vm, fail_at }
+    }
+
+    fn weight(c: &Counter) -> f32 {
+        c.vm.all_vars()[0].as_tensor().to_vec1::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_passed_over_for_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = PhaseEnv {
+            dir: dir.path(),
+            cadence: Cadence {
+                log_every: 1,
+                sample_every: 0,
+                checkpoint_every: 2,
+            },
+            quiet: true,
+            label: "test",
+        };
+        run_phase(&env, "p", 10, &mut counter(Some(6))).unwrap_err();
+        let pdir = dir.path().join("p");
+        let mut ckpts: Vec<String> = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ckpt-"))
+            .collect();
+        ckpts.sort();
+        assert_eq!(
+            ckpts,
+            ["ckpt-0000002", "ckpt-0000004"],
+            "two generations kept"
+        );
+        // Flip the last byte of the newest checkpoint's weights.
+        let newest = pdir.join("ckpt-0000004/net.safetensors");
+        let mut bytes = std::fs::read(&newest).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x40;
+        std::fs::write(&newest, bytes).unwrap();
+        let mut resumed = counter(None);
+        run_phase(&env, "p", 10, &mut resumed).unwrap();
+        // Resumed from step 2 (weights 2), then 8 more steps.
+        assert_eq!(weight(&resumed), 10.0);
+        let state = read_state(&pdir.join(STATE)).unwrap().unwrap();
+        assert_eq!((state.step, state.done), (10, true));
+        // Both checkpoints gone bad: the phase starts over, never from garbage.
+        for f in [STATE, PREV_STATE] {
+            let s = read_state(&pdir.join(f)).unwrap().unwrap();
+            std::fs::write(pdir.join(&s.dir).join("net.safetensors"), b"garbage").unwrap();
+        }
+        assert!(good_state(dir.path(), "p", |_| {}).is_none());
+        let mut fresh = counter(None);
+        run_phase(&env, "p", 10, &mut fresh).unwrap();
+        assert_eq!(weight(&fresh), 10.0);
     }
 }

@@ -41,7 +41,9 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
+
+use crate::train::adam::Adam;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -86,9 +88,9 @@ pub struct Trained {
     pub labelled: Vec<u64>,
 }
 
-fn adam(vm: &VarMap, lr: f64, o: &TranslationOptions) -> Result<AdamW> {
-    Ok(AdamW::new(
-        vm.all_vars(),
+fn adam(vm: &VarMap, lr: f64, o: &TranslationOptions) -> Result<Adam> {
+    Ok(Adam::of(
+        vm,
         candle_nn::ParamsAdamW {
             lr,
             beta1: o.beta1,
@@ -121,8 +123,8 @@ struct TranslationPhase<'a> {
     g: Translator,
     d_vm: VarMap,
     d: Critic,
-    opt_g: AdamW,
-    opt_d: AdamW,
+    opt_g: Adam,
+    opt_d: Adam,
     sample_rows: Vec<usize>,
 }
 
@@ -255,6 +257,10 @@ impl Phase for TranslationPhase<'_> {
 
     fn nets(&self) -> Vec<(&'static str, &VarMap)> {
         vec![("generator", &self.g_vm), ("critic", &self.d_vm)]
+    }
+
+    fn optimizers(&mut self) -> Vec<(&'static str, &mut Adam)> {
+        vec![("generator", &mut self.opt_g), ("critic", &mut self.opt_d)]
     }
 }
 
