@@ -20,12 +20,14 @@
 //!   conv layers every model uses.
 //! - [`progress`]: progress bars (hidden with `--quiet`).
 //! - [`error`]: user errors (one clear line) vs bugs (context chains).
+//! - [`fault`]: fault injection points for `tests/faults.rs` (inert otherwise).
 
 pub mod charts;
 pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod error;
+pub mod fault;
 pub mod metrics;
 pub mod models;
 pub mod ops;

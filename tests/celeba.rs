@@ -88,7 +88,7 @@ fn shared_images_ingest_completely() {
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(
-            "2,000 of 202,599 annotated images found; 0 undecodable; 0 on disk without annotation"
+            "2,000 of 202,599 annotated images found; 0 rejected; 0 on disk without annotation"
         ),
         "{err}"
     );
@@ -133,46 +133,9 @@ fn shared_images_ingest_completely() {
     assert!(get("huggingface").contains("\"_type\":\"Image\""));
 }
 
-/// A small CelebA-layout copy: the attribute rows of `n` shared images, and those images.
-fn small_copy(celeba: &Path, dir: &Path, n: usize) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(celeba.join("img_align_celeba"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    files.truncate(n);
-    let text = std::fs::read_to_string(celeba.join("list_attr_celeba.txt")).unwrap();
-    let mut lines = text.split("\r\n");
-    let _count = lines.next();
-    let header = lines.next().unwrap();
-    let rows: Vec<&str> = lines
-        .filter(|l| {
-            l.split(' ')
-                .next()
-                .is_some_and(|id| files.binary_search(&id.to_string()).is_ok())
-        })
-        .collect();
-    let mut out = format!("{}\r\n{header}\r\n", rows.len());
-    for r in &rows {
-        out.push_str(r);
-        out.push_str("\r\n");
-    }
-    std::fs::create_dir_all(dir.join("img_align_celeba")).unwrap();
-    write(&dir.join("list_attr_celeba.txt"), &out);
-    for f in &files {
-        std::fs::copy(
-            celeba.join("img_align_celeba").join(f),
-            dir.join("img_align_celeba").join(f),
-        )
-        .unwrap();
-    }
-    files
-}
-
 #[test]
-fn corrupted_jpeg_is_rejected_with_decoder_message() {
-    let Some(celeba) = celeba_dir("corrupted_jpeg_is_rejected_with_decoder_message") else {
+fn truncated_jpeg_is_rejected_with_the_byte_it_ends_at() {
+    let Some(celeba) = celeba_dir("truncated_jpeg_is_rejected_with_the_byte_it_ends_at") else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
@@ -197,7 +160,7 @@ fn corrupted_jpeg_is_rejected_with_decoder_message() {
         &[
             "sql",
             "run",
-            "SELECT image_id, reason FROM rejects",
+            "SELECT image_id, reason, detail FROM rejects",
             "--format",
             "csv",
         ],
@@ -206,10 +169,7 @@ fn corrupted_jpeg_is_rejected_with_decoder_message() {
     let lines: Vec<&str> = out.trim().lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(
-        lines[1].starts_with(&format!(
-            "{},\"undecodable: Format error decoding Jpeg",
-            files[3]
-        )),
+        lines[1].starts_with(&format!("{},truncated,truncated at byte 600", files[3])),
         "{out}"
     );
     assert!(
@@ -247,9 +207,7 @@ fn missing_and_unannotated_images_go_to_rejects() {
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains(
-            "19 of 20 annotated images found; 0 undecodable; 1 on disk without annotation"
-        ),
+        err.contains("19 of 20 annotated images found; 0 rejected; 1 on disk without annotation"),
         "{err}"
     );
     let out = augment_ok(

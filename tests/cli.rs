@@ -44,7 +44,7 @@ fn runs_skips_fresh_and_reruns_on_change() {
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("300 of 300 annotated images found; 0 undecodable"),
+        err.contains("300 of 300 annotated images found; 0 rejected"),
         "{err}"
     );
     assert!(d.path().join("run/ingest/faces.parquet").is_file());

@@ -47,6 +47,7 @@ impl TableWriter {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(row_group_rows))
             .build();
+        crate::fault::check_write(path).with_context(|| format!("creating {}", path.display()))?;
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))?;
         Ok(TableWriter {
@@ -58,16 +59,27 @@ impl TableWriter {
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
+        if self.rows > batch.num_rows() {
+            // Not the first batch: a test's "disk full" hits mid-file.
+            crate::fault::check_write(&self.path)
+                .with_context(|| format!("writing {}", self.path.display()))?;
+        }
         self.writer
             .write(batch)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Closes the file; returns the number of rows written.
+    /// Closes the file and flushes it to disk; returns the number of rows written.
     pub fn finish(self) -> Result<usize> {
+        crate::fault::check_write(&self.path)
+            .with_context(|| format!("closing {}", self.path.display()))?;
         self.writer
             .close()
             .with_context(|| format!("closing {}", self.path.display()))?;
+        // fsync through a second handle flushes the same file.
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("flushing {}", self.path.display()))?;
         Ok(self.rows)
     }
 }

@@ -108,12 +108,50 @@ impl Manifest {
 impl StageRecord {
     /// All recorded outputs are on disk.
     pub fn outputs_exist(&self, stage_dir: &Path) -> bool {
-        stage_dir.is_dir()
-            && self
-                .tables
-                .iter()
-                .all(|t| stage_dir.join(&t.file).is_file())
-            && self.files.iter().all(|f| stage_dir.join(f).is_file())
+        self.check_outputs(stage_dir).is_ok()
+    }
+
+    /// What is wrong with the recorded outputs, if anything: a missing stage
+    /// folder or file, or a table whose Parquet footer cannot be read or
+    /// counts other rows than recorded (a file cut short or edited by hand).
+    /// Reads only each table's footer.
+    pub fn check_outputs(&self, stage_dir: &Path) -> std::result::Result<(), String> {
+        if !stage_dir.is_dir() {
+            return Err(format!("{} is missing", stage_dir.display()));
+        }
+        for f in &self.files {
+            let path = stage_dir.join(f);
+            if !path.is_file() {
+                return Err(format!("{} is missing", path.display()));
+            }
+        }
+        for t in &self.tables {
+            let path = stage_dir.join(&t.file);
+            if !path.is_file() {
+                return Err(format!("{} is missing", path.display()));
+            }
+            let rows = std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string())
+                })
+                .map(|r| {
+                    use parquet::file::reader::FileReader;
+                    r.metadata().file_metadata().num_rows()
+                });
+            match rows {
+                Err(e) => return Err(format!("{} is damaged ({e})", path.display())),
+                Ok(n) if n as usize != t.rows => {
+                    return Err(format!(
+                        "{} has {n} rows, the manifest recorded {}",
+                        path.display(),
+                        t.rows
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 

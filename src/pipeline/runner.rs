@@ -156,6 +156,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
                 ));
             }
         }
+        if let Some(Err(why)) = m
+            .stages
+            .get(&def.name)
+            .map(|r| r.check_outputs(&p.run.dir.join(&def.name)))
+            && !opts.quiet
+        {
+            eprintln!("{}: {why}; rebuilding it", def.name);
+        }
         if status == Status::Fresh && !opts.force {
             if !opts.quiet {
                 eprintln!(
@@ -381,7 +389,8 @@ pub fn show(run_dir: &Path) -> Result<String> {
             continue;
         };
         let dir = run_dir.join(&name);
-        let mut status = if !rec.outputs_exist(&dir) {
+        let damage = rec.check_outputs(&dir).err();
+        let mut status = if damage.is_some() {
             Status::Missing
         } else {
             Status::Fresh
@@ -406,6 +415,9 @@ pub fn show(run_dir: &Path) -> Result<String> {
             rec.wall_time_s,
             &rec.fingerprint[..12]
         ));
+        if let Some(why) = damage {
+            out.push_str(&format!("  ! {why}; `augment run` rebuilds the stage\n"));
+        }
         for t in &rec.tables {
             out.push_str(&format!(
                 "  table {:<12} {:>9} rows  {}\n",

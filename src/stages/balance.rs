@@ -737,6 +737,7 @@ pub fn write_plan(
             chunk.iter().map(|r| Some(implausible(r.labels, masks))),
         )));
         w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        crate::fault::point(|| "balance:write".into());
     }
     w.finish()
 }

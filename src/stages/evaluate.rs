@@ -350,6 +350,7 @@ fn fid_and_kid(
     let real_f = features(io, &net, &real, c.batch_size, dev)?;
     let (m2, s2) = fid::statistics(&real_f)?;
     for s in synths {
+        crate::fault::point(|| format!("{}:fid:{}", io.name, s.name));
         let imgs = sample(
             read_images(&s.table("synth")?, "origin", |o| o != "real")?,
             c.fid_samples,

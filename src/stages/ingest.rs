@@ -446,7 +446,8 @@ fn write_images(
     let pb = io.progress(present.len() as u64, "images");
     // Reject reason → count, for the summary line.
     let mut bad_files: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for chunk in present.chunks(CHUNK) {
+    for (k, chunk) in present.chunks(CHUNK).enumerate() {
+        crate::fault::point(|| format!("{}:chunk:{k}", io.name));
         let results: Vec<std::result::Result<Vec<u8>, Reject>> = chunk
             .par_iter()
             .map(|r| process_image(&on_disk[&r.image_id], c))

@@ -627,7 +627,8 @@ impl Synthesis<'_> {
         let pb = io.progress(todo.len() as u64, "images");
         let mut agreement_sum = 0.0;
         let mut agreement_n = 0usize;
-        for chunk in todo.chunks(512) {
+        for (k, chunk) in todo.chunks(512).enumerate() {
+            crate::fault::point(|| format!("{}:chunk:{k}", io.name));
             let rows = self.synthesize(chunk)?;
             for a in rows.iter().filter_map(|r| r.agreement) {
                 agreement_sum += a;

@@ -189,7 +189,7 @@ pub struct Trained {
 }
 
 fn adam(vm: &VarMap, lr: f64) -> Result<Adam> {
-    Ok(Adam::of(
+    Adam::of(
         vm,
         ParamsAdamW {
             lr,
@@ -198,7 +198,7 @@ fn adam(vm: &VarMap, lr: f64) -> Result<Adam> {
             eps: 1e-8,
             weight_decay: 0.0,
         },
-    )?)
+    )
 }
 
 fn new_net<T>(
@@ -645,11 +645,9 @@ impl<'a> Run<'a> {
         };
         let total = steps(opts.autoencoder.epochs, opts.autoencoder.steps, n, bs);
         let has_val = !data.val.is_empty();
-        let init = if has_val && !super::phase_done(env.dir, "autoencoder") {
-            Some(p.val_l1()?)
-        } else {
-            None
-        };
+        // Measured on the seeded initial weights, also when the phase
+        // resumes or finished before: the log is the same either way.
+        let init = if has_val { Some(p.val_l1()?) } else { None };
         let r = run_phase(env, "autoencoder", total, &mut p)?;
         log.extend(r.log);
         if has_val {
@@ -778,11 +776,7 @@ impl<'a> Run<'a> {
             sample_rows: sample_rows.clone(),
         };
         let phase3 = if from_scratch { "dcgan" } else { "mapping" };
-        let init = if super::phase_done(env.dir, phase3) {
-            None
-        } else {
-            mp.val_rec_emb()?
-        };
+        let init = mp.val_rec_emb()?;
         let r = run_phase(env, phase3, m_steps, &mut mp)?;
         log.extend(r.log);
         let fin = mp.val_rec_emb()?;

@@ -289,7 +289,16 @@ pub fn train(
         best_epoch: 0,
         best_val: f64::NEG_INFINITY,
     };
-    let r = run_phase(env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
+    // A checkpoint at the end of every epoch (where the best-val copy is
+    // taken), so that a killed run loses at most one epoch.
+    let env = PhaseEnv {
+        cadence: super::Cadence {
+            checkpoint_every: steps_per_epoch,
+            ..env.cadence
+        },
+        ..*env
+    };
+    let r = run_phase(&env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
     Ok(Trained {
         weights: super::frozen(&p.best_vm),
         net: best,

@@ -169,11 +169,6 @@ pub struct PhaseReport {
 const STATE: &str = "state.json";
 const PREV_STATE: &str = "state.prev.json";
 
-/// Whether `phase` finished in `dir` already (with an intact checkpoint).
-pub fn phase_done(dir: &Path, phase: &str) -> bool {
-    good_state(dir, phase, |_| {}).is_some_and(|s| s.done)
-}
-
 fn read_state(path: &Path) -> Result<Option<State>> {
     if !path.exists() {
         return Ok(None);
@@ -308,14 +303,14 @@ fn sync_file(path: &Path) -> Result<()> {
 }
 
 fn save_checkpoint(
-    dir: &Path,
+    env: &PhaseEnv,
     phase: &str,
     p: &mut dyn Phase,
     step: usize,
     steps: usize,
     log: &[LogRow],
 ) -> Result<()> {
-    let pdir = dir.join(phase);
+    let pdir = env.dir.join(phase);
     std::fs::create_dir_all(&pdir).with_context(|| format!("creating {}", pdir.display()))?;
     let ckpt = format!("ckpt-{step:07}");
     let tmp = pdir.join(format!(".{ckpt}.tmp"));
@@ -329,6 +324,8 @@ fn save_checkpoint(
         vm.save(tmp.join(&name))
             .with_context(|| format!("saving checkpoint {}", tmp.join(&name).display()))?;
         names.push(name);
+        // A kill here leaves a half-written checkpoint folder.
+        crate::fault::point(|| format!("{}:{phase}:checkpoint:{step}", env.label));
     }
     let mut optim = std::collections::BTreeMap::new();
     for (opt, adam) in p.optimizers() {
@@ -450,6 +447,7 @@ pub fn run_phase(
     pb.set_prefix(name.to_string());
     let mut last_checkpoint = start;
     for step in start + 1..=steps {
+        crate::fault::point(|| format!("{}:{name}:step:{step}", env.label));
         let losses = p.step(step)?;
         if let Some((loss, v)) = losses.iter().find(|(_, v)| !v.is_finite()) {
             pb.abandon();
@@ -483,7 +481,7 @@ pub fn run_phase(
                     env.dir.display()
                 ));
             }
-            save_checkpoint(env.dir, name, p, step, steps, &log)?;
+            save_checkpoint(env, name, p, step, steps, &log)?;
             last_checkpoint = step;
         }
         pb.set_message(
@@ -498,7 +496,7 @@ pub fn run_phase(
     }
     pb.finish_and_clear();
     if steps == 0 {
-        save_checkpoint(env.dir, name, p, 0, 0, &log)?;
+        save_checkpoint(env, name, p, 0, 0, &log)?;
     }
     Ok(PhaseReport {
         log,

@@ -194,3 +194,40 @@ impl PipelineFile {
         std::fs::write(dir.join("p.toml"), self.text()).expect("write p.toml");
     }
 }
+
+/// A small CelebA-layout copy: the attribute rows of `n` shared images, and those images.
+pub fn small_copy(celeba: &Path, dir: &Path, n: usize) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(celeba.join("img_align_celeba"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files.truncate(n);
+    let text = std::fs::read_to_string(celeba.join("list_attr_celeba.txt")).unwrap();
+    let mut lines = text.split("\r\n");
+    let _count = lines.next();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|id| files.binary_search(&id.to_string()).is_ok())
+        })
+        .collect();
+    let mut out = format!("{}\r\n{header}\r\n", rows.len());
+    for r in &rows {
+        out.push_str(r);
+        out.push_str("\r\n");
+    }
+    std::fs::create_dir_all(dir.join("img_align_celeba")).unwrap();
+    write(&dir.join("list_attr_celeba.txt"), &out);
+    for f in &files {
+        std::fs::copy(
+            celeba.join("img_align_celeba").join(f),
+            dir.join("img_align_celeba").join(f),
+        )
+        .unwrap();
+    }
+    files
+}

@@ -89,7 +89,7 @@ pub struct Trained {
 }
 
 fn adam(vm: &VarMap, lr: f64, o: &TranslationOptions) -> Result<Adam> {
-    Ok(Adam::of(
+    Adam::of(
         vm,
         candle_nn::ParamsAdamW {
             lr,
@@ -98,7 +98,7 @@ fn adam(vm: &VarMap, lr: f64, o: &TranslationOptions) -> Result<Adam> {
             eps: 1e-8,
             weight_decay: 0.0,
         },
-    )?)
+    )
 }
 
 const D_LOSSES: [&str; 4] = ["D/loss", "D/wasserstein", "D/cls", "D/gp"];
