@@ -1,6 +1,7 @@
 //! The pipeline: a TOML file turned into a validated, typed plan
 //! ([`config`]), run in dependency order with fingerprints and atomic outputs
-//! ([`runner`]), and recorded in the run manifest ([`manifest`]).
+//! ([`runner`]), and recorded in the run manifest ([`manifest`]); one run
+//! at a time per run folder ([`lock`]).
 
 pub mod config;
 pub mod lock;

@@ -21,6 +21,7 @@
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
 //! - [`accumulate`]: gradients of a batch summed over micro-batches.
+//! - [`adam`]: Adam whose moments go into the checkpoint.
 //! - [`probe`]: the linear probe on frozen features (G_en or Inception).
 //! - [`model_file`]: `model.json`, the typed record of a trained generator.
 
