@@ -39,8 +39,40 @@ pub struct ComparisonRow {
     pub n_test: i64,
     /// FID of the synthesized images the classifier trained on, if measured.
     pub fid: Option<f64>,
+    /// 95% bootstrap intervals over test faces (`evaluate`), when measured.
+    pub accuracy_ci: Option<[f64; 2]>,
+    pub balanced_accuracy_ci: Option<[f64; 2]>,
+    pub f1_ci: Option<[f64; 2]>,
+    /// Paired differences to the real-data classifier of the same
+    /// architecture (`evaluate`), one per metric.
+    pub vs_real: Vec<Difference>,
     #[serde(skip)]
     per_attribute: Vec<f64>,
+}
+
+/// A classifier minus its real-data baseline on the same test faces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub metric: String,
+    pub baseline: String,
+    pub difference: f64,
+    pub low95: f64,
+    pub high95: f64,
+    /// Two-sided paired permutation p-value.
+    pub p: f64,
+}
+
+impl Difference {
+    /// Whether the 95% interval excludes zero, and which way.
+    pub fn verdict(&self) -> &'static str {
+        if self.low95 > 0.0 {
+            "better than"
+        } else if self.high95 < 0.0 {
+            "worse than"
+        } else {
+            "not distinguishable from"
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +220,28 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 }
             }
             let (method, synth) = method(&run.manifest, c);
+            let ci = |m: &str| -> Option<[f64; 2]> {
+                let lo = overall(&format!("{m}_low95"))?.value;
+                let hi = overall(&format!("{m}_high95"))?.value;
+                Some([lo, hi])
+            };
+            let vs_real: Vec<Difference> = ["balanced_accuracy", "accuracy", "f1"]
+                .iter()
+                .filter_map(|m| {
+                    let d = overall(&format!("{m}_diff"))?;
+                    Some(Difference {
+                        metric: m.to_string(),
+                        baseline: d.details_json()["baseline"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                        difference: d.value,
+                        low95: overall(&format!("{m}_diff_low95"))?.value,
+                        high95: overall(&format!("{m}_diff_high95"))?.value,
+                        p: overall(&format!("{m}_diff_p"))?.value,
+                    })
+                })
+                .collect();
             comparison.push(ComparisonRow {
                 run: name.clone(),
                 classifier: c.clone(),
@@ -201,6 +255,10 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 f1: overall("f1").map(|r| r.value).unwrap_or(f64::NAN),
                 n_test: acc.n,
                 fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
+                accuracy_ci: ci("accuracy"),
+                balanced_accuracy_ci: ci("balanced_accuracy"),
+                f1_ci: ci("f1"),
+                vs_real,
                 per_attribute,
             });
         }
@@ -217,9 +275,12 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 .stages
                 .get(&r.stage)
                 .is_some_and(|s| s.kind == StageKind::TrainClassifier);
-            if r.attribute.is_none()
-                && !(is_classifier && classifier_metrics.contains(&r.metric.as_str()))
-            {
+            // A classifier's metrics, their intervals and differences are
+            // in the comparison table.
+            let in_comparison = classifier_metrics
+                .iter()
+                .any(|m| r.metric == *m || r.metric.starts_with(&format!("{m}_")));
+            if r.attribute.is_none() && !(is_classifier && in_comparison) {
                 other.push(OtherRow {
                     run: name.clone(),
                     stage: r.stage.clone(),
@@ -302,7 +363,7 @@ figcaption {{ font-size: .85rem; color: #555; }}
 </head>
 <body>
 <h1>augment report: {title}</h1>
-<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted.</p>
+<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted. Brackets: 95% percentile-bootstrap intervals over the test faces (<code>evaluate</code>); last column: the classifier minus the real-data classifier of the same architecture on the same faces, with its paired-bootstrap interval and paired permutation p-value. One test split gives one draw of each classifier; differences inside the interval are noise.</p>
 <h2>Comparison (Table 2)</h2>
 {table}
 {charts_html}
@@ -407,7 +468,7 @@ fn gallery(runs: &[RunData], out: &Path) -> Result<String> {
 /// Table 2: one row per classifier (the best accuracy marked), as HTML and CSV.
 fn comparison_table(report: &Report) -> (String, String) {
     let mut table = String::from(
-        "<table>\n<thead><tr><th>run</th><th>classifier</th><th>architecture</th><th>method</th><th class=\"n\">data amount</th><th class=\"n\">accuracy</th><th class=\"n\">balanced accuracy</th><th class=\"n\">F1</th><th class=\"n\">FID</th><th class=\"n\">test N</th></tr></thead>\n<tbody>\n",
+        "<table>\n<thead><tr><th>run</th><th>classifier</th><th>architecture</th><th>method</th><th class=\"n\">data amount</th><th class=\"n\">accuracy</th><th class=\"n\">balanced accuracy</th><th class=\"n\">F1</th><th class=\"n\">FID</th><th class=\"n\">test N</th><th class=\"n\">balanced accuracy − real-data classifier [95% CI], p</th></tr></thead>\n<tbody>\n",
     );
     let best = report
         .comparison
@@ -415,7 +476,7 @@ fn comparison_table(report: &Report) -> (String, String) {
         .map(|r| r.accuracy)
         .fold(f64::NEG_INFINITY, f64::max);
     let mut csv = String::from(
-        "run,classifier,architecture,method,training_rows,accuracy,balanced_accuracy,f1,fid,n_test\n",
+        "run,classifier,architecture,method,training_rows,accuracy,accuracy_low95,accuracy_high95,balanced_accuracy,balanced_accuracy_low95,balanced_accuracy_high95,f1,f1_low95,f1_high95,fid,n_test,baseline,balanced_accuracy_diff,balanced_accuracy_diff_low95,balanced_accuracy_diff_high95,balanced_accuracy_diff_p\n",
     );
     for r in &report.comparison {
         let mark = if r.accuracy == best {
@@ -423,37 +484,95 @@ fn comparison_table(report: &Report) -> (String, String) {
         } else {
             ""
         };
+        let with_ci = |v: f64, ci: Option<[f64; 2]>| match ci {
+            Some([lo, hi]) => format!("{} [{}, {}]", num(v, 4), num(lo, 3), num(hi, 3)),
+            None => num(v, 4),
+        };
+        let bal_diff = r.vs_real.iter().find(|d| d.metric == "balanced_accuracy");
+        let diff_cell = bal_diff
+            .map(|d| {
+                format!(
+                    "{:+.4} [{:+.3}, {:+.3}], p = {:.3}",
+                    d.difference, d.low95, d.high95, d.p
+                )
+            })
+            .unwrap_or_else(|| "–".into());
         let _ = writeln!(
             table,
-            "<tr{mark}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr{mark}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.run),
             esc(&r.classifier),
             esc(&r.architecture),
             esc(&r.method),
             r.training_rows,
-            num(r.accuracy, 4),
-            num(r.balanced_accuracy, 4),
-            num(r.f1, 4),
+            with_ci(r.accuracy, r.accuracy_ci),
+            with_ci(r.balanced_accuracy, r.balanced_accuracy_ci),
+            with_ci(r.f1, r.f1_ci),
             r.fid.map(|v| num(v, 2)).unwrap_or_else(|| "–".into()),
-            r.n_test
+            r.n_test,
+            esc(&diff_cell)
         );
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let lo = |ci: Option<[f64; 2]>| opt(ci.map(|c| c[0]));
+        let hi = |ci: Option<[f64; 2]>| opt(ci.map(|c| c[1]));
         let _ = writeln!(
             csv,
-            "{},{},{},\"{}\",{},{},{},{},{},{}",
+            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.run,
             r.classifier,
             r.architecture,
             r.method.replace('"', "\"\""),
             r.training_rows,
             r.accuracy,
+            lo(r.accuracy_ci),
+            hi(r.accuracy_ci),
             r.balanced_accuracy,
+            lo(r.balanced_accuracy_ci),
+            hi(r.balanced_accuracy_ci),
             r.f1,
+            lo(r.f1_ci),
+            hi(r.f1_ci),
             r.fid.map(|v| v.to_string()).unwrap_or_default(),
-            r.n_test
+            r.n_test,
+            bal_diff.map(|d| d.baseline.clone()).unwrap_or_default(),
+            opt(bal_diff.map(|d| d.difference)),
+            opt(bal_diff.map(|d| d.low95)),
+            opt(bal_diff.map(|d| d.high95)),
+            opt(bal_diff.map(|d| d.p)),
         );
     }
     table.push_str("</tbody>\n</table>\n");
+    table.push_str(&verdicts(report));
     (table, csv)
+}
+
+/// One sentence per classifier compared with its real-data baseline,
+/// computed from the interval: better, worse, or not distinguishable at 95%.
+fn verdicts(report: &Report) -> String {
+    let mut out = String::new();
+    for r in &report.comparison {
+        let Some(d) = r.vs_real.iter().find(|d| d.metric == "balanced_accuracy") else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "<li>{} ({}, {}): balanced accuracy {:+.4} (95% CI {:+.4} to {:+.4}, paired permutation p = {:.3}): <b>{}</b> the real-data classifier <code>{}</code> at 95%.</li>",
+            esc(&r.method),
+            esc(&r.classifier),
+            esc(&r.run),
+            d.difference,
+            d.low95,
+            d.high95,
+            d.p,
+            d.verdict(),
+            esc(&d.baseline)
+        );
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("<ul class=\"note\">\n{out}</ul>\n")
+    }
 }
 
 /// The other metrics (synthesized images, generators, size sweeps) as HTML.

@@ -315,3 +315,128 @@ fid = false
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a run folder"), "{err}");
 }
+
+/// `evaluate`'s statistics on demo faces: every classifier metric gets a
+/// 95% bootstrap interval around it; the augmented classifier gets its
+/// paired difference to the real-data classifier of the same architecture
+/// (equal to the difference of their own reported metrics), an interval
+/// around it, a p-value, and Holm-adjusted p-values per attribute; the
+/// report shows them and says, from the interval, whether it beat the
+/// real-data classifier. The statistics themselves are checked against
+/// scipy/statsmodels in `metrics::stats`.
+#[test]
+fn evaluate_reports_intervals_and_paired_differences() {
+    let d = tempfile::tempdir().unwrap();
+    PipelineFile::demo("stats", 4, 300, 32)
+        .stages(
+            r#"
+[stages.flip]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "flip"
+
+[stages.synth]
+kind = "synthesize"
+inputs = ["ingest", "flip"]
+
+[stages.aug]
+kind = "train_classifier"
+inputs = ["ingest", "synth"]
+size = "tiny"
+epochs = 2
+lr = 1e-3
+
+[stages.real]
+kind = "train_classifier"
+inputs = ["ingest"]
+size = "tiny"
+epochs = 2
+lr = 1e-3
+
+[stages.evaluate]
+kind = "evaluate"
+inputs = ["ingest", "aug", "real"]
+fid = false
+bootstrap = 300
+permutations = 2000
+"#,
+        )
+        .write(d.path());
+    let (code, _, err) = augment(&["run", "p.toml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("`aug` − `real`: balanced_accuracy"), "{err}");
+    let value = |q: &str| -> f64 {
+        let out = sql_csv(d.path(), q);
+        out.lines()
+            .nth(1)
+            .unwrap_or_else(|| panic!("{q}: {out}"))
+            .parse()
+            .unwrap()
+    };
+    let overall = |stage: &str, metric: &str| {
+        value(&format!(
+            "SELECT value FROM evaluate_metrics WHERE stage = '{stage}' AND metric = '{metric}' AND attribute IS NULL"
+        ))
+    };
+    for stage in ["aug", "real"] {
+        for m in ["accuracy", "balanced_accuracy", "f1"] {
+            let (lo, v, hi) = (
+                overall(stage, &format!("{m}_low95")),
+                overall(stage, m),
+                overall(stage, &format!("{m}_high95")),
+            );
+            assert!(lo <= v && v <= hi && lo < hi, "{stage} {m}: {lo} {v} {hi}");
+        }
+        let per_attr = value(&format!(
+            "SELECT count(*) FROM evaluate_metrics WHERE stage = '{stage}' AND metric = 'balanced_accuracy_low95' AND attribute IS NOT NULL"
+        ));
+        assert_eq!(per_attr, 40.0);
+    }
+    for m in ["accuracy", "balanced_accuracy", "f1"] {
+        let diff = overall("aug", &format!("{m}_diff"));
+        let own = overall("aug", m) - overall("real", m);
+        assert!((diff - own).abs() < 1e-12, "{m}: {diff} vs {own}");
+        let (lo, hi) = (
+            overall("aug", &format!("{m}_diff_low95")),
+            overall("aug", &format!("{m}_diff_high95")),
+        );
+        assert!(lo <= diff && diff <= hi, "{m}: {lo} {diff} {hi}");
+        let p = overall("aug", &format!("{m}_diff_p"));
+        assert!(p > 0.0 && p <= 1.0, "{m}: p {p}");
+    }
+    // Holm never lowers a p-value, and the real-data classifier has no difference.
+    let below = value(
+        "SELECT count(*) FROM evaluate_metrics h JOIN evaluate_metrics p \
+         ON h.stage = p.stage AND h.attribute = p.attribute \
+         WHERE h.metric = 'balanced_accuracy_diff_p_holm' AND p.metric = 'balanced_accuracy_diff_p' \
+         AND h.value < p.value",
+    );
+    assert_eq!(below, 0.0);
+    let holm_rows = value(
+        "SELECT count(*) FROM evaluate_metrics WHERE metric = 'balanced_accuracy_diff_p_holm'",
+    );
+    assert_eq!(holm_rows, 40.0);
+    assert_eq!(
+        value(
+            "SELECT count(*) FROM evaluate_metrics WHERE stage = 'real' AND metric LIKE '%diff%'"
+        ),
+        0.0
+    );
+
+    augment_ok(&["report", "run", "--out", "rep"], d.path());
+    let csv = std::fs::read_to_string(d.path().join("rep/table.csv")).unwrap();
+    let aug = csv.lines().find(|l| l.starts_with("stats,aug,")).unwrap();
+    assert!(aug.contains(",real,"), "baseline named: {aug}");
+    let html = std::fs::read_to_string(d.path().join("rep/index.html")).unwrap();
+    assert!(
+        ["better than", "worse than", "not distinguishable from"]
+            .iter()
+            .any(|v| html.contains(&format!(
+                "<b>{v}</b> the real-data classifier <code>real</code>"
+            ))),
+        "no verdict in the report"
+    );
+    // A classifier's intervals and differences are not listed again among
+    // the other metrics.
+    assert!(!html.contains("<td>balanced_accuracy_low95</td>"), "{html}");
+}

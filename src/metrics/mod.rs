@@ -8,10 +8,13 @@
 //! - [`translation`]: editing accuracy, untouched-attribute accuracy,
 //!   background MS-SSIM of translated images.
 //! - [`imbalance`]: IRLbl, MeanIR and CVIR of multi-label counts.
+//! - [`stats`]: bootstrap intervals, paired differences and their p-values,
+//!   Holm's correction.
 
 pub mod accuracy;
 pub mod fid;
 pub mod imbalance;
 pub mod inception;
 pub mod msssim;
+pub mod stats;
 pub mod translation;

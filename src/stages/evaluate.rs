@@ -43,6 +43,8 @@ use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
+use crate::metrics::accuracy::Counts;
+use crate::metrics::stats::{self, Interval};
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
 
@@ -100,6 +102,21 @@ pub struct Config {
     pub weights: Option<PathBuf>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Bootstrap resamples of the test faces for the 95% intervals of every
+    /// classifier metric and of the paired differences (0: none).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// Random swaps of the paired permutation test (exact over every swap
+    /// when the two classifiers disagree on few test faces).
+    #[serde(default = "default_permutations")]
+    pub permutations: usize,
+}
+
+fn default_bootstrap() -> usize {
+    1000
+}
+fn default_permutations() -> usize {
+    10_000
 }
 
 /// `fid = "auto" | true | false`.
@@ -180,6 +197,26 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
+    fn push_attr(
+        &mut self,
+        stage: &str,
+        metric: &str,
+        attribute: Option<String>,
+        value: f64,
+        n: usize,
+        details: serde_json::Value,
+    ) {
+        self.rows.push(MetricRow {
+            run: self.io.run_name.clone(),
+            stage: stage.to_string(),
+            metric: metric.to_string(),
+            attribute,
+            value,
+            n: n as i64,
+            details: details.to_string(),
+        });
+    }
+
     fn push(
         &mut self,
         stage: &str,
@@ -214,6 +251,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     // Classifiers, and the size sweep over them.
     let classifiers: Vec<&InputStage> = io.inputs_of(StageKind::TrainClassifier);
     classifier_metrics(&mut out, &classifiers, &mut summary)?;
+    classifier_statistics(&mut out, &classifiers, c, seed)?;
 
     // Synthesized images: label agreement, FID and KID.
     let synths = io.inputs_of(StageKind::Synthesize);
@@ -869,5 +907,318 @@ fn reconstruction(
         mean(&ps),
         ms.len()
     ));
+    Ok(())
+}
+
+// ------------------------------------------------ intervals and differences
+
+/// One classifier's test predictions, attribute-major.
+struct Predictions {
+    faces: Vec<String>,
+    attributes: Vec<String>,
+    /// `[attribute][face]`
+    truth: Vec<Vec<bool>>,
+    pred: Vec<Vec<bool>>,
+}
+
+impl Predictions {
+    fn read(path: &Path) -> Result<Predictions> {
+        let mut cells: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+        for b in read_columns(path, &["image_id", "attribute", "label", "probability"])? {
+            let ids = strings(&b, 0)?;
+            let attrs = strings(&b, 1)?;
+            let labels = b
+                .column(2)
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .with_context(|| format!("{}: `label` is not boolean", path.display()))?;
+            let probs = b
+                .column(3)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .with_context(|| format!("{}: `probability` is not a float", path.display()))?;
+            for i in 0..b.num_rows() {
+                cells.insert(
+                    (attrs.value(i).to_string(), ids.value(i).to_string()),
+                    (labels.value(i), probs.value(i) > 0.5),
+                );
+            }
+        }
+        let attributes: Vec<String> = cells
+            .keys()
+            .map(|k| k.0.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let faces: Vec<String> = cells
+            .keys()
+            .map(|k| k.1.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut truth = vec![vec![false; faces.len()]; attributes.len()];
+        let mut pred = truth.clone();
+        for (a, attr) in attributes.iter().enumerate() {
+            for (f, face) in faces.iter().enumerate() {
+                let (t, p) = cells.get(&(attr.clone(), face.clone())).with_context(|| {
+                    format!("{}: no prediction of `{attr}` for {face}", path.display())
+                })?;
+                truth[a][f] = *t;
+                pred[a][f] = *p;
+            }
+        }
+        Ok(Predictions {
+            faces,
+            attributes,
+            truth,
+            pred,
+        })
+    }
+}
+
+/// The three test metrics, as `train_classifier` computes them.
+const STAT_METRICS: [&str; 3] = ["accuracy", "balanced_accuracy", "f1"];
+
+fn metric_of(name: &str, c: &Counts) -> f64 {
+    match name {
+        "accuracy" => c.accuracy(),
+        "balanced_accuracy" => c.balanced_accuracy(),
+        _ => c.f1(),
+    }
+}
+
+fn counts_on(pred: &[bool], truth: &[bool], idx: &[usize]) -> Counts {
+    let mut c = Counts::default();
+    for &i in idx {
+        c.add(pred[i], truth[i]);
+    }
+    c
+}
+
+/// `metric` of attribute `a` (or the mean over attributes, `None`) on faces `idx`.
+fn stat_on(p: &Predictions, metric: &str, a: Option<usize>, idx: &[usize]) -> f64 {
+    match a {
+        Some(a) => metric_of(metric, &counts_on(&p.pred[a], &p.truth[a], idx)),
+        None => {
+            let k = p.attributes.len();
+            (0..k)
+                .map(|a| metric_of(metric, &counts_on(&p.pred[a], &p.truth[a], idx)))
+                .sum::<f64>()
+                / k as f64
+        }
+    }
+}
+
+/// The difference `a − b` of `metric` with the two classifiers'
+/// predictions swapped on the faces `mask` marks.
+fn swapped_diff(
+    (pa, pb): (&Predictions, &Predictions),
+    metric: &str,
+    attr: Option<usize>,
+    mask: &[bool],
+) -> f64 {
+    let one = |a: usize| {
+        let (mut ca, mut cb) = (Counts::default(), Counts::default());
+        for (f, &swap) in mask.iter().enumerate() {
+            let (x, y) = if swap {
+                (pb.pred[a][f], pa.pred[a][f])
+            } else {
+                (pa.pred[a][f], pb.pred[a][f])
+            };
+            ca.add(x, pa.truth[a][f]);
+            cb.add(y, pa.truth[a][f]);
+        }
+        metric_of(metric, &ca) - metric_of(metric, &cb)
+    };
+    match attr {
+        Some(a) => one(a),
+        None => {
+            let k = pa.attributes.len();
+            (0..k).map(one).sum::<f64>() / k as f64
+        }
+    }
+}
+
+/// What a classifier was trained on, from its `metrics` details: the
+/// architecture key (architecture, size, probe features) and whether the
+/// rows were real faces only.
+fn classifier_kind(s: &InputStage) -> Result<(String, bool)> {
+    let rows = metrics_table::read(&s.table("metrics")?)?;
+    let d = rows.first().map(|r| r.details_json()).unwrap_or_default();
+    let key = format!("{} {} {}", d["architecture"], d["size"], d["features"]);
+    let real = d["training_table"]
+        .as_str()
+        .is_some_and(|t| t.ends_with(".faces (train)"));
+    Ok((key, real))
+}
+
+/// 95% percentile-bootstrap intervals of every classifier's test metrics
+/// (overall and per attribute), and for every classifier trained on
+/// augmented rows its paired difference to the real-data classifier of the
+/// same architecture: the difference, its paired-bootstrap interval, the
+/// paired permutation p-value, and Holm-adjusted p-values across attributes.
+fn classifier_statistics(
+    out: &mut Rows,
+    classifiers: &[&InputStage],
+    c: &Config,
+    seed: u64,
+) -> Result<()> {
+    if c.bootstrap == 0 || classifiers.is_empty() {
+        return Ok(());
+    }
+    let mut preds: Vec<(&InputStage, Predictions, String, bool)> = Vec::new();
+    for s in classifiers {
+        let p = Predictions::read(&s.table("predictions")?)?;
+        let (key, real) = classifier_kind(s)?;
+        preds.push((s, p, key, real));
+    }
+    let method = serde_json::json!({
+        "interval": "95% percentile bootstrap over test faces",
+        "resamples": c.bootstrap,
+        "seed": seed,
+    });
+    for (s, p, _, _) in &preds {
+        let n = p.faces.len();
+        let rows: Vec<(Option<usize>, &str, Interval)> = std::iter::once(None)
+            .chain((0..p.attributes.len()).map(Some))
+            .flat_map(|a| STAT_METRICS.iter().map(move |m| (a, *m)))
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(a, m)| {
+                (
+                    a,
+                    m,
+                    stats::bootstrap(n, c.bootstrap, seed, |idx| stat_on(p, m, a, idx)),
+                )
+            })
+            .collect();
+        for (a, m, iv) in rows {
+            let attr = a.map(|a| p.attributes[a].clone());
+            out.push_attr(
+                &s.name,
+                &format!("{m}_low95"),
+                attr.clone(),
+                iv.low,
+                n,
+                method.clone(),
+            );
+            out.push_attr(
+                &s.name,
+                &format!("{m}_high95"),
+                attr,
+                iv.high,
+                n,
+                method.clone(),
+            );
+        }
+    }
+    for (s, p, key, real) in &preds {
+        if *real {
+            continue;
+        }
+        let Some((base, bp, _, _)) = preds.iter().find(|(_, bp, k, r)| {
+            *r && k == key && bp.faces == p.faces && bp.attributes == p.attributes
+        }) else {
+            out.io.say(format!("`{}`: no real-data classifier of the same architecture on the same test faces among the inputs; no paired difference", s.name));
+            continue;
+        };
+        let n = p.faces.len();
+        // The faces where swapping the two classifiers changes anything.
+        let differ = |attr: Option<usize>| -> Vec<bool> {
+            (0..n)
+                .map(|f| match attr {
+                    Some(a) => p.pred[a][f] != bp.pred[a][f],
+                    None => (0..p.attributes.len()).any(|a| p.pred[a][f] != bp.pred[a][f]),
+                })
+                .collect()
+        };
+        let details = serde_json::json!({
+            "baseline": base.name,
+            "difference": format!("{} − {}", s.name, base.name),
+            "interval": "95% paired percentile bootstrap over test faces",
+            "p_value": "two-sided paired permutation test (the two classifiers' predictions swapped on random test faces)",
+            "resamples": c.bootstrap,
+            "permutations": c.permutations,
+            "seed": seed,
+        });
+        for m in STAT_METRICS {
+            let results: Vec<(Option<usize>, Interval, f64)> = std::iter::once(None)
+                .chain((0..p.attributes.len()).map(Some))
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|a| {
+                    let iv = stats::paired_bootstrap(
+                        n,
+                        c.bootstrap,
+                        seed,
+                        |idx| stat_on(p, m, a, idx),
+                        |idx| stat_on(bp, m, a, idx),
+                    );
+                    let pv = stats::paired_permutation(&differ(a), c.permutations, seed, |mask| {
+                        swapped_diff((p, bp), m, a, mask)
+                    });
+                    (a, iv, pv)
+                })
+                .collect();
+            let per_attr: Vec<f64> = results
+                .iter()
+                .filter(|r| r.0.is_some())
+                .map(|r| r.2)
+                .collect();
+            let holm = stats::holm(&per_attr);
+            for (k, (a, iv, pv)) in results.iter().enumerate() {
+                let attr = a.map(|a| p.attributes[a].clone());
+                let name = format!("{m}_diff");
+                out.push_attr(
+                    &s.name,
+                    &name,
+                    attr.clone(),
+                    iv.estimate,
+                    n,
+                    details.clone(),
+                );
+                out.push_attr(
+                    &s.name,
+                    &format!("{name}_low95"),
+                    attr.clone(),
+                    iv.low,
+                    n,
+                    details.clone(),
+                );
+                out.push_attr(
+                    &s.name,
+                    &format!("{name}_high95"),
+                    attr.clone(),
+                    iv.high,
+                    n,
+                    details.clone(),
+                );
+                out.push_attr(
+                    &s.name,
+                    &format!("{name}_p"),
+                    attr.clone(),
+                    *pv,
+                    n,
+                    details.clone(),
+                );
+                if a.is_some() {
+                    out.push_attr(
+                        &s.name,
+                        &format!("{name}_p_holm"),
+                        attr,
+                        holm[k - 1],
+                        n,
+                        details.clone(),
+                    );
+                }
+            }
+            if let Some((_, iv, pv)) = results.first() {
+                out.io.say(format!(
+                    "`{}` − `{}`: {m} {:+.4} (95% CI {:+.4} to {:+.4}, p = {:.3})",
+                    s.name, base.name, iv.estimate, iv.low, iv.high, pv
+                ));
+            }
+        }
+    }
     Ok(())
 }
