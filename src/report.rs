@@ -114,6 +114,10 @@ fn load_run(dir: &Path) -> Result<RunData> {
         };
         for t in rec.tables.iter().filter(|t| t.name == "metrics") {
             for r in metrics_table::read(&dir.join(stage).join(&t.file))? {
+                // A classifier with `repeats > 1` is shown by its mean rows.
+                if r.repeat.is_some() {
+                    continue;
+                }
                 let key = format!(
                     "{}|{}|{:?}|{}|{}",
                     r.stage, r.metric, r.attribute, r.value, r.details

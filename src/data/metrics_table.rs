@@ -22,6 +22,9 @@ pub struct MetricRow {
     pub n: i64,
     /// JSON object.
     pub details: String,
+    /// Which training of a classifier with `repeats > 1`; None for the mean
+    /// over repeats and for every other row.
+    pub repeat: Option<i64>,
 }
 
 impl MetricRow {
@@ -50,6 +53,7 @@ pub fn write(path: &Path, rows: &[MetricRow]) -> Result<usize> {
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.details.as_str()),
         )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.repeat))),
     ];
     let mut w = TableWriter::create(path, schema.clone(), &[], 1 << 16)?;
     w.write(&RecordBatch::try_new(schema, cols)?)?;
@@ -66,6 +70,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
         "value",
         "n",
         "details",
+        "repeat",
     ];
     for b in read_columns(path, &names)? {
         let s = |i: usize| -> Result<&StringArray> {
@@ -87,6 +92,11 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
             .as_any()
             .downcast_ref::<Int64Array>()
             .context("n")?;
+        let repeat = b
+            .column(7)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("repeat")?;
         for r in 0..b.num_rows() {
             out.push(MetricRow {
                 run: run.value(r).to_string(),
@@ -96,6 +106,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
                 value: value.value(r),
                 n: n.value(r),
                 details: details.value(r).to_string(),
+                repeat: (!repeat.is_null(r)).then(|| repeat.value(r)),
             });
         }
     }

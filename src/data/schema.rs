@@ -526,6 +526,12 @@ pub fn predictions() -> SchemaRef {
             false,
             "the classifier's probability that the attribute is present (predicted when > 0.5)",
         ),
+        field(
+            "repeat",
+            DataType::Int64,
+            false,
+            "which training (0-based; `repeats` in the stage config)",
+        ),
     ]))
 }
 
@@ -548,7 +554,7 @@ pub fn metrics() -> SchemaRef {
             "metric",
             DataType::Utf8,
             false,
-            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch` (train_classifier); `fid`, `kid`, `reconstruction_ms_ssim`, `reconstruction_psnr`, `label_agreement`, `label_agreement_full`, `size_sweep_*` (evaluate)",
+            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch` and with `repeats > 1` their `*_std` (train_classifier); `<metric>_low95`/`_high95`, `<metric>_diff`, `_diff_low95`, `_diff_high95`, `_diff_p`, `_diff_p_holm` (evaluate, per classifier); `fid`, `kid`, `reconstruction_ms_ssim`, `reconstruction_psnr`, `label_agreement`, `label_agreement_full`, `size_sweep_*` (evaluate)",
         ),
         field(
             "attribute",
@@ -563,6 +569,12 @@ pub fn metrics() -> SchemaRef {
             DataType::Utf8,
             false,
             "JSON: the split, architecture, training table and anything else needed to compare rows",
+        ),
+        field(
+            "repeat",
+            DataType::Int64,
+            true,
+            "which training of a `train_classifier` stage with `repeats > 1` (0-based); null for the mean over repeats (std in `<metric>_std`), a single training, and every other stage's rows",
         ),
     ]))
 }

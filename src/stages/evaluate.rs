@@ -214,6 +214,7 @@ impl Rows<'_> {
             value,
             n: n as i64,
             details: details.to_string(),
+            repeat: None,
         });
     }
 
@@ -233,6 +234,7 @@ impl Rows<'_> {
             value,
             n: n as i64,
             details: details.to_string(),
+            repeat: None,
         });
     }
 }
@@ -667,15 +669,14 @@ fn editing(
         );
         for (j, &(hit, n)) in per_attr.iter().enumerate() {
             if n > 0 {
-                out.rows.push(MetricRow {
-                    run: io.run_name.clone(),
-                    stage: s.name.clone(),
-                    metric: "editing_accuracy".into(),
-                    attribute: Some(attribute_column(saved.attributes[j])),
-                    value: hit / n as f64,
-                    n: n as i64,
-                    details: details.to_string(),
-                });
+                out.push_attr(
+                    &s.name,
+                    "editing_accuracy",
+                    Some(attribute_column(saved.attributes[j])),
+                    hit / n as f64,
+                    n,
+                    details.clone(),
+                );
             }
         }
     }
@@ -738,7 +739,7 @@ fn size_sweep(
         let rows = &metrics[s.name.as_str()];
         let get = |k: &str| {
             rows.iter()
-                .find(|r| r.metric == k && r.attribute.is_none())
+                .find(|r| r.metric == k && r.attribute.is_none() && r.repeat.is_none())
                 .map(|r| (r.value, r.n))
         };
         let (val_accuracy, _) =
@@ -912,19 +913,24 @@ fn reconstruction(
 
 // ------------------------------------------------ intervals and differences
 
-/// One classifier's test predictions, attribute-major.
+/// One classifier's test predictions, attribute-major, for each repeat.
 struct Predictions {
     faces: Vec<String>,
     attributes: Vec<String>,
     /// `[attribute][face]`
     truth: Vec<Vec<bool>>,
-    pred: Vec<Vec<bool>>,
+    /// `[repeat][attribute][face]`
+    pred: Vec<Vec<Vec<bool>>>,
 }
 
 impl Predictions {
     fn read(path: &Path) -> Result<Predictions> {
         let mut cells: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
-        for b in read_columns(path, &["image_id", "attribute", "label", "probability"])? {
+        let mut repeated: BTreeMap<(i64, String, String), bool> = BTreeMap::new();
+        for b in read_columns(
+            path,
+            &["image_id", "attribute", "label", "probability", "repeat"],
+        )? {
             let ids = strings(&b, 0)?;
             let attrs = strings(&b, 1)?;
             let labels = b
@@ -937,13 +943,26 @@ impl Predictions {
                 .as_any()
                 .downcast_ref::<Float64Array>()
                 .with_context(|| format!("{}: `probability` is not a float", path.display()))?;
+            let reps = b
+                .column(4)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .with_context(|| format!("{}: `repeat` is not an integer", path.display()))?;
             for i in 0..b.num_rows() {
-                cells.insert(
-                    (attrs.value(i).to_string(), ids.value(i).to_string()),
-                    (labels.value(i), probs.value(i) > 0.5),
+                let key = (attrs.value(i).to_string(), ids.value(i).to_string());
+                repeated.insert(
+                    (reps.value(i), key.0.clone(), key.1.clone()),
+                    probs.value(i) > 0.5,
                 );
+                cells.insert(key, (labels.value(i), probs.value(i) > 0.5));
             }
         }
+        let repeats: Vec<i64> = repeated
+            .keys()
+            .map(|k| k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let attributes: Vec<String> = cells
             .keys()
             .map(|k| k.0.clone())
@@ -957,14 +976,23 @@ impl Predictions {
             .into_iter()
             .collect();
         let mut truth = vec![vec![false; faces.len()]; attributes.len()];
-        let mut pred = truth.clone();
+        let mut pred = vec![truth.clone(); repeats.len()];
         for (a, attr) in attributes.iter().enumerate() {
             for (f, face) in faces.iter().enumerate() {
-                let (t, p) = cells.get(&(attr.clone(), face.clone())).with_context(|| {
+                let (t, _) = cells.get(&(attr.clone(), face.clone())).with_context(|| {
                     format!("{}: no prediction of `{attr}` for {face}", path.display())
                 })?;
                 truth[a][f] = *t;
-                pred[a][f] = *p;
+                for (k, r) in repeats.iter().enumerate() {
+                    pred[k][a][f] = *repeated
+                        .get(&(*r, attr.clone(), face.clone()))
+                        .with_context(|| {
+                            format!(
+                                "{}: repeat {r} has no prediction of `{attr}` for {face}",
+                                path.display()
+                            )
+                        })?;
+                }
             }
         }
         Ok(Predictions {
@@ -995,18 +1023,20 @@ fn counts_on(pred: &[bool], truth: &[bool], idx: &[usize]) -> Counts {
     c
 }
 
-/// `metric` of attribute `a` (or the mean over attributes, `None`) on faces `idx`.
+/// `metric` of attribute `a` (or the mean over attributes, `None`) on
+/// faces `idx`, averaged over the classifier's repeats.
 fn stat_on(p: &Predictions, metric: &str, a: Option<usize>, idx: &[usize]) -> f64 {
-    match a {
-        Some(a) => metric_of(metric, &counts_on(&p.pred[a], &p.truth[a], idx)),
+    let one = |pred: &Vec<Vec<bool>>| match a {
+        Some(a) => metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)),
         None => {
             let k = p.attributes.len();
             (0..k)
-                .map(|a| metric_of(metric, &counts_on(&p.pred[a], &p.truth[a], idx)))
+                .map(|a| metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)))
                 .sum::<f64>()
                 / k as f64
         }
-    }
+    };
+    p.pred.iter().map(one).sum::<f64>() / p.pred.len() as f64
 }
 
 /// The difference `a − b` of `metric` with the two classifiers'
@@ -1017,18 +1047,24 @@ fn swapped_diff(
     attr: Option<usize>,
     mask: &[bool],
 ) -> f64 {
+    // Repeat r of one classifier is paired with repeat r of the other.
+    let reps = pa.pred.len();
     let one = |a: usize| {
-        let (mut ca, mut cb) = (Counts::default(), Counts::default());
-        for (f, &swap) in mask.iter().enumerate() {
-            let (x, y) = if swap {
-                (pb.pred[a][f], pa.pred[a][f])
-            } else {
-                (pa.pred[a][f], pb.pred[a][f])
-            };
-            ca.add(x, pa.truth[a][f]);
-            cb.add(y, pa.truth[a][f]);
+        let mut total = 0.0;
+        for r in 0..reps {
+            let (mut ca, mut cb) = (Counts::default(), Counts::default());
+            for (f, &swap) in mask.iter().enumerate() {
+                let (x, y) = if swap {
+                    (pb.pred[r][a][f], pa.pred[r][a][f])
+                } else {
+                    (pa.pred[r][a][f], pb.pred[r][a][f])
+                };
+                ca.add(x, pa.truth[a][f]);
+                cb.add(y, pa.truth[a][f]);
+            }
+            total += metric_of(metric, &ca) - metric_of(metric, &cb);
         }
-        metric_of(metric, &ca) - metric_of(metric, &cb)
+        total / reps as f64
     };
     match attr {
         Some(a) => one(a),
@@ -1117,18 +1153,29 @@ fn classifier_statistics(
             continue;
         }
         let Some((base, bp, _, _)) = preds.iter().find(|(_, bp, k, r)| {
-            *r && k == key && bp.faces == p.faces && bp.attributes == p.attributes
+            *r && k == key
+                && bp.faces == p.faces
+                && bp.attributes == p.attributes
+                && bp.pred.len() == p.pred.len()
         }) else {
-            out.io.say(format!("`{}`: no real-data classifier of the same architecture on the same test faces among the inputs; no paired difference", s.name));
+            out.io.say(format!(
+                "`{}`: no real-data classifier of the same architecture, test faces and \
+                 number of repeats among the inputs; no paired difference",
+                s.name
+            ));
             continue;
         };
         let n = p.faces.len();
         // The faces where swapping the two classifiers changes anything.
         let differ = |attr: Option<usize>| -> Vec<bool> {
             (0..n)
-                .map(|f| match attr {
-                    Some(a) => p.pred[a][f] != bp.pred[a][f],
-                    None => (0..p.attributes.len()).any(|a| p.pred[a][f] != bp.pred[a][f]),
+                .map(|f| {
+                    (0..p.pred.len()).any(|r| match attr {
+                        Some(a) => p.pred[r][a][f] != bp.pred[r][a][f],
+                        None => {
+                            (0..p.attributes.len()).any(|a| p.pred[r][a][f] != bp.pred[r][a][f])
+                        }
+                    })
                 })
                 .collect()
         };

@@ -86,6 +86,9 @@ fn default_batch() -> usize {
 fn default_lr() -> f64 {
     1e-4
 }
+fn one() -> usize {
+    1
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +111,12 @@ pub struct Config {
     pub limit: Option<usize>,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Trainings with seeds derived from `seed` (the first uses `seed`
+    /// itself): `metrics` gets each one's rows (`repeat` = 0, 1, ...), their
+    /// mean (`repeat` null) and standard deviation (`<metric>_std`), and
+    /// `predictions` every repeat's.
+    #[serde(default = "one")]
+    pub repeats: usize,
     /// `linear_probe` only: which frozen features (default `encoder`).
     #[serde(default)]
     pub features: Option<Features>,
@@ -122,8 +131,14 @@ pub struct Config {
 
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err("epochs and batch_size must be at least 1".into());
+        if self.epochs == 0 || self.batch_size == 0 || self.repeats == 0 {
+            return Err("epochs, batch_size and repeats must be at least 1".into());
+        }
+        if self.repeats > 1 && self.architecture == Architecture::LinearProbe {
+            return Err(
+                "repeats: a linear probe's fit is deterministic, so repeats would repeat it; leave repeats at 1"
+                    .into(),
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(format!("lr = {}: must be positive", self.lr));
@@ -250,29 +265,56 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         test.rows.len()
     ));
     let mut saved = false;
-    let outcome = match (&extractor, c.features()) {
-        (Some(ex), Some(f)) => fit_probe(c, io, (ex, f), &attrs, &splits, &dev)?,
-        _ => {
-            let (outcome, weights) = train_network(c, io, &attrs, &splits, &dev)?;
-            SavedClassifier {
-                network: c.network(),
-                attributes: attrs.clone(),
-                trained_on_real: !table.ends_with(".augmented"),
-            }
-            .save(&io.out_dir, &weights)?;
-            saved = true;
-            outcome
+    let mut outcomes = Vec::with_capacity(c.repeats);
+    for r in 0..c.repeats {
+        if c.repeats > 1 {
+            io.say(format!("repeat {} of {}", r + 1, c.repeats));
         }
+        let outcome = match (&extractor, c.features()) {
+            (Some(ex), Some(f)) => fit_probe(c, io, (ex, f), &attrs, &splits, &dev)?,
+            _ => {
+                let (outcome, weights) = train_network(c, io, &attrs, &splits, &dev, r)?;
+                // The first repeat's network is the stage's classifier file.
+                if r == 0 {
+                    SavedClassifier {
+                        network: c.network(),
+                        attributes: attrs.clone(),
+                        trained_on_real: !table.ends_with(".augmented"),
+                    }
+                    .save(&io.out_dir, &weights)?;
+                    saved = true;
+                }
+                outcome
+            }
+        };
+        outcomes.push(outcome);
+    }
+    let repeat_rows: Vec<(Vec<MetricRow>, f64)> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(r, o)| {
+            let repeat = (c.repeats > 1).then_some(r as i64);
+            metric_rows(c, io, &attrs, o, &splits, &table, repeat)
+        })
+        .collect();
+    let rows = if c.repeats > 1 {
+        let mut rows = mean_and_std(&repeat_rows);
+        rows.extend(repeat_rows.iter().flat_map(|(r, _)| r.iter().cloned()));
+        rows
+    } else {
+        repeat_rows[0].0.clone()
     };
-    let (rows, acc) = metric_rows(c, io, &attrs, &outcome, &splits, &table);
+    let acc = rows[0].value;
+    let outcome = &outcomes[0];
     let out = &io.out_dir;
     let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
+    let probs: Vec<&[Vec<f64>]> = outcomes.iter().map(|o| o.probs.as_slice()).collect();
     let n_pred = write_predictions(
         &out.join("predictions.parquet"),
         &eval,
         &test.rows,
         &attrs,
-        &outcome.probs,
+        &probs,
     )?;
     let mean_bal = rows[1].value;
     io.say(format!(
@@ -291,6 +333,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             vec![]
         },
         summary: serde_json::json!({
+            "repeats": c.repeats,
             "test_accuracy": acc,
             "test_balanced_accuracy": mean_bal,
             "architecture": c.architecture,
@@ -357,6 +400,7 @@ fn metric_rows(
     outcome: &Outcome,
     splits: &Splits,
     table: &str,
+    repeat: Option<i64>,
 ) -> (Vec<MetricRow>, f64) {
     let probs = &outcome.probs;
     let (val, test) = (&splits.val, &splits.test);
@@ -430,9 +474,43 @@ fn metric_rows(
             value,
             n,
             details: details.clone(),
+            repeat,
         })
         .collect();
     (rows, acc)
+}
+
+/// Over the repeats' rows (same metrics in the same order): the mean of
+/// each (repeat null, details gaining `repeats`) and its sample standard
+/// deviation as `<metric>_std`.
+fn mean_and_std(repeats: &[(Vec<MetricRow>, f64)]) -> Vec<MetricRow> {
+    let first = &repeats[0].0;
+    let mut means = Vec::with_capacity(first.len());
+    let mut stds = Vec::with_capacity(first.len());
+    for (k, row) in first.iter().enumerate() {
+        let values: Vec<f64> = repeats.iter().map(|(rows, _)| rows[k].value).collect();
+        let mut details = row.details_json();
+        if let Some(d) = details.as_object_mut() {
+            d.insert("repeats".into(), repeats.len().into());
+            d.remove("best_epoch");
+        }
+        let base = MetricRow {
+            repeat: None,
+            details: details.to_string(),
+            ..row.clone()
+        };
+        stds.push(MetricRow {
+            metric: format!("{}_std", row.metric),
+            value: crate::metrics::stats::std(&values),
+            ..base.clone()
+        });
+        means.push(MetricRow {
+            value: crate::metrics::stats::mean(&values),
+            ..base
+        });
+    }
+    means.extend(stds);
+    means
 }
 
 fn bool_labels(split: &Split, attrs: &[usize]) -> Vec<Vec<bool>> {
@@ -454,6 +532,7 @@ fn train_network(
     attrs: &[usize],
     splits: &Splits,
     dev: &candle_core::Device,
+    repeat: usize,
 ) -> Result<(
     Outcome,
     std::collections::HashMap<String, candle_core::Tensor>,
@@ -463,11 +542,20 @@ fn train_network(
         epochs: c.epochs,
         batch_size: c.batch_size,
         lr: c.lr,
-        seed: c.seed.unwrap_or(io.run_seed),
+        seed: c
+            .seed
+            .unwrap_or(io.run_seed)
+            .wrapping_add(repeat as u64 * 0x9E37_79B9_7F4A_7C15),
         attributes: attrs.to_vec(),
     };
+    // Each repeat checkpoints in its own folder.
+    let dir = if repeat == 0 {
+        io.resume_dir.clone()
+    } else {
+        io.resume_dir.join(format!("repeat_{repeat}"))
+    };
     let env = PhaseEnv {
-        dir: &io.resume_dir,
+        dir: &dir,
         cadence: Cadence {
             log_every: 10,
             sample_every: 0,
@@ -568,19 +656,23 @@ fn write_predictions(
     faces: &FaceSet,
     rows: &[usize],
     attrs: &[usize],
-    probs: &[Vec<f64>],
+    repeats: &[&[Vec<f64>]],
 ) -> Result<usize> {
     let schema = schema::predictions();
     let mut ids = Vec::new();
     let mut names = Vec::new();
     let mut labels = Vec::new();
     let mut p = Vec::new();
-    for (i, &r) in rows.iter().enumerate() {
-        for (k, &a) in attrs.iter().enumerate() {
-            ids.push(faces.image_ids[r].as_str());
-            names.push(ATTRIBUTES[a].to_ascii_lowercase());
-            labels.push(Some((faces.labels[r] >> a) & 1 == 1));
-            p.push(probs[i][k]);
+    let mut rep = Vec::new();
+    for (repeat, probs) in repeats.iter().enumerate() {
+        for (i, &r) in rows.iter().enumerate() {
+            for (k, &a) in attrs.iter().enumerate() {
+                ids.push(faces.image_ids[r].as_str());
+                names.push(ATTRIBUTES[a].to_ascii_lowercase());
+                labels.push(Some((faces.labels[r] >> a) & 1 == 1));
+                p.push(probs[i][k]);
+                rep.push(repeat as i64);
+            }
         }
     }
     let cols: Vec<ArrayRef> = vec![
@@ -588,6 +680,7 @@ fn write_predictions(
         Arc::new(StringArray::from_iter_values(names)),
         Arc::new(BooleanArray::from_iter(labels)),
         Arc::new(Float64Array::from_iter_values(p)),
+        Arc::new(arrow::array::Int64Array::from_iter_values(rep)),
     ];
     let mut w = TableWriter::create(path, schema.clone(), &[], 1 << 16)?;
     w.write(&RecordBatch::try_new(schema, cols)?)?;
