@@ -345,7 +345,7 @@ inputs = ["ingest", "synth"]
 size = "tiny"
 epochs = 2
 lr = 1e-3
-repeats = 2
+repeats = 3
 
 [stages.real]
 kind = "train_classifier"
@@ -353,7 +353,7 @@ inputs = ["ingest"]
 size = "tiny"
 epochs = 2
 lr = 1e-3
-repeats = 2
+repeats = 3
 
 [stages.evaluate]
 kind = "evaluate"
@@ -381,12 +381,12 @@ permutations = 2000
              AND attribute IS NULL AND repeat IS NULL"
         ))
     };
-    // Two trainings each: their rows, their mean (repeat null) and std.
+    // Three trainings each: their rows, their mean (repeat null) and std.
     for stage in ["aug", "real"] {
         let reps = value(&format!(
             "SELECT count(DISTINCT repeat) FROM {stage}_predictions"
         ));
-        assert_eq!(reps, 2.0, "{stage} predictions keep both repeats");
+        assert_eq!(reps, 3.0, "{stage} predictions keep every repeat");
         let r0 = value(&format!(
             "SELECT value FROM {stage}_metrics WHERE metric = 'accuracy' AND attribute IS NULL AND repeat = 0"
         ));
@@ -397,16 +397,18 @@ permutations = 2000
             r0, r1,
             "{stage}: the repeats differ (seeds derived per repeat)"
         );
+        let r2 = value(&format!(
+            "SELECT value FROM {stage}_metrics WHERE metric = 'accuracy' AND attribute IS NULL AND repeat = 2"
+        ));
         let mean = overall(stage, "accuracy");
+        let want = (r0 + r1 + r2) / 3.0;
         assert!(
-            (mean - (r0 + r1) / 2.0).abs() < 1e-12,
-            "{stage}: {mean} vs {r0}, {r1}"
+            (mean - want).abs() < 1e-12,
+            "{stage}: {mean} vs {r0}, {r1}, {r2}"
         );
+        let var = ((r0 - want).powi(2) + (r1 - want).powi(2) + (r2 - want).powi(2)) / 2.0;
         let std = overall(stage, "accuracy_std");
-        assert!(
-            (std - (r0 - r1).abs() / 2f64.sqrt()).abs() < 1e-12,
-            "{stage}: std {std}"
-        );
+        assert!((std - var.sqrt()).abs() < 1e-12, "{stage}: std {std}");
     }
     for stage in ["aug", "real"] {
         for m in ["accuracy", "balanced_accuracy", "f1"] {

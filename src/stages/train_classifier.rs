@@ -545,7 +545,7 @@ fn train_network(
         seed: c
             .seed
             .unwrap_or(io.run_seed)
-            .wrapping_add(repeat as u64 * 0x9E37_79B9_7F4A_7C15),
+            .wrapping_add((repeat as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         attributes: attrs.to_vec(),
     };
     // Each repeat checkpoints in its own folder.
