@@ -32,18 +32,24 @@ pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
         .iter()
         .map(|s| (s.name.clone(), s.counts.iter().map(|&c| c as f64).collect()))
         .collect();
-    bar_chart(path, title, "positives", &bars, None)
+    bar_chart(path, title, "positives", &bars, None, &[])
 }
 
+/// A 95% interval per attribute (None where not measured), drawn as a
+/// whisker on each bar.
+pub type Whiskers = Vec<Option<[f64; 2]>>;
+
 /// Per-attribute accuracy of several classifiers, like Fig. 9 of Liu et
-/// al.: one group of bars per attribute, in the CelebA file's order.
+/// al.: one group of bars per attribute, in the CelebA file's order, with
+/// each bar's interval as a whisker when given.
 pub fn per_attribute(
     path: &Path,
     title: &str,
     y_desc: &str,
     series: &[(String, Vec<f64>)],
+    whiskers: &[Whiskers],
 ) -> Result<()> {
-    bar_chart(path, title, y_desc, series, Some(1.0))
+    bar_chart(path, title, y_desc, series, Some(1.0), whiskers)
 }
 
 /// Grouped bars, one group per attribute. Without `ymax` the attributes are
@@ -54,6 +60,7 @@ fn bar_chart(
     y_desc: &str,
     series: &[(String, Vec<f64>)],
     ymax: Option<f64>,
+    whiskers: &[Whiskers],
 ) -> Result<()> {
     let size = (1400u32, 560u32);
     let is_svg = path.extension().and_then(|e| e.to_str()) == Some("svg");
@@ -64,6 +71,7 @@ fn bar_chart(
             y_desc,
             series,
             ymax,
+            whiskers,
         )
     } else {
         draw(
@@ -72,6 +80,7 @@ fn bar_chart(
             y_desc,
             series,
             ymax,
+            whiskers,
         )
     }
     .with_context(|| format!("drawing {}", path.display()))
@@ -83,6 +92,7 @@ fn draw<DB: DrawingBackend>(
     y_desc: &str,
     series: &[(String, Vec<f64>)],
     fixed_ymax: Option<f64>,
+    whiskers: &[Whiskers],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -146,6 +156,15 @@ where
             .map_err(err)?
             .label(s.0.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+        let Some(w) = whiskers.get(s_idx) else {
+            continue;
+        };
+        let lines = order.iter().enumerate().filter_map(|(pos, &a)| {
+            let [lo, hi] = (*w.get(a)?)?;
+            let x = pos as f64 + 0.1 + width * (s_idx as f64 + 0.5);
+            Some(PathElement::new(vec![(x, lo), (x, hi)], BLACK.stroke_width(1)))
+        });
+        chart.draw_series(lines).map_err(err)?;
     }
     chart
         .configure_series_labels()

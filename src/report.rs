@@ -48,6 +48,8 @@ pub struct ComparisonRow {
     pub vs_real: Vec<Difference>,
     #[serde(skip)]
     per_attribute: Vec<f64>,
+    #[serde(skip)]
+    per_attribute_ci: crate::charts::Whiskers,
 }
 
 /// A classifier minus its real-data baseline on the same test faces.
@@ -216,13 +218,26 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
             };
             let details = acc.details_json();
             let mut per_attribute = vec![f64::NAN; N_ATTRIBUTES];
-            for r in rows.iter().filter(|r| r.metric == "accuracy") {
+            let mut lows = vec![f64::NAN; N_ATTRIBUTES];
+            let mut highs = vec![f64::NAN; N_ATTRIBUTES];
+            for r in rows.iter() {
+                let target = match r.metric.as_str() {
+                    "accuracy" => &mut per_attribute,
+                    "accuracy_low95" => &mut lows,
+                    "accuracy_high95" => &mut highs,
+                    _ => continue,
+                };
                 if let Some(a) = &r.attribute
                     && let Some(i) = ATTRIBUTES.iter().position(|n| n.eq_ignore_ascii_case(a))
                 {
-                    per_attribute[i] = r.value;
+                    target[i] = r.value;
                 }
             }
+            let per_attribute_ci: crate::charts::Whiskers = lows
+                .iter()
+                .zip(&highs)
+                .map(|(&lo, &hi)| (lo.is_finite() && hi.is_finite()).then_some([lo, hi]))
+                .collect();
             let (method, synth) = method(&run.manifest, c);
             let ci = |m: &str| -> Option<[f64; 2]> {
                 let lo = overall(&format!("{m}_low95"))?.value;
@@ -264,6 +279,7 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
                 f1_ci: ci("f1"),
                 vs_real,
                 per_attribute,
+                per_attribute_ci,
             });
         }
         let classifier_metrics = [
@@ -410,14 +426,25 @@ fn per_attribute_chart(report: &Report, out: &Path) -> Result<String> {
             )
         })
         .collect();
+    let whiskers: Vec<charts::Whiskers> = report
+        .comparison
+        .iter()
+        .map(|r| r.per_attribute_ci.clone())
+        .collect();
+    let has_whiskers = whiskers.iter().flatten().any(Option::is_some);
     let mut charts_html = String::new();
     if !series.is_empty() {
         for ext in ["png", "svg"] {
             charts::per_attribute(
                 &out.join(format!("per_attribute_accuracy.{ext}")),
-                "Per-attribute test accuracy (Liu et al. Fig. 9)",
+                if has_whiskers {
+                    "Per-attribute test accuracy (Liu et al. Fig. 9); whiskers: 95% bootstrap intervals"
+                } else {
+                    "Per-attribute test accuracy (Liu et al. Fig. 9)"
+                },
                 "accuracy",
                 &series,
+                &whiskers,
             )?;
         }
         charts_html.push_str("<h2>Per-attribute accuracy (Fig. 9)</h2>\n<p><a href=\"per_attribute_accuracy.svg\">SVG</a></p>\n<img class=\"wide\" src=\"per_attribute_accuracy.png\" alt=\"per-attribute accuracy\">\n");

@@ -72,7 +72,16 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
         "details",
         "repeat",
     ];
-    for b in read_columns(path, &names)? {
+    // Tables written before `repeat` existed have every row a single training.
+    let has_repeat = super::parquet::column_names(path)?
+        .iter()
+        .any(|c| c == "repeat");
+    let wanted = if has_repeat {
+        &names[..]
+    } else {
+        &names[..7]
+    };
+    for b in read_columns(path, wanted)? {
         let s = |i: usize| -> Result<&StringArray> {
             b.column(i)
                 .as_any()
@@ -92,11 +101,16 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
             .as_any()
             .downcast_ref::<Int64Array>()
             .context("n")?;
-        let repeat = b
-            .column(7)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("repeat")?;
+        let repeat = if has_repeat {
+            Some(
+                b.column(7)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .context("repeat")?,
+            )
+        } else {
+            None
+        };
         for r in 0..b.num_rows() {
             out.push(MetricRow {
                 run: run.value(r).to_string(),
@@ -106,7 +120,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
                 value: value.value(r),
                 n: n.value(r),
                 details: details.value(r).to_string(),
-                repeat: (!repeat.is_null(r)).then(|| repeat.value(r)),
+                repeat: repeat.and_then(|c| (!c.is_null(r)).then(|| c.value(r))),
             });
         }
     }

@@ -927,10 +927,12 @@ impl Predictions {
     fn read(path: &Path) -> Result<Predictions> {
         let mut cells: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
         let mut repeated: BTreeMap<(i64, String, String), bool> = BTreeMap::new();
-        for b in read_columns(
-            path,
-            &["image_id", "attribute", "label", "probability", "repeat"],
-        )? {
+        // Written before `repeat` existed: one training.
+        let has_repeat = crate::data::parquet::column_names(path)?
+            .iter()
+            .any(|c| c == "repeat");
+        let cols = ["image_id", "attribute", "label", "probability", "repeat"];
+        for b in read_columns(path, &cols[..if has_repeat { 5 } else { 4 }])? {
             let ids = strings(&b, 0)?;
             let attrs = strings(&b, 1)?;
             let labels = b
@@ -943,15 +945,22 @@ impl Predictions {
                 .as_any()
                 .downcast_ref::<Float64Array>()
                 .with_context(|| format!("{}: `probability` is not a float", path.display()))?;
-            let reps = b
-                .column(4)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .with_context(|| format!("{}: `repeat` is not an integer", path.display()))?;
+            let reps = if has_repeat {
+                Some(
+                    b.column(4)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .with_context(|| {
+                            format!("{}: `repeat` is not an integer", path.display())
+                        })?,
+                )
+            } else {
+                None
+            };
             for i in 0..b.num_rows() {
                 let key = (attrs.value(i).to_string(), ids.value(i).to_string());
                 repeated.insert(
-                    (reps.value(i), key.0.clone(), key.1.clone()),
+                    (reps.map_or(0, |c| c.value(i)), key.0.clone(), key.1.clone()),
                     probs.value(i) > 0.5,
                 );
                 cells.insert(key, (labels.value(i), probs.value(i) > 0.5));
