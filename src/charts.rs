@@ -18,13 +18,20 @@ pub struct Series {
     pub counts: Vec<u64>,
 }
 
-const COLOURS: [RGBColor; 6] = [
+/// matplotlib's "tab10" then two more, so that up to 12 series differ.
+const COLOURS: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 128, 0),
 ];
 
 pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
@@ -162,7 +169,10 @@ where
         let lines = order.iter().enumerate().filter_map(|(pos, &a)| {
             let [lo, hi] = (*w.get(a)?)?;
             let x = pos as f64 + 0.1 + width * (s_idx as f64 + 0.5);
-            Some(PathElement::new(vec![(x, lo), (x, hi)], BLACK.stroke_width(1)))
+            Some(PathElement::new(
+                vec![(x, lo), (x, hi)],
+                BLACK.stroke_width(1),
+            ))
         });
         chart.draw_series(lines).map_err(err)?;
     }

@@ -76,11 +76,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
     let has_repeat = super::parquet::column_names(path)?
         .iter()
         .any(|c| c == "repeat");
-    let wanted = if has_repeat {
-        &names[..]
-    } else {
-        &names[..7]
-    };
+    let wanted = if has_repeat { &names[..] } else { &names[..7] };
     for b in read_columns(path, wanted)? {
         let s = |i: usize| -> Result<&StringArray> {
             b.column(i)
