@@ -6,7 +6,7 @@
 //!
 //! - [`cli`]: the command line (parsing only).
 //! - [`report`]: the HTML report over runs and `augment chart`.
-//! - [`compare`]: `augment compare`, metric tables of run against run.
+//! - [`compare`]: `augment ms-ssim`, `psnr` and `fid` on image folders or tables.
 //! - [`query`]: read-only SQL over a run's outputs.
 //! - [`pipeline`]: pipeline files → validated plans; the runner and manifest.
 //! - [`stages`]: one module per stage kind (ingest, balance, ...).
