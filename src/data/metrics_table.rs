@@ -122,3 +122,55 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    fn row(repeat: Option<i64>) -> MetricRow {
+        MetricRow {
+            run: "r".into(),
+            stage: "clf".into(),
+            metric: "accuracy".into(),
+            attribute: None,
+            value: 0.5,
+            n: 10,
+            details: "{}".into(),
+            repeat,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_reads_tables_from_before_the_repeat_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.parquet");
+        let rows = vec![row(None), row(Some(0)), row(Some(1))];
+        write(&path, &rows).unwrap();
+        assert_eq!(read(&path).unwrap(), rows);
+
+        // The seven columns written before `repeat` existed.
+        let full = schema::metrics();
+        let old = Arc::new(Schema::new(
+            full.fields()
+                .iter()
+                .take(7)
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<Field>>(),
+        ));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["r"])),
+            Arc::new(StringArray::from(vec!["clf"])),
+            Arc::new(StringArray::from(vec!["accuracy"])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(Float64Array::from(vec![0.5])),
+            Arc::new(Int64Array::from(vec![10])),
+            Arc::new(StringArray::from(vec!["{}"])),
+        ];
+        let old_path = dir.path().join("old.parquet");
+        let mut w = TableWriter::create(&old_path, old.clone(), &[], 16).unwrap();
+        w.write(&RecordBatch::try_new(old, cols).unwrap()).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read(&old_path).unwrap(), vec![row(None)]);
+    }
+}
