@@ -925,7 +925,8 @@ struct Predictions {
 
 impl Predictions {
     fn read(path: &Path) -> Result<Predictions> {
-        let mut cells: BTreeMap<(String, String), (bool, bool)> = BTreeMap::new();
+        // (attribute, face) → label; (repeat, attribute, face) → prediction.
+        let mut labels_of: BTreeMap<(String, String), bool> = BTreeMap::new();
         let mut repeated: BTreeMap<(i64, String, String), bool> = BTreeMap::new();
         // Written before `repeat` existed: one training.
         let has_repeat = crate::data::parquet::column_names(path)?
@@ -963,34 +964,26 @@ impl Predictions {
                     (reps.map_or(0, |c| c.value(i)), key.0.clone(), key.1.clone()),
                     probs.value(i) > 0.5,
                 );
-                cells.insert(key, (labels.value(i), probs.value(i) > 0.5));
+                labels_of.insert(key, labels.value(i));
             }
         }
-        let repeats: Vec<i64> = repeated
-            .keys()
-            .map(|k| k.0)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let attributes: Vec<String> = cells
-            .keys()
-            .map(|k| k.0.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let faces: Vec<String> = cells
-            .keys()
-            .map(|k| k.1.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        fn distinct<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
+            it.collect::<std::collections::BTreeSet<T>>()
+                .into_iter()
+                .collect()
+        }
+        let repeats = distinct(repeated.keys().map(|k| k.0));
+        let attributes = distinct(labels_of.keys().map(|k| k.0.clone()));
+        let faces = distinct(labels_of.keys().map(|k| k.1.clone()));
         let mut truth = vec![vec![false; faces.len()]; attributes.len()];
         let mut pred = vec![truth.clone(); repeats.len()];
         for (a, attr) in attributes.iter().enumerate() {
             for (f, face) in faces.iter().enumerate() {
-                let (t, _) = cells.get(&(attr.clone(), face.clone())).with_context(|| {
-                    format!("{}: no prediction of `{attr}` for {face}", path.display())
-                })?;
+                let t = labels_of
+                    .get(&(attr.clone(), face.clone()))
+                    .with_context(|| {
+                        format!("{}: no prediction of `{attr}` for {face}", path.display())
+                    })?;
                 truth[a][f] = *t;
                 for (k, r) in repeats.iter().enumerate() {
                     pred[k][a][f] = *repeated
