@@ -246,14 +246,7 @@ fn run_until(dir: &Path, point: &str) -> Child {
     let start = Instant::now();
     while !marker.exists() {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = stderr_of(&mut child);
             panic!("the run ended ({status}) before reaching {point}:\n{err}");
         }
         assert!(
@@ -265,19 +258,21 @@ fn run_until(dir: &Path, point: &str) -> Child {
     child
 }
 
+/// What an ended child printed on its piped stderr.
+fn stderr_of(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut err).unwrap();
+    }
+    err
+}
+
 /// SIGKILL; returns what the run had printed.
 fn kill9(mut child: Child) -> String {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+    stderr_of(&mut child)
 }
 
 /// The pipeline of the kill test: every stage kind on 600 demo faces.

@@ -226,16 +226,7 @@ impl Rows<'_> {
         n: usize,
         details: serde_json::Value,
     ) {
-        self.rows.push(MetricRow {
-            run: self.io.run_name.clone(),
-            stage: stage.to_string(),
-            metric: metric.to_string(),
-            attribute: None,
-            value,
-            n: n as i64,
-            details: details.to_string(),
-            repeat: None,
-        });
+        self.push_attr(stage, metric, None, value, n, details);
     }
 }
 
