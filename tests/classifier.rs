@@ -34,6 +34,15 @@ size = "tiny"
 epochs = 2
 lr = 1e-3
 attributes = ["Bald", "Smiling", "Male"]
+
+[stages.mix]
+kind = "train_classifier"
+inputs = ["ingest", "synth"]
+size = "tiny"
+steps = 7
+lr = 1e-3
+attributes = ["Bald"]
+real_fraction = 0.75
 "#,
         )
         .write(d.path());
@@ -92,7 +101,7 @@ attributes = ["Bald", "Smiling", "Male"]
         d.path(),
         "SELECT stage, count(*) AS n FROM metrics GROUP BY stage ORDER BY stage",
     );
-    assert_eq!(out.trim(), "stage,n\naug,14\nreal,125", "{out}");
+    assert_eq!(out.trim(), "stage,n\naug,14\nmix,8\nreal,125", "{out}");
     let m = manifest(&d.path().join("run"));
     let real_rows = m["stages"]["real"]["summary"]["training_rows"]
         .as_u64()
@@ -103,6 +112,37 @@ attributes = ["Bald", "Smiling", "Male"]
             .unwrap(),
         2 * real_rows
     );
+    // real_fraction: 48 of every 64 rows from the real half of the table;
+    // steps = 7 is less than one pass (its val check, at step 7, is epoch 1).
+    let said = format!(
+        "mix: real_fraction: every batch of 64 takes 48 of the {real_rows} real rows and 16 of the {real_rows} added rows"
+    );
+    assert!(err.contains(&said), "{err}");
+    let out = sql_csv(
+        d.path(),
+        "SELECT value FROM mix_metrics WHERE metric = 'best_epoch'",
+    );
+    assert_eq!(out.trim(), "value\n1.0", "{out}");
+    // Bad mixing settings are one-line config errors naming the key.
+    let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();
+    for (bad, want) in [
+        ("real_fraction = 0.75", "real_fraction = 1.5"),
+        ("real_fraction = 0.75", "steps = 0"),
+    ]
+    .iter()
+    .map(|(from, to)| (text.replace(from, to), *to))
+    .chain(std::iter::once((
+        text.replace("epochs = 2\nlr = 1e-3\n\n[stages.aug]", "epochs = 2\nlr = 1e-3\nreal_fraction = 0.5\n\n[stages.aug]"),
+        "add one to `inputs`",
+    ))) {
+        assert_ne!(bad, text, "{want}");
+        std::fs::write(d.path().join("bad.toml"), &bad).unwrap();
+        let (code, _, err) = augment(&["run", "bad.toml"], d.path());
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let key = want.split(' ').next().unwrap();
+        assert!(err.contains(key), "{want}: {err}");
+    }
 }
 
 /// On the 2,000 shared CelebA faces the tiny paper_cnn beats predicting each

@@ -192,7 +192,9 @@ impl StageConfig {
                 ]
                 .contains(&k);
                 let probe_on_encoder = c.features() == Some(train_classifier::Features::Encoder);
-                if ok && probe_on_encoder && !k.contains(&StageKind::TrainGenerator) {
+                if ok && c.real_fraction.is_some() && !k.contains(&StageKind::Synthesize) {
+                    Err("real_fraction mixes the real and added rows of a `synthesize` stage's `augmented` table; add one to `inputs`, or leave real_fraction out".into())
+                } else if ok && probe_on_encoder && !k.contains(&StageKind::TrainGenerator) {
                     Err("`linear_probe` with features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or set features = \"inception\"".into())
                 } else if ok {
                     Ok(())

@@ -36,7 +36,9 @@ use crate::metrics::inception::FidInception;
 use crate::models::Activation;
 use crate::models::began::{self, Encoder};
 use crate::models::{classifier, resnet};
-use crate::train::classifier::{NetConfig, Options, SavedClassifier, Split, predict, train};
+use crate::train::classifier::{
+    Mix, NetConfig, Options, SavedClassifier, Split, predict, train,
+};
 use crate::train::probe::Options as ProbeOptions;
 use crate::train::{Cadence, PhaseEnv};
 
@@ -102,6 +104,16 @@ pub struct Config {
     pub attributes: Option<Vec<String>>,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
+    /// Optimiser steps to train for instead of `epochs` (val is still
+    /// checked once per pass over the training rows, and at the last step):
+    /// classifiers on tables of different sizes then get the same training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// With a `synthesize` input: the share of every batch drawn from the
+    /// augmented table's real rows (`origin = "real"`), the rest from its
+    /// added rows; off: one shuffle over all rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_fraction: Option<f64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_lr")]
@@ -140,11 +152,24 @@ impl Config {
                     .into(),
             );
         }
+        if self.steps == Some(0) {
+            return Err("steps must be at least 1".into());
+        }
+        if let Some(f) = self.real_fraction
+            && !(f > 0.0 && f < 1.0)
+        {
+            return Err(format!(
+                "real_fraction = {f}: must be between 0 and 1 (exclusive); leave it out for one shuffle over all rows"
+            ));
+        }
+        let probe = self.architecture == Architecture::LinearProbe;
+        if probe && (self.steps.is_some() || self.real_fraction.is_some()) {
+            return Err("steps and real_fraction apply to trained networks, not to architecture = \"linear_probe\"".into());
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(format!("lr = {}: must be positive", self.lr));
         }
         self.attribute_indices()?;
-        let probe = self.architecture == Architecture::LinearProbe;
         if !probe && (self.features.is_some() || self.alphas.is_some()) {
             return Err("features and alphas apply to architecture = \"linear_probe\" only".into());
         }
@@ -219,17 +244,24 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table("faces")?;
     let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
-    let (train_set, table) = match io.optional_input(StageKind::Synthesize) {
-        Some(s) => (
-            FaceSet::load(&s.table("augmented")?, &[], c.limit, image_size)?,
-            format!("{}.augmented", s.name),
-        ),
+    let (train_set, table, mix) = match io.optional_input(StageKind::Synthesize) {
+        Some(s) => {
+            let path = s.table("augmented")?;
+            let set = FaceSet::load(&path, &[], c.limit, image_size)?;
+            let mix = match c.real_fraction {
+                Some(f) => Some(mix_of(&path, set.len(), f, c.batch_size)?),
+                None => None,
+            };
+            (set, format!("{}.augmented", s.name), mix)
+        }
         None => (
             FaceSet::load(&faces_path, &["train"], c.limit, image_size)?,
             format!("{}.faces (train)", ingest.name),
+            None,
         ),
     };
     let splits = Splits {
+        mix,
         train: Split {
             faces: &train_set,
             rows: (0..train_set.len()).collect(),
@@ -264,6 +296,16 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         val.rows.len(),
         test.rows.len()
     ));
+    if let Some(m) = &splits.mix {
+        io.say(format!(
+            "real_fraction: every batch of {} takes {} of the {} real rows and {} of the {} added rows",
+            c.batch_size,
+            m.real,
+            m.pools[0].len(),
+            c.batch_size - m.real,
+            m.pools[1].len()
+        ));
+    }
     let mut saved = false;
     let mut outcomes = Vec::with_capacity(c.repeats);
     for r in 0..c.repeats {
@@ -341,14 +383,18 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             "val_accuracy": outcome.val_accuracy,
             "training_table": table,
             "training_rows": train_split.rows.len(),
+            "steps": c.steps,
+            "real_fraction": c.real_fraction,
             "wall_time_s": outcome.wall_time_s,
         }),
         lineage: Lineage::inherit(&io.inputs),
     })
 }
 
-/// The train, val and test rows of a classifier.
+/// The train, val and test rows of a classifier, and how batches mix the
+/// training rows.
 struct Splits<'a> {
+    mix: Option<Mix>,
     train: Split<'a>,
     val: Split<'a>,
     test: Split<'a>,
@@ -526,6 +572,28 @@ fn bool_labels(split: &Split, attrs: &[usize]) -> Vec<Vec<bool>> {
         .collect()
 }
 
+/// `real_fraction`: the first `n` rows of an `augmented` table split by
+/// their `origin` into real rows and added (generated or classic) rows.
+fn mix_of(path: &std::path::Path, n: usize, fraction: f64, batch: usize) -> Result<Mix> {
+    let mut origins = Vec::with_capacity(n);
+    for b in crate::data::parquet::read_columns(path, &["origin"])? {
+        let col = crate::data::tensors::strings(&b, 0)?;
+        origins.extend(col.iter().map(|v| v == Some("real")));
+    }
+    origins.truncate(n);
+    let real: Vec<usize> = (0..origins.len()).filter(|&r| origins[r]).collect();
+    let added: Vec<usize> = (0..origins.len()).filter(|&r| !origins[r]).collect();
+    if real.is_empty() || added.is_empty() {
+        return Err(data_error!(
+            "real_fraction = {fraction}: {} has {} real and {} added rows; mixing needs both (leave real_fraction out)",
+            path.display(),
+            real.len(),
+            added.len()
+        ));
+    }
+    Ok(Mix::new(real, added, fraction, batch))
+}
+
 fn train_network(
     c: &Config,
     io: &StageIo,
@@ -540,6 +608,8 @@ fn train_network(
     let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
     let opts = Options {
         epochs: c.epochs,
+        steps: c.steps,
+        mix: splits.mix.clone(),
         batch_size: c.batch_size,
         lr: c.lr,
         seed: c

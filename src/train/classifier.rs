@@ -65,11 +65,58 @@ impl ModuleT for Net {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub epochs: usize,
+    /// Optimiser steps instead of `epochs` passes over the training rows.
+    pub steps: Option<usize>,
+    /// Batches drawn from two pools at a fixed ratio instead of one shuffle.
+    pub mix: Option<Mix>,
     pub batch_size: usize,
     pub lr: f64,
     pub seed: u64,
     /// Attribute indices the classifier predicts.
     pub attributes: Vec<usize>,
+}
+
+/// Every batch takes `real` of its rows from the first pool and the rest
+/// from the second, each pool shuffled once per pass over it (so the smaller
+/// pool repeats within an epoch). Rows are indices into the training split's
+/// face set.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub pools: [Vec<usize>; 2],
+    pub real: usize,
+}
+
+impl Mix {
+    /// `fraction` of a `batch` from `real_rows`, at least one row from each
+    /// pool when the batch has room for both.
+    pub fn new(real_rows: Vec<usize>, added_rows: Vec<usize>, fraction: f64, batch: usize) -> Self {
+        let real = ((fraction * batch as f64).round() as usize).clamp(
+            usize::from(batch > 1),
+            batch.saturating_sub(1).max(1),
+        );
+        Mix {
+            pools: [real_rows, added_rows],
+            real,
+        }
+    }
+
+    /// The face-set rows of optimiser step `step` (1-based).
+    pub fn batch(&self, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+        let counts = [self.real, batch - self.real];
+        let mut out = Vec::with_capacity(batch);
+        for (p, (pool, &k)) in self.pools.iter().zip(&counts).enumerate() {
+            if k == 0 || pool.is_empty() {
+                continue;
+            }
+            let pool_seed = seed ^ (p as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            out.extend(
+                batch_indices(pool.len(), k, pool_seed, step)
+                    .into_iter()
+                    .map(|i| pool[i]),
+            );
+        }
+        out
+    }
 }
 
 /// The trained network (weights of the best val epoch).
@@ -179,6 +226,7 @@ struct ClassifierPhase<'a> {
     opts: &'a Options,
     dev: Device,
     steps_per_epoch: usize,
+    total_steps: usize,
     vm: VarMap,
     net: Net,
     best_vm: VarMap,
@@ -189,22 +237,26 @@ struct ClassifierPhase<'a> {
 
 impl Phase for ClassifierPhase<'_> {
     fn step(&mut self, step: usize) -> Result<Vec<(&'static str, f64)>> {
-        let idx: Vec<usize> = batch_indices(
-            self.train.rows.len(),
-            self.opts.batch_size,
-            self.opts.seed,
-            step,
-        )
-        .into_iter()
-        .map(|i| self.train.rows[i])
-        .collect();
+        let idx: Vec<usize> = match &self.opts.mix {
+            Some(m) => m.batch(self.opts.batch_size, self.opts.seed, step),
+            None => batch_indices(
+                self.train.rows.len(),
+                self.opts.batch_size,
+                self.opts.seed,
+                step,
+            )
+            .into_iter()
+            .map(|i| self.train.rows[i])
+            .collect(),
+        };
         let x = self.train.faces.images(&idx, &self.dev)?;
         let a = labels(self.train.faces, &idx, &self.opts.attributes, &self.dev)?;
         let loss = bce_with_logits(&self.net.forward_t(&x, true)?, &a)?;
         self.opt.backward_step(&loss)?;
         let mut out = vec![("loss", scalar(&loss)?)];
-        if step.is_multiple_of(self.steps_per_epoch) {
-            let epoch = step / self.steps_per_epoch;
+        if step.is_multiple_of(self.steps_per_epoch) || step == self.total_steps {
+            // With `steps`, the last check may come part-way into an epoch.
+            let epoch = step.div_ceil(self.steps_per_epoch);
             let val = accuracy(&self.net, self.val, &self.opts.attributes, &self.dev)?;
             if val > self.best_val {
                 self.best_val = val;
@@ -249,7 +301,8 @@ fn copy_vars(from: &VarMap, to: &VarMap) -> Result<()> {
     Ok(())
 }
 
-/// Trains for `opts.epochs` epochs, keeping the best val epoch.
+/// Trains for `opts.epochs` epochs (or `opts.steps` steps), keeping the
+/// best val epoch.
 pub fn train(
     cfg: &NetConfig,
     opts: &Options,
@@ -276,12 +329,14 @@ pub fn train(
         },
     )?;
     let steps_per_epoch = train.rows.len().div_ceil(opts.batch_size).max(1);
+    let total_steps = opts.steps.unwrap_or(opts.epochs * steps_per_epoch);
     let mut p = ClassifierPhase {
         train,
         val,
         opts,
         dev: dev.clone(),
         steps_per_epoch,
+        total_steps,
         vm,
         net,
         best_vm,
@@ -298,7 +353,7 @@ pub fn train(
         },
         ..*env
     };
-    let r = run_phase(&env, "classifier", opts.epochs * steps_per_epoch, &mut p)?;
+    let r = run_phase(&env, "classifier", total_steps, &mut p)?;
     Ok(Trained {
         weights: super::frozen(&p.best_vm),
         net: best,
@@ -307,4 +362,40 @@ pub fn train(
         log: r.log,
         wall_time_s: r.wall_time_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_takes_the_fraction_from_each_pool_and_visits_every_row() {
+        let real: Vec<usize> = (0..30).collect();
+        let added: Vec<usize> = (100..110).collect();
+        let m = Mix::new(real.clone(), added.clone(), 0.75, 8);
+        assert_eq!(m.real, 6);
+        let mut seen_real = std::collections::HashSet::new();
+        let mut seen_added = std::collections::HashSet::new();
+        for step in 1..=5 {
+            let b = m.batch(8, 7, step);
+            assert_eq!(b.len(), 8);
+            assert_eq!(b.iter().filter(|&&r| r < 100).count(), 6, "step {step}");
+            seen_real.extend(b.iter().copied().filter(|&r| r < 100));
+            seen_added.extend(b.iter().copied().filter(|&r| r >= 100));
+        }
+        // 5 steps × 6 = one pass over the 30 real rows, each once; the 10
+        // added rows (2 a step) are a full pass too.
+        assert_eq!(seen_real.len(), 30);
+        assert_eq!(seen_added.len(), 10);
+        // Reproducible from the seed, different for another seed.
+        assert_eq!(m.batch(8, 7, 3), m.batch(8, 7, 3));
+        assert_ne!(m.batch(8, 7, 3), m.batch(8, 8, 3));
+    }
+
+    #[test]
+    fn mix_keeps_one_row_of_each_pool() {
+        assert_eq!(Mix::new(vec![0], vec![1], 0.99, 16).real, 15);
+        assert_eq!(Mix::new(vec![0], vec![1], 0.01, 16).real, 1);
+        assert_eq!(Mix::new(vec![0], vec![1], 0.5, 1).real, 1);
+    }
 }
