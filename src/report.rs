@@ -181,6 +181,20 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
             _ => {}
         }
     }
+    // The knobs that make two classifiers on the same table differ.
+    if let Some(a) = srec
+        .config
+        .get("min_label_agreement")
+        .and_then(|v| v.as_f64())
+    {
+        parts.push(format!("label agreement ≥ {a}"));
+    }
+    if let Some(f) = rec.config.get("real_fraction").and_then(|v| v.as_f64()) {
+        parts.push(format!("{}% real rows per batch", (f * 100.0).round()));
+    }
+    if let Some(n) = rec.config.get("steps").and_then(|v| v.as_u64()) {
+        parts.push(format!("{n} steps"));
+    }
     (parts.join(", "), Some(synth.clone()))
 }
 

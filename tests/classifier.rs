@@ -132,7 +132,10 @@ real_fraction = 0.75
     .iter()
     .map(|(from, to)| (text.replace(from, to), *to))
     .chain(std::iter::once((
-        text.replace("epochs = 2\nlr = 1e-3\n\n[stages.aug]", "epochs = 2\nlr = 1e-3\nreal_fraction = 0.5\n\n[stages.aug]"),
+        text.replace(
+            "epochs = 2\nlr = 1e-3\n\n[stages.aug]",
+            "epochs = 2\nlr = 1e-3\nreal_fraction = 0.5\n\n[stages.aug]",
+        ),
         "add one to `inputs`",
     ))) {
         assert_ne!(bad, text, "{want}");

@@ -1,6 +1,6 @@
 //! The WGAN-GP penalty's gradient with respect to every critic parameter
 //! against central finite differences (f64, a random direction per parameter
-//! tensor), for the SG-GAN and StarGAN critics at their `tiny` sizes: exact
+//! tensor), for the SG-GAN, StarGAN and ST-GAN critics at their `tiny` sizes: exact
 //! with `CANDLE_GRAD_DO_NOT_DETACH=1` (what the `augment` binary sets at
 //! start-up), wrong without it. candle reads the variable once per thread, so
 //! each case runs in a fresh thread. Inputs and directions come from seeded
@@ -8,6 +8,7 @@
 
 use augment::models::critic::{Config, Critic};
 use augment::models::seeded_init;
+use augment::models::st_gan;
 use augment::train::losses::gradient_penalty;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -24,15 +25,28 @@ fn relative(a: f64, b: f64) -> f64 {
 /// Worst relative error over parameter tensors between the directional
 /// derivative from autograd and from central differences; `kinks` counts the
 /// directions drawn again because they crossed a kink.
-fn worst_error(cfg: &Config, kinks: &mut usize) -> (f64, String) {
+fn worst_error(case: &Case, kinks: &mut usize) -> (f64, String) {
     let dev = Device::Cpu;
     let vm = VarMap::new();
-    let critic = Critic::new(cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev)).unwrap();
+    let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
+    let (critic, s, data_seed): (CriticFn, _, _) = match case {
+        Case::Translation(cfg) => {
+            let c = Critic::new(cfg, vb).unwrap();
+            (
+                Box::new(move |x| c.critic_value(x)),
+                cfg.image_size,
+                cfg.classes as u64,
+            )
+        }
+        Case::StGan(cfg) => {
+            let c = st_gan::Critic::new(cfg, vb).unwrap();
+            (Box::new(move |x| c.critic_value(x)), cfg.image_size, 3)
+        }
+    };
     seeded_init(&vm, 7).unwrap();
-    let s = cfg.image_size;
     // Inputs from a seeded generator (candle's `Tensor::randn` on the CPU is
     // not seeded, so every run would check a different point).
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.classes as u64);
+    let mut rng = ChaCha8Rng::seed_from_u64(data_seed);
     let mut image = || {
         let v: Vec<f64> = (0..2 * 3 * s * s)
             .map(|_| rng.random_range(-1.0..1.0))
@@ -45,8 +59,7 @@ fn worst_error(cfg: &Config, kinks: &mut usize) -> (f64, String) {
         .unwrap()
         .reshape((2, 1, 1, 1))
         .unwrap();
-    let penalty =
-        || -> Tensor { gradient_penalty(|x| critic.critic_value(x), &real, &fake, &eps).unwrap() };
+    let penalty = || -> Tensor { gradient_penalty(|x| critic(x), &real, &fake, &eps).unwrap() };
     let p = penalty();
     let grads = p.backward().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -98,10 +111,28 @@ fn worst_error(cfg: &Config, kinks: &mut usize) -> (f64, String) {
     worst
 }
 
-fn critics() -> Vec<(&'static str, Config)> {
+/// A critic's value per image.
+type CriticFn = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+
+/// A critic under test.
+enum Case {
+    /// SG-GAN's or StarGAN's ([`Critic`]).
+    Translation(Config),
+    /// ST-GAN's D (without Q, which the penalty does not reach).
+    StGan(st_gan::Config),
+}
+
+fn critics() -> Vec<(&'static str, Case)> {
     vec![
-        ("sggan tiny", Config::sggan_paper_128(6).tiny()),
-        ("stargan tiny", Config::stargan_paper_128(5).tiny()),
+        (
+            "sggan tiny",
+            Case::Translation(Config::sggan_paper_128(6).tiny()),
+        ),
+        (
+            "stargan tiny",
+            Case::Translation(Config::stargan_paper_128(5).tiny()),
+        ),
+        ("st_gan tiny", Case::StGan(st_gan::Config::tiny())),
     ]
 }
 

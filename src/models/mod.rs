@@ -11,6 +11,7 @@
 //! - [`translator`]: the image-to-image generator G(x, labels) of SG-GAN and StarGAN.
 //! - [`editor`]: editing images with a trained translator (inference side).
 //! - [`resnet`]: ResNet-18 for downstream classifiers.
+//! - [`st_gan`]: ST-GAN's generator, critic + Q and encoder (seed 004).
 
 pub mod attr2face;
 pub mod began;
@@ -20,6 +21,7 @@ pub mod discriminator;
 pub mod editor;
 pub mod mapping;
 pub mod resnet;
+pub mod st_gan;
 pub mod translator;
 
 use candle_core::{Result, Tensor};

@@ -36,9 +36,7 @@ use crate::metrics::inception::FidInception;
 use crate::models::Activation;
 use crate::models::began::{self, Encoder};
 use crate::models::{classifier, resnet};
-use crate::train::classifier::{
-    Mix, NetConfig, Options, SavedClassifier, Split, predict, train,
-};
+use crate::train::classifier::{Mix, NetConfig, Options, SavedClassifier, Split, predict, train};
 use crate::train::probe::Options as ProbeOptions;
 use crate::train::{Cadence, PhaseEnv};
 

@@ -90,10 +90,8 @@ impl Mix {
     /// `fraction` of a `batch` from `real_rows`, at least one row from each
     /// pool when the batch has room for both.
     pub fn new(real_rows: Vec<usize>, added_rows: Vec<usize>, fraction: f64, batch: usize) -> Self {
-        let real = ((fraction * batch as f64).round() as usize).clamp(
-            usize::from(batch > 1),
-            batch.saturating_sub(1).max(1),
-        );
+        let real = ((fraction * batch as f64).round() as usize)
+            .clamp(usize::from(batch > 1), batch.saturating_sub(1).max(1));
         Mix {
             pools: [real_rows, added_rows],
             real,
