@@ -140,6 +140,7 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
         let c0 = cfg.g_channels[0];
         let fc = linear(cfg.latent_dim(), c0 * START_SIDE * START_SIDE, vb.pp("fc"))?;
         let fc_bn = batch_norm(c0, BatchNormConfig::default(), vb.pp("fc_bn"))?;
@@ -210,6 +211,7 @@ pub struct Critic {
 
 impl Critic {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
         let mut convs = Vec::new();
         let mut cin = 3;
         for (i, &c) in cfg.d_channels.iter().enumerate() {
@@ -307,6 +309,7 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
         let mut convs = Vec::new();
         let mut cin = 3;
         for (i, &c) in cfg.d_channels.iter().enumerate() {
