@@ -120,12 +120,42 @@ impl Config {
     }
 }
 
-fn stride2() -> Conv2dConfig {
-    Conv2dConfig {
+/// D's (and E's) 4×4 stride-2 convolutions through `d_channels`, named
+/// `conv0`, `conv1`, ...
+fn stride2_convs(cfg: &Config, vb: &VarBuilder) -> Result<Vec<Conv2d>> {
+    let conv = Conv2dConfig {
         padding: 1,
         stride: 2,
         ..Default::default()
+    };
+    let mut cin = 3;
+    let mut convs = Vec::with_capacity(cfg.d_channels.len());
+    for (i, &c) in cfg.d_channels.iter().enumerate() {
+        convs.push(conv2d(cin, c, 4, conv, vb.pp(format!("conv{i}")))?);
+        cin = c;
     }
+    Ok(convs)
+}
+
+/// Inputs to the linear layers after the last 4×4 map of D or E.
+fn flat_features(cfg: &Config) -> usize {
+    cfg.d_channels[cfg.d_channels.len() - 1] * START_SIDE * START_SIDE
+}
+
+/// The c₁ and c₂ columns of `t` (B, ·), starting at column `at`.
+fn code_parts(
+    t: &Tensor,
+    at: usize,
+    categorical: usize,
+    continuous: usize,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let c1 = (categorical > 0)
+        .then(|| t.narrow(1, at, categorical))
+        .transpose()?;
+    let c2 = (continuous > 0)
+        .then(|| t.narrow(1, at + categorical, continuous))
+        .transpose()?;
+    Ok((c1, c2))
 }
 
 /// G(z, c): (B, latent_dim) → (B, 3, s, s) in [−1, 1].
@@ -212,13 +242,8 @@ pub struct Critic {
 impl Critic {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let mut convs = Vec::new();
-        let mut cin = 3;
-        for (i, &c) in cfg.d_channels.iter().enumerate() {
-            convs.push(conv2d(cin, c, 4, stride2(), vb.pp(format!("conv{i}")))?);
-            cin = c;
-        }
-        let flat = cin * START_SIDE * START_SIDE;
+        let convs = stride2_convs(cfg, &vb)?;
+        let flat = flat_features(cfg);
         Ok(Critic {
             convs,
             critic: linear(flat, 1, vb.pp("critic"))?,
@@ -247,14 +272,12 @@ impl Critic {
     /// Q(c | x) from the last trunk output: (c₁ logits, c₂ means).
     pub fn q_head(&self, last: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let h = leaky_relu(&self.q_hidden.forward(&last.flatten_from(1)?)?, LEAKY_SLOPE)?;
-        let q = self.q_out.forward(&h)?;
-        let c1 = (self.categorical > 0)
-            .then(|| q.narrow(1, 0, self.categorical))
-            .transpose()?;
-        let c2 = (self.continuous > 0)
-            .then(|| q.narrow(1, self.categorical, self.continuous))
-            .transpose()?;
-        Ok((c1, c2))
+        code_parts(
+            &self.q_out.forward(&h)?,
+            0,
+            self.categorical,
+            self.continuous,
+        )
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<CriticOutput> {
@@ -310,22 +333,18 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
-        let mut convs = Vec::new();
-        let mut cin = 3;
-        for (i, &c) in cfg.d_channels.iter().enumerate() {
-            convs.push((
-                conv2d(cin, c, 4, stride2(), vb.pp(format!("conv{i}")))?,
-                batch_norm(c, BatchNormConfig::default(), vb.pp(format!("bn{i}")))?,
-            ));
-            cin = c;
+        let mut convs = Vec::with_capacity(cfg.d_channels.len());
+        for (i, (conv, &c)) in stride2_convs(cfg, &vb)?
+            .into_iter()
+            .zip(&cfg.d_channels)
+            .enumerate()
+        {
+            let bn = batch_norm(c, BatchNormConfig::default(), vb.pp(format!("bn{i}")))?;
+            convs.push((conv, bn));
         }
         Ok(Encoder {
             convs,
-            out: linear(
-                cin * START_SIDE * START_SIDE,
-                cfg.latent_dim(),
-                vb.pp("out"),
-            )?,
+            out: linear(flat_features(cfg), cfg.latent_dim(), vb.pp("out"))?,
             z_dim: cfg.z_dim,
             categorical: cfg.categorical,
             continuous: cfg.continuous,
@@ -338,17 +357,12 @@ impl Encoder {
             h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
         }
         let o = self.out.forward(&h.flatten_from(1)?)?;
-        let c1 = (self.categorical > 0)
-            .then(|| {
-                candle_nn::ops::softmax(&o.narrow(1, self.z_dim, self.categorical)?, D::Minus1)
-            })
-            .transpose()?;
-        let c2 = (self.continuous > 0)
-            .then(|| o.narrow(1, self.z_dim + self.categorical, self.continuous))
-            .transpose()?;
+        let (logits, c2) = code_parts(&o, self.z_dim, self.categorical, self.continuous)?;
         Ok(Encoded {
             z: o.narrow(1, 0, self.z_dim)?,
-            c1,
+            c1: logits
+                .map(|l| candle_nn::ops::softmax(&l, D::Minus1))
+                .transpose()?,
             c2,
         })
     }
