@@ -388,7 +388,7 @@ pub fn train_log() -> SchemaRef {
             "phase",
             DataType::Utf8,
             false,
-            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, or `sggan` / `stargan`",
+            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, `sggan` / `stargan`, or `st_gan`",
         ),
         field(
             "step",
@@ -400,7 +400,7 @@ pub fn train_log() -> SchemaRef {
             "loss",
             DataType::Utf8,
             false,
-            "name, e.g. `AE/rec_l1`, `D/real`, `k_t`, `M`, `C/loss`, `Phi/perceptual`, `val/rec_l1`, `D/wasserstein`, `G/cls`",
+            "name, e.g. `AE/rec_l1`, `D/real`, `k_t`, `M`, `C/loss`, `Phi/perceptual`, `val/rec_l1`, `D/wasserstein`, `G/cls`, `E/prior_z`, `mi_lower_bound`",
         ),
         field("value", DataType::Float64, false, "its value"),
     ]))
@@ -418,6 +418,73 @@ pub fn labelled() -> SchemaRef {
             "CelebA attribute whose label this image kept",
         ),
         field("value", DataType::Boolean, false, "the label it kept"),
+    ]))
+}
+
+/// `latent_map`: what each ST-GAN latent unit does to each attribute, by
+/// the judge classifier (one row per unit and attribute).
+pub fn latent_map() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(
+            "unit",
+            DataType::Utf8,
+            false,
+            "`c1=<k>` (c₁ set to value k, from 1), `c2` (the c₂ sweep) or `c2_<d>` for c₂ dimension d",
+        ),
+        field("attribute", DataType::Utf8, false, "CelebA attribute"),
+        field(
+            "mean_probability",
+            DataType::Float64,
+            false,
+            "the judge's mean probability of the attribute on the decoded faces",
+        ),
+        field(
+            "change",
+            DataType::Float64,
+            false,
+            "mean_probability minus that of the plain reconstructions G(E(x))",
+        ),
+        field(
+            "correlation",
+            DataType::Float64,
+            true,
+            "c₂ only: Pearson r of probability against the c₂ value; null for c₁ or a constant probability",
+        ),
+        field(
+            "slope",
+            DataType::Float64,
+            true,
+            "c₂ only: least-squares slope of probability per unit of c₂",
+        ),
+        field("n", DataType::Int64, false, "decoded faces behind the row"),
+    ]))
+}
+
+/// `attribute_map`: per attribute, the ST-GAN code settings that turn it
+/// on and off (read by `synthesize`).
+pub fn attribute_map() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("attribute", DataType::Utf8, false, "CelebA attribute"),
+        field(
+            "on",
+            DataType::Utf8,
+            false,
+            "the setting with the highest positive rate: `c1=<k>`, or `c2=1` / `c2=-1` by the sign of the correlation",
+        ),
+        field("off", DataType::Utf8, false, "the setting with the lowest positive rate"),
+        field(
+            "on_rate",
+            DataType::Float64,
+            false,
+            "share of decoded faces the judge calls positive under `on`",
+        ),
+        field("off_rate", DataType::Float64, false, "the same under `off`"),
+        field(
+            "usable",
+            DataType::Boolean,
+            false,
+            "on_rate − off_rate ≥ st_gan.map.min_effect: synthesize may edit this attribute",
+        ),
     ]))
 }
 
@@ -588,6 +655,8 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("label_stats", "balance", label_stats()),
         ("train_log", "train_generator", train_log()),
         ("labelled", "train_generator", labelled()),
+        ("latent_map", "train_generator", latent_map()),
+        ("attribute_map", "train_generator", attribute_map()),
         ("synth", "synthesize", synth()),
         ("augmented", "synthesize", augmented()),
         ("predictions", "train_classifier", predictions()),

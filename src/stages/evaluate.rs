@@ -43,6 +43,7 @@ use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
+use crate::models::began;
 use crate::metrics::accuracy::Counts;
 use crate::metrics::stats::{self, Interval};
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
@@ -835,6 +836,62 @@ fn features(
     Ok(f)
 }
 
+/// What reconstructs a real face for a generator stage: attr2face's
+/// autoencoder G_de(G_en(x)), or ST-GAN's G(E(x)).
+enum Reconstructor {
+    Autoencoder(began::Config, began::Autoencoder),
+    StGan {
+        cfg: crate::models::st_gan::Config,
+        g: crate::models::st_gan::Generator,
+        e: crate::models::st_gan::Encoder,
+    },
+}
+
+impl Reconstructor {
+    fn of(g: &InputStage, dev: &Device) -> Result<Option<Reconstructor>> {
+        if let Some((cfg, ae)) = g.autoencoder(dev)? {
+            return Ok(Some(Reconstructor::Autoencoder(cfg, ae)));
+        }
+        let model = g.model_file()?;
+        let crate::train::model_file::Networks::StGan { st_gan: cfg, .. } = model.networks else {
+            return Ok(None);
+        };
+        let load = |f: &str| -> Result<candle_nn::VarBuilder<'static>> {
+            let t = candle_core::safetensors::load(g.dir.join(f), dev)
+                .with_context(|| format!("reading {}", g.dir.join(f).display()))?;
+            Ok(candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, dev))
+        };
+        Ok(Some(Reconstructor::StGan {
+            g: crate::models::st_gan::Generator::new(&cfg, load("generator.safetensors")?)?,
+            e: crate::models::st_gan::Encoder::new(&cfg, load("encoder.safetensors")?)?,
+            cfg,
+        }))
+    }
+
+    fn image_size(&self) -> usize {
+        match self {
+            Reconstructor::Autoencoder(cfg, _) => cfg.image_size,
+            Reconstructor::StGan { cfg, .. } => cfg.image_size,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Reconstructor::Autoencoder(..) => "real test faces vs G_de(G_en(x))",
+            Reconstructor::StGan { .. } => "real test faces vs G(E(x)) (ST-GAN, eq. 10)",
+        }
+    }
+
+    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        Ok(match self {
+            Reconstructor::Autoencoder(_, ae) => ae.forward(x)?,
+            Reconstructor::StGan { g, e, .. } => {
+                candle_core::ModuleT::forward_t(g, &e.encode(x, false)?.latent()?, false)?
+            }
+        })
+    }
+}
+
 fn reconstruction(
     out: &mut Rows,
     io: &StageIo,
@@ -843,13 +900,14 @@ fn reconstruction(
     n: usize,
     dev: &Device,
 ) -> Result<()> {
-    let Some((cfg, ae)) = g.autoencoder(dev)? else {
-        return Ok(());
-    };
     if n == 0 {
         return Ok(());
     }
-    let set = FaceSet::load(faces, &["test"], Some(n), cfg.image_size)?;
+    let Some(rec) = Reconstructor::of(g, dev)? else {
+        return Ok(());
+    };
+    let size = rec.image_size();
+    let set = FaceSet::load(faces, &["test"], Some(n), size)?;
     if set.is_empty() {
         return Ok(());
     }
@@ -859,7 +917,7 @@ fn reconstruction(
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(64) {
         let x = set.images(chunk, dev)?;
-        let rec = tensor_to_rgb(&ae.forward(&x)?)?;
+        let rec = tensor_to_rgb(&rec.forward(&x)?)?;
         for (k, &i) in chunk.iter().enumerate() {
             let a = msssim::Planar::from_rgb(&set.rgb(i));
             let b = msssim::Planar::from_rgb(&rec[k]);
@@ -874,13 +932,18 @@ fn reconstruction(
         }
     }
     let (levels, window) = setting.unwrap_or((0, 0));
-    let d = serde_json::json!({
-        "images": "real test faces vs G_de(G_en(x))",
-        "image_size": cfg.image_size,
+    let mut d = serde_json::json!({
+        "images": rec.describe(),
+        "image_size": size,
         "levels": levels,
         "window": window,
         "data_range": 255,
     });
+    if matches!(rec, Reconstructor::StGan { .. }) {
+        // ST-GAN's Table 1 reports an Inception Score; the shared FID
+        // weights have no 1008-way classification head to compute one.
+        d["inception_score"] = "unavailable: the shared FID Inception weights lack the 1008-way classification head the Inception Score needs".into();
+    }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     out.push(
         &g.name,

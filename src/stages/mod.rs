@@ -150,9 +150,18 @@ impl StageConfig {
                 "`balance` needs one `ingest` stage as input, got {}",
                 kind_list(inputs)
             )),
-            StageConfig::TrainGenerator(_) => {
+            StageConfig::TrainGenerator(c) => {
                 let k = sorted(inputs);
-                let ok = k == [StageKind::Ingest] || k == [StageKind::Balance, StageKind::Ingest];
+                let st_gan = c.model == train_generator::Model::StGan;
+                let ok = k == [StageKind::Ingest]
+                    || (!st_gan && k == [StageKind::Balance, StageKind::Ingest])
+                    || (st_gan && k == [StageKind::Ingest, StageKind::TrainClassifier]);
+                if !ok && st_gan {
+                    return Err(format!(
+                        "`train_generator` with model = \"st_gan\" needs one `ingest` stage and optionally one `train_classifier` stage trained on real faces (the judge of its attribute map), got {}",
+                        kind_list(inputs)
+                    ));
+                }
                 if !ok {
                     return Err(format!(
                         "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
@@ -301,8 +310,8 @@ pub struct Lineage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorRef {
     pub stage: String,
-    /// An image-to-image translator (SG-GAN, StarGAN), whose rows are edits
-    /// of real faces; else a label-to-image generator.
+    /// An image editor (SG-GAN, StarGAN, ST-GAN), whose rows are edits of
+    /// real faces; else a label-to-image generator.
     pub translator: bool,
 }
 

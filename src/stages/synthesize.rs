@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
-use candle_core::{DType, Device, Module};
+use candle_core::{DType, Device, Module, ModuleT};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use rayon::prelude::*;
@@ -54,7 +54,10 @@ use crate::models::classifier::Classifier;
 use crate::models::critic::Critic;
 use crate::models::editor::Editor;
 use crate::models::mapping::Mapping;
+use crate::models::st_gan;
 use crate::models::translator::{Kind, Translator};
+use crate::train::latent_map::{parse_setting, settings_for};
+use crate::train::st_gan::{self as st_gan_train, CodeSetting};
 use crate::train::model_file::{self, Networks};
 use crate::train::translation::value_grid;
 
@@ -184,6 +187,14 @@ enum Nets {
         decoder: Decoder,
         classifier: Classifier,
     },
+    /// st_gan: G(E(x) with the attribute map's code settings); no judge.
+    StGan {
+        cfg: st_gan::Config,
+        g: st_gan::Generator,
+        e: st_gan::Encoder,
+        /// (attribute, on, off, usable) from the generator stage's `attribute_map`.
+        map: Vec<(usize, CodeSetting, CodeSetting, bool)>,
+    },
     /// sggan / stargan: G(x, labels), judged by the critic's class head.
     Translation {
         kind: Kind,
@@ -233,6 +244,19 @@ impl Generator {
                     },
                 });
             }
+            Networks::StGan { st_gan: cfg, .. } => {
+                let e = candle_core::safetensors::load(stage.dir.join("encoder.safetensors"), dev)?;
+                return Ok(Generator {
+                    name,
+                    image_size: cfg.image_size,
+                    nets: Nets::StGan {
+                        g: st_gan::Generator::new(&cfg, vb)?,
+                        e: st_gan::Encoder::new(&cfg, VarBuilder::from_tensors(e, DType::F32, dev))?,
+                        map: read_attribute_map(stage)?,
+                        cfg,
+                    },
+                });
+            }
             Networks::Attr2face { network } => network,
         };
         let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
@@ -263,7 +287,7 @@ impl Generator {
                 },
                 critic,
             )),
-            Nets::Attr2face { .. } => None,
+            Nets::Attr2face { .. } | Nets::StGan { .. } => None,
         }
     }
 
@@ -271,8 +295,13 @@ impl Generator {
     fn editable(&self) -> Option<Labels> {
         match &self.nets {
             Nets::Translation { attrs, .. } => Some(attrs.iter().map(|&a| 1u64 << a).sum()),
-            Nets::Attr2face { .. } => None,
+            Nets::Attr2face { .. } | Nets::StGan { .. } => None,
         }
+    }
+
+    /// Whether drawing needs each row's source face (an image editor).
+    fn edits_sources(&self) -> bool {
+        !matches!(self.nets, Nets::Attr2face { .. })
     }
 
     /// The image for each target label vector, at the generator's size:
@@ -301,6 +330,20 @@ impl Generator {
                         .collect();
                     ed.edit(&images_tensor(&imgs, dev)?, &src, target)?
                 }
+                Nets::StGan { cfg, g, e, map } => {
+                    let c = &sources[k * batch..k * batch + target.len()];
+                    let settings: Vec<Vec<CodeSetting>> = c
+                        .iter()
+                        .zip(target)
+                        .map(|(s, &t)| settings_for(-1, s.0, t, map).map_err(anyhow::Error::msg))
+                        .collect::<Result<_>>()?;
+                    let imgs: Vec<RgbImage> = c
+                        .iter()
+                        .map(|r| resize_square(r.1.clone(), self.image_size))
+                        .collect();
+                    let lat = e.encode(&images_tensor(&imgs, dev)?, false)?.latent()?;
+                    g.forward_t(&st_gan_train::set_codes(cfg, &lat, &settings)?, false)?
+                }
             };
             out.extend(tensor_to_rgb(&y)?);
         }
@@ -315,7 +358,10 @@ impl Generator {
         labels: &[Labels],
         batch: usize,
         dev: &Device,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Option<Vec<f64>>> {
+        if matches!(self.nets, Nets::StGan { .. }) {
+            return Ok(None);
+        }
         let mut out = Vec::with_capacity(imgs.len());
         for (ic, lc) in imgs.chunks(batch).zip(labels.chunks(batch)) {
             let small: Vec<RgbImage> = ic
@@ -335,10 +381,47 @@ impl Generator {
                     let (ed, _) = self.editor().expect("translation nets");
                     out.extend(ed.critic_agreement(critic, &x, lc)?);
                 }
+                Nets::StGan { .. } => unreachable!("returned above"),
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
+}
+
+/// The `attribute_map` table of an st_gan generator stage, as (attribute,
+/// on, off, usable).
+fn read_attribute_map(stage: &InputStage) -> Result<Vec<(usize, CodeSetting, CodeSetting, bool)>> {
+    let Some(t) = stage.tables.iter().find(|t| t.name == "attribute_map") else {
+        return Err(data_error!(
+            "st_gan needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
+            stage.name
+        ));
+    };
+    let path = stage.dir.join(&t.file);
+    let mut out = Vec::new();
+    for b in read_columns(&path, &["attribute", "on", "off", "usable"])? {
+        let (attr, on, off) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
+        let usable = b
+            .column(3)
+            .as_boolean_opt()
+            .context("usable is not Boolean")?;
+        for r in 0..b.num_rows() {
+            let bad = || {
+                data_error!(
+                    "{}: row {r} is not an attribute map this augment wrote; rerun `{}`",
+                    path.display(),
+                    stage.name
+                )
+            };
+            out.push((
+                attribute_index(attr.value(r)).ok_or_else(bad)?,
+                parse_setting(on.value(r)).ok_or_else(bad)?,
+                parse_setting(off.value(r)).ok_or_else(bad)?,
+                usable.value(r),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Applies a classic row's operation to its source face.
@@ -530,7 +613,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 .zip(s.generator.as_ref())
                 .map(|(i, g)| GeneratorRef {
                     stage: i.name.clone(),
-                    translator: matches!(g.nets, Nets::Translation { .. }),
+                    translator: g.edits_sources(),
                 }),
             ..Lineage::inherit(&io.inputs)
         },
@@ -552,6 +635,19 @@ fn check_plan(
             missing.source,
             faces_path.display()
         ));
+    }
+    if let Some(Generator {
+        nets: Nets::StGan { map, .. },
+        ..
+    }) = generator
+    {
+        for r in plan
+            .iter()
+            .filter(|r| r.strategy.origin() == Origin::Generated)
+        {
+            settings_for(r.sample_id, faces.labels[&r.source], r.labels, map)
+                .map_err(|e| data_error!("{e}"))?;
+        }
     }
     if let Some(g) = generator
         && let Some(editable) = g.editable()
@@ -660,10 +756,10 @@ impl Synthesis<'_> {
         let agreement: Vec<Option<f64>> = match &self.generator {
             Some(g) => {
                 let labels: Vec<Labels> = chunk.iter().map(|r| r.labels).collect();
-                g.agreement(&imgs, &labels, self.c.batch_size, &self.dev)?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+                match g.agreement(&imgs, &labels, self.c.batch_size, &self.dev)? {
+                    Some(a) => a.into_iter().map(Some).collect(),
+                    None => vec![None; chunk.len()],
+                }
             }
             None => vec![None; chunk.len()],
         };
@@ -710,15 +806,15 @@ impl Synthesis<'_> {
             && !gen_idx.is_empty()
         {
             let targets: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
-            let sources: Vec<(Labels, RgbImage)> = match g.editable() {
-                Some(_) => gen_idx
+            let sources: Vec<(Labels, RgbImage)> = match g.edits_sources() {
+                true => gen_idx
                     .par_iter()
                     .map(|&i| {
                         let r = chunk[i];
                         Ok((self.faces.labels[&r.source], self.source_image(r)?))
                     })
                     .collect::<Result<_>>()?,
-                None => Vec::new(),
+                false => Vec::new(),
             };
             let drawn = g.draw(&targets, &sources, self.c.batch_size, &self.dev)?;
             for (&i, img) in gen_idx.iter().zip(drawn) {
@@ -741,8 +837,15 @@ impl Synthesis<'_> {
             return Ok(None);
         }
         let sources: Vec<&PlanRow> = originals.iter().copied().take(self.c.grid_rows).collect();
-        let grid = match g.editor() {
-            Some((ed, _)) => {
+        let grid = match (g.editor(), &g.nets) {
+            (_, Nets::StGan { cfg, g: st_g, e, .. }) => {
+                let imgs: Vec<RgbImage> = sources
+                    .iter()
+                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
+                    .collect::<Result<_>>()?;
+                st_gan_train::edit_grid(cfg, st_g, e, &images_tensor(&imgs, &self.dev)?)?
+            }
+            (Some((ed, _)), _) => {
                 let imgs: Vec<RgbImage> = sources
                     .iter()
                     .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
@@ -753,7 +856,7 @@ impl Synthesis<'_> {
                     .collect();
                 value_grid(&ed, &images_tensor(&imgs, &self.dev)?, &src)?
             }
-            None => fig6_grid(g, &sources, &self.faces.png, self.face_size, &self.dev)?,
+            (None, _) => fig6_grid(g, &sources, &self.faces.png, self.face_size, &self.dev)?,
         };
         Ok(Some(grid))
     }

@@ -21,6 +21,8 @@
 //! sizes), the `train_log` table, sample grids under `samples/`, and every
 //! phase's last checkpoint under `checkpoints/`.
 
+mod st_gan;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,6 +44,7 @@ use crate::train::attr2face::{
     self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
 use crate::train::model_file::{self, ModelFile, Networks};
+use crate::train::st_gan::Options as StGanOptions;
 use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, LogRow, PhaseEnv};
 
@@ -74,9 +77,6 @@ impl Preset {
 fn default_model() -> Model {
     Model::Attr2face
 }
-fn default_batch() -> usize {
-    16
-}
 fn default_true() -> bool {
     true
 }
@@ -104,8 +104,9 @@ pub struct Config {
     /// default the model's paper size.
     #[serde(default)]
     pub preset: Option<Preset>,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
+    /// Rows per step (default 16). st_gan reads `st_gan.batch_size` instead.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Train on at most this many training rows (the first ones).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -133,12 +134,23 @@ pub struct Config {
     /// sggan / stargan: attributes, losses and schedule.
     #[serde(default)]
     pub translation: TranslationOptions,
+    /// st_gan: latent layout, losses, schedule and the attribute map.
+    #[serde(default)]
+    pub st_gan: StGanOptions,
 }
 
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err("batch_size must be at least 1".into());
+        }
+        if self.model == Model::StGan {
+            return self.validate_st_gan();
+        } else if self.st_gan != StGanOptions::default() {
+            return Err(format!(
+                "[st_gan] is for model = \"st_gan\", not {}",
+                self.model.name()
+            ));
         }
         match (self.model.translator(), self.preset()) {
             (Some(_), Preset::Paper64) => {
@@ -202,6 +214,30 @@ impl Config {
             return Err("autoencoder.gamma must be in [0, 1]".into());
         }
         Ok(())
+    }
+
+    fn validate_st_gan(&self) -> std::result::Result<(), String> {
+        if self.translation != TranslationOptions::default() {
+            return Err("translation.* keys are for sggan/stargan; st_gan reads st_gan.*".into());
+        }
+        if self.preset() == Preset::Paper128 {
+            return Err("preset = \"paper_128\" is for sggan / stargan; st_gan uses \"paper_64\" or \"tiny\"".into());
+        }
+        if self.batch_size.is_some() {
+            return Err("batch_size: st_gan reads st_gan.batch_size (default 64, 16 with preset \"tiny\")".into());
+        }
+        if self.recursive_times != 1 {
+            return Err("recursive_times is attr2face's (Table 4); remove it for st_gan".into());
+        }
+        if self.limit == Some(0) {
+            return Err("limit must be at least 1".into());
+        }
+        self.st_gan.validate(self.preset() == Preset::Tiny)
+    }
+
+    /// Rows per step of attr2face / dcgan / sggan / stargan.
+    pub fn batch(&self) -> usize {
+        self.batch_size.unwrap_or(16)
     }
 
     pub fn preset(&self) -> Preset {
@@ -269,6 +305,9 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
 }
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    if c.model == Model::StGan {
+        return st_gan::run(c, io);
+    }
     if let Some(kind) = c.model.translator() {
         return run_translation(c, kind, io);
     }
@@ -318,7 +357,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         } else {
             attr2face::Model::Attr2face
         },
-        batch_size: c.batch_size,
+        batch_size: c.batch(),
         perceptual_loss: c.perceptual_loss,
         recursive_times: c.recursive_times,
         seed: c.seed.unwrap_or(io.run_seed),
@@ -358,7 +397,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 /// Writes `generator.safetensors`, the judging network `judge` (C or the
 /// critic) and `model.json` (model, preset, the generator's sha256 and
 /// `sizes`); returns the sha256 and the files written.
-fn save_generator(
+pub(super) fn save_generator(
     c: &Config,
     io: &StageIo,
     generator: &std::collections::HashMap<String, candle_core::Tensor>,
@@ -390,7 +429,7 @@ fn save_generator(
 }
 
 /// Where and how often a phase of this stage logs, samples and checkpoints.
-fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
+pub(super) fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
     PhaseEnv {
         dir: &io.resume_dir,
         cadence: Cadence {
@@ -406,7 +445,7 @@ fn phase_env<'a>(c: &Config, io: &'a StageIo) -> PhaseEnv<'a> {
 /// Sample grids and the networks of each phase's last checkpoint, from the
 /// resume folder into the stage's output (`samples/`,
 /// `checkpoints/<phase>/<net>.safetensors`).
-fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
+pub(super) fn copy_resume_folder(io: &StageIo) -> Result<Vec<String>> {
     let out = &io.out_dir;
     let mut files = copy_tree(&io.resume_dir.join("samples"), out, "samples")?;
     for (phase, name, path) in crate::train::final_checkpoints(&io.resume_dir)? {
@@ -466,7 +505,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
         nets: nets.clone(),
         attrs: attrs.clone(),
         opts: c.translation.clone(),
-        batch: c.batch_size,
+        batch: c.batch(),
         seed,
     };
     let trained = translation::train(&spec, &data, &dev, &env)?;
@@ -602,7 +641,7 @@ fn copy_tree(src: &Path, out: &Path, rel: &str) -> Result<Vec<String>> {
     Ok(files)
 }
 
-fn write_log(path: &Path, log: &[LogRow]) -> Result<usize> {
+pub(super) fn write_log(path: &Path, log: &[LogRow]) -> Result<usize> {
     let schema = schema::train_log();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(

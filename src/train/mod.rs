@@ -20,6 +20,8 @@
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
+//! - [`latent_map`]: which ST-GAN latent controls which attribute.
+//! - [`st_gan`]: ST-GAN (InfoGAN + WGAN-GP critic + encoder), without labels.
 //! - [`accumulate`]: gradients of a batch summed over micro-batches.
 //! - [`adam`]: Adam whose moments go into the checkpoint.
 //! - [`probe`]: the linear probe on frozen features (G_en or Inception).
@@ -44,9 +46,11 @@ pub mod accumulate;
 pub mod adam;
 pub mod attr2face;
 pub mod classifier;
+pub mod latent_map;
 pub mod losses;
 pub mod model_file;
 pub mod probe;
+pub mod st_gan;
 pub mod translation;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::models::{attr2face, began, critic, translator};
+use crate::models::{attr2face, began, critic, st_gan, translator};
 
 /// The file name inside a generator stage's folder.
 pub const FILE: &str = "model.json";
@@ -31,6 +31,8 @@ pub enum Model {
     Sggan,
     /// StarGAN: image + target labels → image (translation).
     Stargan,
+    /// ST-GAN: unsupervised InfoGAN + encoder; edits by changing latent codes.
+    StGan,
 }
 
 impl Model {
@@ -40,6 +42,7 @@ impl Model {
             Model::Dcgan => "dcgan",
             Model::Sggan => "sggan",
             Model::Stargan => "stargan",
+            Model::StGan => "st_gan",
         }
     }
 
@@ -48,7 +51,7 @@ impl Model {
         match self {
             Model::Sggan => Some(translator::Kind::Sggan),
             Model::Stargan => Some(translator::Kind::Stargan),
-            Model::Attr2face | Model::Dcgan => None,
+            Model::Attr2face | Model::Dcgan | Model::StGan => None,
         }
     }
 }
@@ -81,6 +84,14 @@ pub enum Networks {
         translator: translator::Config,
         critic: critic::Config,
         attributes: Vec<String>,
+    },
+    /// st_gan: G, D + Q and E (`generator`, `critic`, `encoder.safetensors`),
+    /// their sizes and latent layout, and the variant (`global`).
+    StGan {
+        st_gan: st_gan::Config,
+        variant: String,
+        /// sha256 of `encoder.safetensors`.
+        encoder_sha256: String,
     },
     /// attr2face / dcgan: Φ, G_de, C, the discriminators and (attr2face) the autoencoder.
     Attr2face { network: attr2face::Config },
@@ -125,7 +136,7 @@ impl ModelFile {
     pub fn autoencoder(&self) -> Option<&began::Config> {
         match &self.networks {
             Networks::Attr2face { network } => Some(&network.autoencoder),
-            Networks::Translation { .. } => None,
+            Networks::Translation { .. } | Networks::StGan { .. } => None,
         }
     }
 }

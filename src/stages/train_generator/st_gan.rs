@@ -1,0 +1,264 @@
+//! `model = "st_gan"` (Lee et al., seed 004): trains G, D + Q and E without
+//! labels in phase `st_gan` (`crate::train::st_gan`), then, when a
+//! `train_classifier` stage trained on real faces is among the inputs, maps
+//! the latent codes to attributes with it as the judge
+//! (`crate::train::latent_map`).
+//!
+//! Outputs: `generator.safetensors` (G), `encoder.safetensors` (E),
+//! `critic.safetensors` (D + Q), `model.json` (variant, sizes, latent layout,
+//! sha256s), `train_log`, `latent_map` and `attribute_map` (with a judge),
+//! `traversal_c1.png` / `traversal_c2.png` (Fig. 5–7: per row one prior
+//! draw, per column a code setting), `prior_samples.png`, and
+//! `samples/st_gan_<step>.png` (per face: original, G(E(x)), then every c₁ value).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use candle_core::{Device, ModuleT, Tensor};
+use sha2::{Digest, Sha256};
+
+use super::{Config, Preset, copy_resume_folder, phase_env, save_generator, write_log};
+use crate::data::parquet::TableWriter;
+use crate::data::schema;
+use crate::data::tensors::{FaceSet, images_tensor, resize_square, tensor_to_rgb};
+use crate::data_error;
+use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::train::classifier::SavedClassifier;
+use crate::train::latent_map::{AttributeRow, LatentRow, map_latents, setting_name};
+use crate::train::model_file::Networks;
+use crate::train::st_gan::{self, Nets, prior_grid, traversal_grid};
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let tiny = c.preset() == Preset::Tiny;
+    let opts = &c.st_gan;
+    let cfg = opts.network(tiny);
+    let batch = opts.batch(tiny);
+    let size = cfg.image_size;
+    let dev = io.candle_device()?;
+    let judge = match io.optional_input(StageKind::TrainClassifier) {
+        Some(s) => {
+            let (saved, net) = SavedClassifier::load(&s.dir, &dev)?.ok_or_else(|| {
+                data_error!(
+                    "input `{}` saved no classifier (classifier.json); st_gan's attribute map needs a paper_cnn or resnet18 classifier",
+                    s.name
+                )
+            })?;
+            if !saved.trained_on_real {
+                return Err(data_error!(
+                    "input `{}` was trained on augmented data; st_gan's attribute map needs a train_classifier stage trained on real faces only",
+                    s.name
+                ));
+            }
+            Some((s.name.clone(), saved, net))
+        }
+        None => None,
+    };
+    let ingest = io.input(StageKind::Ingest)?;
+    let faces_path = ingest.table("faces")?;
+    io.say(format!(
+        "loading train/val faces at {size}×{size} from {}",
+        faces_path.display()
+    ));
+    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
+    let mut train = faces.rows_in("train");
+    if let Some(l) = c.limit {
+        train.truncate(l);
+    }
+    if train.is_empty() {
+        return Err(data_error!(
+            "input `{}` has no `train` rows with images; ingest the train partition",
+            ingest.name
+        ));
+    }
+    let val = faces.rows_in("val");
+    io.say(format!(
+        "st_gan `{}` on {} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
+        io.name,
+        train.len(),
+        cfg.categorical,
+        cfg.continuous,
+        cfg.z_dim,
+        c.preset().name(),
+        opts.steps,
+        opts.n_critic,
+        io.device
+    ));
+    let data = st_gan::Data {
+        faces: &faces,
+        train,
+        val: val.clone(),
+    };
+    let env = phase_env(c, io);
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let trained = st_gan::train(&cfg, opts, batch, seed, &data, &dev, &env)?;
+    let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
+    io.say(format!(
+        "MI lower bound {:.3} → {:.3} nats (ln K = {:.3}); Q's c₁ accuracy {:.3} → {:.3}; val reconstruction PSNR {:.2} → {:.2} dB, MS-SSIM {:.4} → {:.4}",
+        f("mi_lower_bound_init"),
+        f("mi_lower_bound"),
+        (cfg.categorical.max(1) as f64).ln(),
+        f("q_c1_accuracy_init"),
+        f("q_c1_accuracy"),
+        f("reconstruction_psnr_init"),
+        f("reconstruction_psnr"),
+        f("reconstruction_ms_ssim_init"),
+        f("reconstruction_ms_ssim"),
+    ));
+
+    let out = &io.out_dir;
+    let enc_path = out.join("encoder.safetensors");
+    candle_core::safetensors::save(&trained.encoder, &enc_path)?;
+    let encoder_sha256 = hex::encode(Sha256::digest(std::fs::read(&enc_path)?));
+    let (sha, mut files) = save_generator(
+        c,
+        io,
+        &trained.generator,
+        ("critic.safetensors", &trained.critic),
+        Networks::StGan {
+            st_gan: cfg.clone(),
+            variant: opts.variant.clone(),
+            encoder_sha256,
+        },
+    )?;
+    files.push("encoder.safetensors".into());
+    let nets = Nets::from_tensors(
+        &cfg,
+        &trained.generator,
+        &trained.critic,
+        &trained.encoder,
+        &dev,
+    )?;
+    let grid_seed = seed + 46;
+    prior_grid(&cfg, &nets, 8, 8, grid_seed, &dev)?.save(out.join("prior_samples.png"))?;
+    files.push("prior_samples.png".into());
+    if cfg.categorical > 0 {
+        traversal_grid(&cfg, &nets, true, 8, grid_seed, &dev)?.save(out.join("traversal_c1.png"))?;
+        files.push("traversal_c1.png".into());
+    }
+    if cfg.continuous > 0 {
+        traversal_grid(&cfg, &nets, false, 8, grid_seed, &dev)?
+            .save(out.join("traversal_c2.png"))?;
+        files.push("traversal_c2.png".into());
+    }
+    files.extend(copy_resume_folder(io)?);
+    let log_rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = sha.into();
+    if let Some((name, saved, net)) = &judge {
+        let rows: Vec<usize> = if val.is_empty() {
+            data.train.clone()
+        } else {
+            val.clone()
+        };
+        let rows: Vec<usize> = rows.into_iter().take(opts.map.samples).collect();
+        io.say(format!(
+            "attribute map: {} faces encoded, judged by `{name}` on {} attributes",
+            rows.len(),
+            saved.attributes.len()
+        ));
+        let latents = nets.e.encode(&faces.images(&rows, &dev)?, false)?.latent()?;
+        let judge_size = saved.network.image_size();
+        let judge_fn = |x: &Tensor| -> Result<Vec<Vec<f64>>> {
+            let x = resized(x, judge_size, &dev)?;
+            let mut out = Vec::new();
+            for k in (0..x.dim(0)?).step_by(128) {
+                let n = 128.min(x.dim(0)? - k);
+                out.extend(SavedClassifier::probabilities(net, &x.narrow(0, k, n)?)?);
+            }
+            Ok(out)
+        };
+        let decode = |l: &Tensor| -> Result<Tensor> { Ok(nets.g.forward_t(l, false)?) };
+        let (lrows, arows) =
+            map_latents(&cfg, &latents, decode, judge_fn, &saved.attributes, &opts.map)?;
+        let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
+        tables.push(Table::new("latent_map", "latent_map.parquet", n));
+        let n = write_attribute_map(&out.join("attribute_map.parquet"), &arows)?;
+        tables.push(Table::new("attribute_map", "attribute_map.parquet", n));
+        let usable: Vec<&str> = arows
+            .iter()
+            .filter(|r| r.usable)
+            .map(|r| schema::ATTRIBUTES[r.attribute])
+            .collect();
+        io.say(format!(
+            "attribute map: {} of {} attributes usable (on − off rate ≥ {}): {}",
+            usable.len(),
+            arows.len(),
+            opts.map.min_effect,
+            if usable.is_empty() {
+                "none".to_string()
+            } else {
+                usable.join(", ")
+            }
+        ));
+        summary["usable_attributes"] = usable.into();
+        summary["judge"] = name.clone().into();
+    } else {
+        io.say(
+            "no train_classifier input: no attribute map (synthesize needs one to edit faces)",
+        );
+    }
+    Ok(StageOutput {
+        tables,
+        files,
+        summary,
+        lineage: Lineage::default(),
+    })
+}
+
+/// `x` (B, 3, s, s) at `size`×`size` (bilinear through RGB when it differs).
+fn resized(x: &Tensor, size: usize, dev: &Device) -> Result<Tensor> {
+    if x.dim(2)? == size {
+        return Ok(x.clone());
+    }
+    let imgs: Vec<_> = tensor_to_rgb(x)?
+        .into_iter()
+        .map(|i| resize_square(i, size))
+        .collect();
+    images_tensor(&imgs, dev)
+}
+
+fn write_latent_map(path: &std::path::Path, rows: &[LatentRow]) -> Result<usize> {
+    let schema = schema::latent_map();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.unit.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| schema::ATTRIBUTES[r.attribute]),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.mean_probability),
+        )),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.change))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.correlation))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.slope))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n as i64))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    let mut w = TableWriter::create(path, schema, &[], 1 << 16)?;
+    w.write(&batch)?;
+    w.finish()
+}
+
+fn write_attribute_map(path: &std::path::Path, rows: &[AttributeRow]) -> Result<usize> {
+    let schema = schema::attribute_map();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| schema::ATTRIBUTES[r.attribute]),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| setting_name(&r.on)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| setting_name(&r.off)),
+        )),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.on_rate))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.off_rate))),
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.usable)))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    let mut w = TableWriter::create(path, schema, &[], 1 << 16)?;
+    w.write(&batch)?;
+    w.finish()
+}
