@@ -63,14 +63,30 @@ inputs = ["ingest", "doubling", "stg"]
 /// About 2 minutes on 2 cores.
 #[test]
 fn st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map() {
-    let Some(root) = celeba_dir("st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map")
-    else {
+    let name = "st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map";
+    let Some(root) = celeba_dir(name) else {
+        return;
+    };
+    let Some(weights) = fid_weights(name) else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
     // lr 5e-4 instead of the paper's 1e-4: 900 steps have to show the direction.
     PipelineFile::celeba("stg", 0, &root)
         .stages(STAGES)
+        .stages(&format!(
+            r#"
+[stages.eval]
+kind = "evaluate"
+inputs = ["ingest", "judge", "synth", "stg"]
+fid = "required"
+weights = {:?}
+fid_samples = 24
+kid = false
+translation_samples = 200
+"#,
+            weights.display().to_string()
+        ))
         .write(d.path());
     let (code, _, err) = augment(&["run", "p.toml"], d.path());
     assert_eq!(code, 0, "{err}");
@@ -152,6 +168,26 @@ fn st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map() {
     assert_eq!(model["model"], "st_gan");
     assert_eq!(model["variant"], "global");
     assert_eq!(model["st_gan"]["categorical"], 10);
+
+    // Evaluate: FID of the synthesized rows and of prior samples G(z, c),
+    // the editing metrics through the judge, the reconstructions of test
+    // faces, and the Inception Score reported as unavailable.
+    let out = sql_csv(
+        d.path(),
+        "SELECT stage, metric, n, value > 0 AS positive FROM eval_metrics WHERE attribute IS NULL \
+         AND metric IN ('fid', 'editing_accuracy', 'reconstruction_psnr', 'reconstruction_ms_ssim') ORDER BY stage, metric",
+    );
+    assert_eq!(
+        out.trim(),
+        "stage,metric,n,positive\nstg,fid,24,true\nstg,reconstruction_ms_ssim,205,true\nstg,reconstruction_psnr,205,true\n\
+         synth,editing_accuracy,200,true\nsynth,fid,24,true",
+        "{out}"
+    );
+    let out = sql_csv(
+        d.path(),
+        "SELECT details FROM eval_metrics WHERE stage = 'stg' AND metric = 'reconstruction_psnr'",
+    );
+    assert!(out.contains("inception_score") && out.contains("unavailable"), "{out}");
 
     // A plan that changes an attribute no latent controls: one clear line.
     let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();
@@ -268,6 +304,18 @@ fn bad_st_gan_configs_get_one_line_errors() {
             "st_gan.lambda_mi = -1: must be 0 or positive",
         ),
         (
+            "st_gan.variant = \"local\"",
+            "st_gan.variant = \"local\" needs st_gan.mask (\"eyes\", \"mouth\" or [top, left, height, width] in (0, 1])",
+        ),
+        (
+            "st_gan.variant = \"local\"\nst_gan.mask = [0.5, 0.2, 0.7, 0.3]",
+            "st_gan.variant = \"local\" needs st_gan.mask",
+        ),
+        (
+            "st_gan.blend = \"poisson\"",
+            "st_gan.blend is for variant = \"local\"",
+        ),
+        (
             "translation.steps = 5",
             "translation.* keys are for sggan/stargan; st_gan reads st_gan.*",
         ),
@@ -287,4 +335,107 @@ fn bad_st_gan_configs_get_one_line_errors() {
         );
         assert!(!d.path().join("run/ingest").exists(), "{extra}: ran");
     }
+}
+
+/// LST-GAN end to end on demo faces: Q reads only the eye box, synthesize
+/// decodes the edit and Poisson-blends the box back into the source face,
+/// so every pixel outside the box is the source's, and the box changed.
+#[test]
+fn lst_gan_blends_its_edits_into_the_eye_region_only() {
+    let d = tempfile::tempdir().unwrap();
+    PipelineFile::demo("lst", 5, 160, 32)
+        .stages(
+            r#"
+[stages.judge]
+kind = "train_classifier"
+inputs = ["ingest"]
+size = "tiny"
+epochs = 1
+attributes = ["Male", "Eyeglasses"]
+
+[stages.lst]
+kind = "train_generator"
+inputs = ["ingest", "judge"]
+model = "st_gan"
+preset = "tiny"
+log_every = 5
+sample_every = 0
+st_gan.variant = "local"
+st_gan.mask = "eyes"
+st_gan.steps = 20
+st_gan.map.samples = 32
+# A 20-step run controls nothing reliably; 0 lets every attribute be edited.
+st_gan.map.min_effect = 0.0
+
+[stages.doubling]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "random_doubling"
+attributes = ["Eyeglasses"]
+
+[stages.synth]
+kind = "synthesize"
+inputs = ["ingest", "doubling", "lst"]
+"#,
+        )
+        .write(d.path());
+    let (code, _, err) = augment(&["run", "p.toml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let run = d.path().join("run");
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("lst/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(model["variant"], "local");
+    assert_eq!(model["blend"], "poisson");
+    assert_eq!(model["st_gan"]["categorical"], 0);
+    let mask: Vec<f64> = serde_json::from_value(model["mask"].clone()).unwrap();
+    assert_eq!(mask, augment::train::st_gan::EYES.to_vec());
+    // Only c₂ exists: latent_map has one unit.
+    let out = sql_csv(d.path(), "SELECT DISTINCT unit FROM latent_map");
+    assert_eq!(out.trim(), "unit\nc2", "{out}");
+
+    let png_of = |batches: &[arrow::record_batch::RecordBatch], id_col: &str| {
+        let mut out = std::collections::HashMap::new();
+        for b in batches {
+            let ids = b
+                .column_by_name(id_col)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            let img = b
+                .column_by_name("image")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StructArray>()
+                .unwrap()
+                .column_by_name("bytes")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::BinaryArray>()
+                .unwrap();
+            for r in 0..b.num_rows() {
+                let rgb = image::load_from_memory(img.value(r)).unwrap().to_rgb8();
+                out.insert(ids.value(r).to_string(), rgb);
+            }
+        }
+        out
+    };
+    let faces = png_of(&read_parquet(&run.join("ingest/faces.parquet")), "image_id");
+    let synth_batches = read_parquet(&run.join("synth/synth.parquet"));
+    let synth = png_of(&synth_batches, "source_image_id");
+    assert!(!synth.is_empty());
+    let region = augment::data::poisson::Region::from_fractions(augment::train::st_gan::EYES, 32);
+    let mut changed = 0;
+    for (src, img) in &synth {
+        let face = &faces[src];
+        for (x, y, p) in img.enumerate_pixels() {
+            if !region.contains(x, y) {
+                assert_eq!(p, face.get_pixel(x, y), "{src} ({x}, {y}) outside the box");
+            } else if p != face.get_pixel(x, y) {
+                changed += 1;
+            }
+        }
+    }
+    assert!(changed > 0, "no pixel inside the box changed");
 }

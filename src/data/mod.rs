@@ -1,5 +1,6 @@
 //! Data in and out: the Arrow schemas ([`schema`], the single source of truth),
-//! CelebA's annotation files ([`celeba`]), image processing ([`images`]),
+//! CelebA's annotation files ([`celeba`]), image processing ([`images`],
+//! and Poisson blending in [`poisson`]),
 //! Parquet I/O ([`parquet`]), Arrow batches ⇄ candle tensors ([`tensors`]),
 //! the `metrics` table every measuring stage writes ([`metrics_table`]) and
 //! the procedural demo faces ([`demo`]).
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod images;
 pub mod metrics_table;
 pub mod parquet;
+pub mod poisson;
 pub mod schema;
 pub mod tensors;
 

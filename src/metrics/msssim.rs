@@ -270,6 +270,20 @@ pub fn psnr(a: &Planar, b: &Planar, data_range: f64) -> Result<f64, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn psnr_of_a_known_mse() {
+        // Every value off by 10: MSE 100, PSNR = 10·log10(255² / 100) = 28.1308 dB.
+        let a = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 9) as u8, (y * 11) as u8, 100]));
+        let mut b = a.clone();
+        for p in b.pixels_mut() {
+            for c in 0..3 {
+                p[c] += 10;
+            }
+        }
+        let v = psnr(&Planar::from_rgb(&a), &Planar::from_rgb(&b), 255.0).unwrap();
+        assert!((v - 28.130_803).abs() < 1e-5, "{v}");
+    }
+
     fn noise(c: usize, h: usize, w: usize, seed: u64) -> Planar {
         use rand::{Rng, SeedableRng};
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

@@ -252,8 +252,24 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     for s in &synths {
         label_agreement(&mut out, s)?;
     }
-    if let Some(weights) = fid_weights(&mut out, c, &synths)? {
-        fid_and_kid(&mut out, c, (ingest, &synths), &weights, seed, &dev)?;
+    // ST-GAN generators: FID of their prior samples G(z, c).
+    let priors: Vec<&InputStage> = io
+        .inputs_of(StageKind::TrainGenerator)
+        .into_iter()
+        .filter(|g| {
+            g.model_file()
+                .is_ok_and(|m| matches!(m.networks, crate::train::model_file::Networks::StGan { .. }))
+        })
+        .collect();
+    let measured: Vec<&str> = synths
+        .iter()
+        .chain(&priors)
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Some(weights) = fid_weights(&mut out, c, &measured)? {
+        let mut sets: Vec<ImageSet> = synths.iter().map(|s| ImageSet::Synth(s)).collect();
+        sets.extend(priors.iter().map(|g| ImageSet::Prior(g)));
+        fid_and_kid(&mut out, c, ingest, &sets, &weights, seed, &dev)?;
     }
 
     // Translation generators.
@@ -327,11 +343,11 @@ fn classifier_metrics(
 
 /// The FID weights to use, or None (with `fid = "auto"` and no weights, a
 /// recorded skip row per synthesize stage).
-fn fid_weights(out: &mut Rows, c: &Config, synths: &[&InputStage]) -> Result<Option<PathBuf>> {
+fn fid_weights(out: &mut Rows, c: &Config, measured: &[&str]) -> Result<Option<PathBuf>> {
     let io = out.io;
     Ok(match c.fid {
         FidMode::Off => None,
-        _ if synths.is_empty() => None,
+        _ if measured.is_empty() => None,
         FidMode::Required => Some(
             crate::weights::require(c.weights.as_deref(), "weights")
                 .map_err(|e| data_error!("stage `{}`: {e:#} — or set fid = \"auto\"", io.name))?,
@@ -340,9 +356,9 @@ fn fid_weights(out: &mut Rows, c: &Config, synths: &[&InputStage]) -> Result<Opt
             let found = crate::weights::find(c.weights.as_deref(), "weights")?;
             if found.is_none() {
                 io.say(format!("fid: {FID_SKIPPED}"));
-                for s in synths {
+                for name in measured {
                     let details = serde_json::json!({ "fid": FID_SKIPPED });
-                    out.push(&s.name, "fid", f64::NAN, 0, details);
+                    out.push(name, "fid", f64::NAN, 0, details);
                 }
             }
             found.map(|(p, _)| p)
@@ -350,12 +366,77 @@ fn fid_weights(out: &mut Rows, c: &Config, synths: &[&InputStage]) -> Result<Opt
     })
 }
 
-/// FID (and KID) of each synthesize stage's synthesized images against the
-/// real test faces of the ingest input.
+/// Images whose FID is measured, read one set at a time: a synthesize
+/// stage's synthesized rows, or an ST-GAN generator's prior samples.
+enum ImageSet<'a> {
+    Synth(&'a InputStage),
+    Prior(&'a InputStage),
+}
+
+impl ImageSet<'_> {
+    fn stage(&self) -> &str {
+        match self {
+            ImageSet::Synth(s) | ImageSet::Prior(s) => &s.name,
+        }
+    }
+
+    /// What the images are, for `details`.
+    fn what(&self) -> String {
+        match self {
+            ImageSet::Synth(s) => format!("{}.synth origin <> 'real'", s.name),
+            ImageSet::Prior(g) => format!("{}: G(z, c) with z and c drawn from the prior", g.name),
+        }
+    }
+
+    /// At most `n` images (PNG bytes), sampled or drawn with `seed`.
+    fn images(&self, n: usize, seed: u64, dev: &Device) -> Result<Vec<Vec<u8>>> {
+        match self {
+            ImageSet::Synth(s) => Ok(sample(
+                read_images(&s.table("synth")?, "origin", |o| o != "real")?,
+                n,
+                seed,
+            )),
+            ImageSet::Prior(g) => prior_samples(g, n, seed, dev),
+        }
+    }
+}
+
+/// `n` samples G(z, c) of an ST-GAN stage with z and c from the prior
+/// (seeded), G in inference mode, as PNG bytes.
+fn prior_samples(g: &InputStage, n: usize, seed: u64, dev: &Device) -> Result<Vec<Vec<u8>>> {
+    let model = g.model_file()?;
+    let crate::train::model_file::Networks::StGan { st_gan: cfg, .. } = model.networks else {
+        anyhow::bail!("{} is not an st_gan stage", g.name);
+    };
+    let path = g.dir.join("generator.safetensors");
+    let t = candle_core::safetensors::load(&path, dev)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let net = crate::models::st_gan::Generator::new(
+        &cfg,
+        candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, dev),
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5747_4741);
+    let mut images = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(64);
+        let lat = crate::train::st_gan::Latents::draw(&cfg, k, &mut rng);
+        let x = candle_core::ModuleT::forward_t(&net, &lat.tensor(&cfg, dev)?, false)?;
+        for img in tensor_to_rgb(&x)? {
+            images.push(crate::data::images::encode_png(&img)?);
+        }
+        left -= k;
+    }
+    Ok(images)
+}
+
+/// FID (and KID) of each image set (synthesized rows, ST-GAN prior
+/// samples) against the real test faces of the ingest input.
 fn fid_and_kid(
     out: &mut Rows,
     c: &Config,
-    (ingest, synths): (&InputStage, &[&InputStage]),
+    ingest: &InputStage,
+    sets: &[ImageSet],
     weights: &Path,
     seed: u64,
     dev: &Device,
@@ -381,40 +462,36 @@ fn fid_and_kid(
     ));
     let real_f = features(io, &net, &real, c.batch_size, dev)?;
     let (m2, s2) = fid::statistics(&real_f)?;
-    for s in synths {
-        crate::fault::point(|| format!("{}:fid:{}", io.name, s.name));
-        let imgs = sample(
-            read_images(&s.table("synth")?, "origin", |o| o != "real")?,
-            c.fid_samples,
-            seed,
-        );
+    for s in sets {
+        crate::fault::point(|| format!("{}:fid:{}", io.name, s.stage()));
+        let imgs = s.images(c.fid_samples, seed, dev)?;
         if imgs.len() < 2 {
             io.say(format!(
                 "`{}` has fewer than 2 synthesized images; no FID",
-                s.name
+                s.stage()
             ));
             continue;
         }
         io.say(format!(
             "Inception features of {} images of `{}`",
             imgs.len(),
-            s.name
+            s.stage()
         ));
         let f = features(io, &net, &imgs, c.batch_size, dev)?;
         let (m1, s1) = fid::statistics(&f)?;
         let value = fid::frechet_distance(&m1, &s1, &m2, &s2)?;
         let details = serde_json::json!({
             "reference": format!("{}.faces partition = 'test'", ingest.name),
-            "images": format!("{}.synth origin <> 'real'", s.name),
+            "images": s.what(),
             "n_synthesized": f.len(),
             "n_reference": real_f.len(),
             "resize": fid::FID_RESIZE,
         });
         let n = f.len().min(real_f.len());
-        out.push(&s.name, "fid", value, n, details.clone());
+        out.push(s.stage(), "fid", value, n, details.clone());
         io.say(format!(
             "`{}`: FID {value:.3} ({} vs {} real test images)",
-            s.name,
+            s.stage(),
             f.len(),
             real_f.len()
         ));
@@ -425,7 +502,7 @@ fn fid_and_kid(
             d["kid_std"] = sd.into();
             d["kid_subsets"] = c.kid_subsets.into();
             d["kid_subset_size"] = size.into();
-            out.push(&s.name, "kid", mean, n, d);
+            out.push(s.stage(), "kid", mean, n, d);
         }
     }
     Ok(())

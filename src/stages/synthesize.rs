@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
+use crate::data::poisson::{self, Region};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
 use crate::data::schema::{
     self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column, attribute_index,
@@ -57,7 +58,7 @@ use crate::models::mapping::Mapping;
 use crate::models::st_gan;
 use crate::models::translator::{Kind, Translator};
 use crate::train::latent_map::{parse_setting, settings_for};
-use crate::train::st_gan::{self as st_gan_train, CodeSetting};
+use crate::train::st_gan::{self as st_gan_train, Blend, CodeSetting};
 use crate::train::model_file::{self, Networks};
 use crate::train::translation::value_grid;
 
@@ -194,6 +195,9 @@ enum Nets {
         e: st_gan::Encoder,
         /// (attribute, on, off, usable) from the generator stage's `attribute_map`.
         map: Vec<(usize, CodeSetting, CodeSetting, bool)>,
+        /// LST-GAN: the box M (fractions) and how edits go back into the face.
+        mask: Option<[f64; 4]>,
+        blend: Blend,
     },
     /// sggan / stargan: G(x, labels), judged by the critic's class head.
     Translation {
@@ -244,7 +248,12 @@ impl Generator {
                     },
                 });
             }
-            Networks::StGan { st_gan: cfg, .. } => {
+            Networks::StGan {
+                st_gan: cfg,
+                mask,
+                blend,
+                ..
+            } => {
                 let e = candle_core::safetensors::load(stage.dir.join("encoder.safetensors"), dev)?;
                 return Ok(Generator {
                     name,
@@ -254,6 +263,8 @@ impl Generator {
                         e: st_gan::Encoder::new(&cfg, VarBuilder::from_tensors(e, DType::F32, dev))?,
                         map: read_attribute_map(stage)?,
                         cfg,
+                        mask,
+                        blend,
                     },
                 });
             }
@@ -299,6 +310,29 @@ impl Generator {
         }
     }
 
+    /// LST-GAN (eq. 8–9): the edit `drawn` put back into its `source` face
+    /// (both at the face size) by the recorded blending; other generators'
+    /// images as they are.
+    fn put_back(&self, drawn: RgbImage, source: Option<&RgbImage>) -> RgbImage {
+        let Nets::StGan {
+            mask: Some(b),
+            blend,
+            ..
+        } = &self.nets
+        else {
+            return drawn;
+        };
+        let Some(src) = source else {
+            return drawn;
+        };
+        let region = Region::from_fractions(*b, drawn.width());
+        match blend {
+            Blend::Poisson => poisson::blend(src, &drawn, region),
+            Blend::Mask => poisson::paste(src, &drawn, region),
+            Blend::None => drawn,
+        }
+    }
+
     /// Whether drawing needs each row's source face (an image editor).
     fn edits_sources(&self) -> bool {
         !matches!(self.nets, Nets::Attr2face { .. })
@@ -330,7 +364,9 @@ impl Generator {
                         .collect();
                     ed.edit(&images_tensor(&imgs, dev)?, &src, target)?
                 }
-                Nets::StGan { cfg, g, e, map } => {
+                Nets::StGan {
+                    cfg, g, e, map, ..
+                } => {
                     let c = &sources[k * batch..k * batch + target.len()];
                     let settings: Vec<Vec<CodeSetting>> = c
                         .iter()
@@ -817,8 +853,18 @@ impl Synthesis<'_> {
                 false => Vec::new(),
             };
             let drawn = g.draw(&targets, &sources, self.c.batch_size, &self.dev)?;
-            for (&i, img) in gen_idx.iter().zip(drawn) {
-                imgs[i] = Some(resize_square(img, self.face_size));
+            let finished: Vec<RgbImage> = drawn
+                .into_par_iter()
+                .enumerate()
+                .map(|(k, img)| {
+                    g.put_back(
+                        resize_square(img, self.face_size),
+                        sources.get(k).map(|s| &s.1),
+                    )
+                })
+                .collect();
+            for (&i, img) in gen_idx.iter().zip(finished) {
+                imgs[i] = Some(img);
             }
         }
         Ok(imgs

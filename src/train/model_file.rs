@@ -86,10 +86,15 @@ pub enum Networks {
         attributes: Vec<String>,
     },
     /// st_gan: G, D + Q and E (`generator`, `critic`, `encoder.safetensors`),
-    /// their sizes and latent layout, and the variant (`global`).
+    /// their sizes and latent layout, the variant, LST-GAN's mask and the blending.
     StGan {
         st_gan: st_gan::Config,
+        /// `global` or `local` (LST-GAN).
         variant: String,
+        /// LST-GAN's box M, [top, left, height, width] fractions.
+        mask: Option<[f64; 4]>,
+        /// How synthesize puts an edit back: `poisson`, `mask` or `none`.
+        blend: crate::train::st_gan::Blend,
         /// sha256 of `encoder.safetensors`.
         encoder_sha256: String,
     },

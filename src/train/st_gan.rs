@@ -39,19 +39,11 @@ use super::accumulate::{Accumulated, accumulate};
 use super::adam::Adam;
 use super::losses::{gradient_penalty, scalar};
 use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, vb_of};
+use crate::data::poisson::Region;
 use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
 use crate::metrics::msssim::{Planar, ms_ssim, psnr};
 use crate::models::seeded_init;
-use crate::models::st_gan::{Config, Critic, Encoder, Generator};
-
-/// Which ST-GAN: the global one (Sec. 3.2) or LST-GAN (eq. 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Variant {
-    #[default]
-    Global,
-    Local,
-}
+use crate::models::st_gan::{Config, Critic, CriticOutput, Encoder, Generator};
 
 /// E's reconstruction term (the rows of Fig. 3a).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,13 +80,46 @@ impl Default for MapOptions {
     }
 }
 
+/// LST-GAN's mask M (eq. 7): a named box or [top, left, height, width] as
+/// fractions of the image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MaskSpec {
+    Named(String),
+    Box(Vec<f64>),
+}
+
+/// The named boxes, for CelebA's aligned faces under ingest's default crop
+/// (top 50, left 25, side 128 of the 178×218 frame): the mean aligned
+/// landmarks of `list_landmarks_align_celeba.txt` (eyes about (69, 111) and
+/// (108, 111), mouth (89, 152)) fall at (0.34, 0.48), (0.65, 0.48) and
+/// (0.50, 0.80) of the crop; the boxes hold them with a margin.
+pub const EYES: [f64; 4] = [0.36, 0.20, 0.24, 0.60];
+pub const MOUTH: [f64; 4] = [0.68, 0.28, 0.22, 0.44];
+
+/// How an LST-GAN edit goes back into the face (Sec. 3.2, eq. 8–9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blend {
+    /// Poisson blending (Pérez et al. 2003) of M ⊙ G(E(x)) into x.
+    Poisson,
+    /// Eq. 9: (1 − M) ⊙ x + M ⊙ G(E(x)).
+    Mask,
+    /// G(E(x)) as it is.
+    None,
+}
+
 /// `[stages.<name>.st_gan]`: ST-GAN's latent layout, losses and schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Options {
-    /// `global` (Sec. 3.2). `local` (LST-GAN, eq. 7) is not built yet.
+    /// `global` (Sec. 3.2) or `local` (LST-GAN, eq. 7: Q reads M ⊙ G(z, c)).
     pub variant: String,
-    /// Values of c₁ (default 10; 0 turns it off).
+    /// LST-GAN's box: `"eyes"`, `"mouth"` or [top, left, height, width].
+    pub mask: Option<MaskSpec>,
+    /// How synthesize puts an edit back (default `poisson` for local, `none` for global).
+    pub blend: Option<Blend>,
+    /// Values of c₁ (default 10, local 0; 0 turns it off).
     pub categorical: Option<usize>,
     /// Dimensions of c₂ (default 1).
     pub continuous: Option<usize>,
@@ -130,6 +155,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             variant: "global".into(),
+            mask: None,
+            blend: None,
             categorical: None,
             continuous: None,
             z_dim: None,
@@ -159,8 +186,11 @@ impl Options {
         } else {
             Config::paper_64()
         };
+        let local = self.variant == "local";
         Config {
-            categorical: self.categorical.unwrap_or(base.categorical),
+            categorical: self
+                .categorical
+                .unwrap_or(if local { 0 } else { base.categorical }),
             continuous: self.continuous.unwrap_or(base.continuous),
             z_dim: self.z_dim.unwrap_or(base.z_dim),
             ..base
@@ -171,15 +201,50 @@ impl Options {
         self.batch_size.unwrap_or(if tiny { 16 } else { 64 })
     }
 
+    pub fn is_local(&self) -> bool {
+        self.variant == "local"
+    }
+
+    /// LST-GAN's box as [top, left, height, width] fractions (None for global).
+    pub fn mask_box(&self) -> std::result::Result<Option<[f64; 4]>, String> {
+        let needs = "st_gan.variant = \"local\" needs st_gan.mask (\"eyes\", \"mouth\" or [top, left, height, width] in (0, 1])";
+        if !self.is_local() {
+            return match self.mask {
+                None => Ok(None),
+                Some(_) => Err("st_gan.mask is LST-GAN's; set st_gan.variant = \"local\" or remove it".into()),
+            };
+        }
+        let b = match &self.mask {
+            Some(MaskSpec::Named(n)) if n == "eyes" => EYES,
+            Some(MaskSpec::Named(n)) if n == "mouth" => MOUTH,
+            Some(MaskSpec::Box(v)) if v.len() == 4 => [v[0], v[1], v[2], v[3]],
+            _ => return Err(needs.into()),
+        };
+        let inside = b.iter().all(|v| v.is_finite() && *v >= 0.0 && *v <= 1.0)
+            && b[2] > 0.0
+            && b[3] > 0.0
+            && b[0] + b[2] <= 1.0 + 1e-9
+            && b[1] + b[3] <= 1.0 + 1e-9;
+        if inside { Ok(Some(b)) } else { Err(needs.into()) }
+    }
+
+    /// How synthesize puts edits back: the configured, else per variant.
+    pub fn blend(&self) -> Blend {
+        self.blend
+            .unwrap_or(if self.is_local() { Blend::Poisson } else { Blend::None })
+    }
+
     pub fn validate(&self, tiny: bool) -> std::result::Result<(), String> {
         match self.variant.as_str() {
-            "global" => {}
-            "local" => {
-                return Err(
-                    "st_gan.variant = \"local\" (LST-GAN) is not built yet; use \"global\"".into(),
-                );
-            }
+            "global" | "local" => {}
             v => return Err(format!("st_gan.variant = \"{v}\": must be \"global\" or \"local\"")),
+        }
+        self.mask_box()?;
+        if self.is_local() && self.categorical.is_some_and(|k| k > 0) {
+            return Err("st_gan.categorical: LST-GAN uses only c₂ (Sec. 4.3); remove it or set 0".into());
+        }
+        if !self.is_local() && self.blend.is_some_and(|b| b != Blend::None) {
+            return Err("st_gan.blend is for variant = \"local\" (a global edit has no mask to blend)".into());
         }
         let net = self.network(tiny);
         net.validate()?;
@@ -338,6 +403,33 @@ pub fn info_bound(
     Ok((total, acc))
 }
 
+/// Q's outputs for fakes: from D's trunk on the fakes (`out`, already
+/// computed), or, for LST-GAN, on M ⊙ fakes (eq. 7).
+fn q_outputs(
+    d: &Critic,
+    fake: &Tensor,
+    out: CriticOutput,
+    mask: Option<&Tensor>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    match mask {
+        None => Ok((out.c1_logits, out.c2_mean)),
+        Some(m) => {
+            let mut feats = d.trunk(&fake.broadcast_mul(m)?)?;
+            let last = feats.pop().expect("validated: d_channels non-empty");
+            Ok(d.q_head(&last)?)
+        }
+    }
+}
+
+/// LST-GAN's binary mask M, (1, 1, s, s), from a fraction box.
+pub fn mask_tensor(b: [f64; 4], size: usize, dev: &Device) -> Result<Tensor> {
+    let r = Region::from_fractions(b, size as u32);
+    let v: Vec<f32> = (0..size * size)
+        .map(|k| f32::from(u8::from(r.contains((k % size) as u32, (k / size) as u32))))
+        .collect();
+    Ok(Tensor::from_vec(v, (1, 1, size, size), dev)?)
+}
+
 /// The rows `s..s + k` of a batch of latents.
 fn chunk_of(lat: &Latents, cfg: &Config, s: usize, k: usize) -> Latents {
     Latents {
@@ -424,6 +516,8 @@ struct StGanPhase<'a> {
     measure_every: usize,
     steps: usize,
     fixed: Latents,
+    /// LST-GAN's M (None for global ST-GAN).
+    mask: Option<Tensor>,
     sample_rows: Vec<usize>,
     g_vm: VarMap,
     g: Generator,
@@ -485,6 +579,10 @@ impl<'a> StGanPhase<'a> {
             measure_every,
             steps: opts.steps,
             fixed,
+            mask: match opts.mask_box().map_err(anyhow::Error::msg)? {
+                Some(b) => Some(mask_tensor(b, cfg.image_size, dev)?),
+                None => None,
+            },
             sample_rows: pool.iter().copied().take(6).collect(),
             opt_g: adam(&g_vm, opts.lr, opts)?,
             opt_d: adam(&d_vm, opts.d_lr, opts)?,
@@ -512,10 +610,9 @@ impl<'a> StGanPhase<'a> {
             let fake = self.g.forward_t(&part.tensor(cfg, dev)?, true)?.detach();
             let real = self.d.forward(&x)?;
             let out = self.d.forward(&fake)?;
-            let wdist =
-                ((real.critic.mean_all()? - out.critic.mean_all()?)? * share)?;
-            let (li, _) =
-                info_bound(cfg, out.c1_logits.as_ref(), out.c2_mean.as_ref(), &part, dev)?;
+            let wdist = ((real.critic.mean_all()? - out.critic.mean_all()?)? * share)?;
+            let (c1, c2) = q_outputs(&self.d, &fake, out, self.mask.as_ref())?;
+            let (li, _) = info_bound(cfg, c1.as_ref(), c2.as_ref(), &part, dev)?;
             let li = (li * share)?;
             let e = eps.narrow(0, s, k)?;
             let gp = (gradient_penalty(|t| self.d.critic_value(t), &x, &fake, &e)? * share)?;
@@ -534,8 +631,8 @@ impl<'a> StGanPhase<'a> {
             let fake = self.g.forward_t(&part.tensor(cfg, dev)?, true)?;
             let out = self.d.forward(&fake)?;
             let adv = (out.critic.mean_all()?.neg()? * share)?;
-            let (li, _) =
-                info_bound(cfg, out.c1_logits.as_ref(), out.c2_mean.as_ref(), &part, dev)?;
+            let (c1, c2) = q_outputs(&self.d, &fake, out, self.mask.as_ref())?;
+            let (li, _) = info_bound(cfg, c1.as_ref(), c2.as_ref(), &part, dev)?;
             let li = (li * share)?;
             let loss = (&adv - (&li * o.lambda_mi)?)?;
             let zero = Tensor::zeros((), DType::F32, dev)?;
@@ -592,12 +689,19 @@ impl<'a> StGanPhase<'a> {
 }
 
 /// The MI bound (L_I + H(c)) and Q's c₁ accuracy on the fixed prior batch.
-fn measure_info(cfg: &Config, nets: &Nets, fixed: &Latents, dev: &Device) -> Result<(f64, f64)> {
+fn measure_info(
+    cfg: &Config,
+    nets: &Nets,
+    fixed: &Latents,
+    mask: Option<&Tensor>,
+    dev: &Device,
+) -> Result<(f64, f64)> {
     // G in training mode (batch statistics, as during training) on an
     // untracked copy: the copy's running statistics are its own.
     let x = nets.g.forward_t(&fixed.tensor(cfg, dev)?, true)?;
     let out = nets.d.forward(&x)?;
-    let (li, acc) = info_bound(cfg, out.c1_logits.as_ref(), out.c2_mean.as_ref(), fixed, dev)?;
+    let (c1, c2) = q_outputs(&nets.d, &x, out, mask)?;
+    let (li, acc) = info_bound(cfg, c1.as_ref(), c2.as_ref(), fixed, dev)?;
     Ok((scalar(&li)?, acc))
 }
 
@@ -691,7 +795,7 @@ impl Phase for StGanPhase<'_> {
             || (self.measure_every > 0 && step.is_multiple_of(self.measure_every));
         if measure {
             let nets = self.snapshot_nets()?;
-            let (mi, acc) = measure_info(&self.cfg, &nets, &self.fixed, &self.dev)?;
+            let (mi, acc) = measure_info(&self.cfg, &nets, &self.fixed, self.mask.as_ref(), &self.dev)?;
             out.push(("mi_lower_bound", mi));
             if acc.is_finite() {
                 out.push(("q_c1_accuracy", acc));
@@ -893,12 +997,12 @@ pub fn train(
         &copies(&p.e_vm)?,
         dev,
     )?;
-    let (mi0, acc0) = measure_info(cfg, &init, &p.fixed, dev)?;
+    let (mi0, acc0) = measure_info(cfg, &init, &p.fixed, p.mask.as_ref(), dev)?;
     let (psnr0, msssim0) = reconstruction_quality(&init, data.faces, &val, dev)?;
     let w0 = measure_wasserstein(cfg, &init, data.faces, &val, seed + 47, dev)?;
     let r = run_phase(env, "st_gan", opts.steps, &mut p)?;
     let fin = p.snapshot_nets()?;
-    let (mi1, acc1) = measure_info(cfg, &fin, &p.fixed, dev)?;
+    let (mi1, acc1) = measure_info(cfg, &fin, &p.fixed, p.mask.as_ref(), dev)?;
     let (psnr1, msssim1) = reconstruction_quality(&fin, data.faces, &val, dev)?;
     let w1 = measure_wasserstein(cfg, &fin, data.faces, &val, seed + 47, dev)?;
     let layer = opts.feature_layer - 1;

@@ -74,7 +74,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let val = faces.rows_in("val");
     io.say(format!(
-        "st_gan `{}` on {} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
+        "st_gan ({}) `{}` on {} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
+        opts.variant,
         io.name,
         train.len(),
         cfg.categorical,
@@ -119,6 +120,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         Networks::StGan {
             st_gan: cfg.clone(),
             variant: opts.variant.clone(),
+            mask: opts.mask_box().map_err(|e| data_error!("{e}"))?,
+            blend: opts.blend(),
             encoder_sha256,
         },
     )?;
