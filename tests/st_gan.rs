@@ -79,7 +79,7 @@ fn st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map() {
 [stages.eval]
 kind = "evaluate"
 inputs = ["ingest", "judge", "synth", "stg"]
-fid = "required"
+fid = true
 weights = {:?}
 fid_samples = 24
 kid = false
