@@ -18,23 +18,11 @@ use image::RgbImage;
 use nalgebra::{DMatrix, DVector};
 
 use super::inception::FidInception;
+// PyTorch's bilinear source positions per axis (align_corners = False).
+use crate::ops::spatial::bilinear_axis as axis;
 
 /// Side of the Inception input.
 pub const SIZE: usize = 299;
-
-/// PyTorch's `interpolate(mode="bilinear", align_corners=False)` source
-/// positions for one axis: (lower index, upper index, weight of the upper).
-fn axis(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
-    let scale = n_in as f64 / n_out as f64;
-    (0..n_out)
-        .map(|i| {
-            let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(n_in - 1);
-            let i1 = (i0 + 1).min(n_in - 1);
-            (i0, i1, (src - i0 as f64) as f32)
-        })
-        .collect()
-}
 
 /// An RGB image as a (3, 299, 299) planar buffer in [-1, 1].
 pub fn preprocess(img: &RgbImage) -> Vec<f32> {

@@ -12,9 +12,11 @@
 //! - [`editor`]: editing images with a trained translator (inference side).
 //! - [`resnet`]: ResNet-18 for downstream classifiers.
 //! - [`st_gan`]: ST-GAN's generator, critic + Q and encoder (seed 004).
+//! - [`bridgegan`]: BridgeGAN's SPADE generator, mapping M, encoder E and critic D + C (seed 002).
 
 pub mod attr2face;
 pub mod began;
+pub mod bridgegan;
 pub mod classifier;
 pub mod critic;
 pub mod discriminator;

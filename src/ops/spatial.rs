@@ -11,6 +11,11 @@
 //!   other's adjoints, so each one's backward is the other.
 //!
 //! Other devices and dtypes use candle's formulas.
+//!
+//! `resize_bilinear(x, h, w)` is PyTorch's `interpolate(mode="bilinear",
+//! align_corners=False)` without antialiasing, written as two matrix
+//! products so that it has a gradient (candle's `upsample_bilinear2d` has
+//! none); BridgeGAN's SPADE blocks resize the attribute map with it.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
@@ -226,9 +231,88 @@ impl CustomOp1 for SumPool2x {
     }
 }
 
+/// PyTorch's `interpolate(mode="bilinear", align_corners=False)` source
+/// positions for one axis: output i samples input coordinate
+/// (i + 0.5)·in/out − 0.5, clamped at 0, as (lower index, upper index,
+/// weight of the upper).
+pub fn bilinear_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|i| {
+            let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            let i1 = (i0 + 1).min(n_in - 1);
+            (i0, i1, (src - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// [`bilinear_axis`] as an (out × in) matrix.
+fn interpolation_matrix(out: usize, inp: usize) -> Vec<f32> {
+    let mut m = vec![0f32; out * inp];
+    for (i, (lo, hi, t)) in bilinear_axis(inp, out).into_iter().enumerate() {
+        m[i * inp + lo] += 1.0 - t;
+        m[i * inp + hi] += t;
+    }
+    m
+}
+
+/// Bilinear resize of [B, C, H, W] to [B, C, h, w], differentiable.
+pub fn resize_bilinear(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (b, c, ih, iw) = x.dims4()?;
+    if (ih, iw) == (h, w) {
+        return Ok(x.clone());
+    }
+    let dev = x.device();
+    let ah = Tensor::from_vec(interpolation_matrix(h, ih), (h, ih), dev)?.to_dtype(x.dtype())?;
+    let awt = Tensor::from_vec(interpolation_matrix(w, iw), (w, iw), dev)?
+        .to_dtype(x.dtype())?
+        .t()?;
+    let flat = x.reshape((b * c, ih, iw))?;
+    let rows = ah.broadcast_left(b * c)?.matmul(&flat.contiguous()?)?;
+    let out = rows.matmul(&awt.broadcast_left(b * c)?.contiguous()?)?;
+    out.reshape((b, c, h, w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bilinear_resize_matches_candles_forward_and_has_a_gradient() {
+        // candle's upsample_bilinear2d (align_corners = false) follows
+        // PyTorch's interpolate; it has no backward, ours is two matmuls.
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 8.0 * 8.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 8, 8))
+            .unwrap()
+            .sin()
+            .unwrap();
+        for (h, w) in [(16, 16), (4, 4), (2, 2), (8, 8), (32, 32)] {
+            let want = x.upsample_bilinear2d(h, w, false).unwrap();
+            let got = resize_bilinear(&x, h, w).unwrap();
+            let gap: f32 = (want - &got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(gap < 1e-5, "{h}x{w}: {gap}");
+        }
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let g = resize_bilinear(v.as_tensor(), 4, 4)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        // Each output sums to 1 over its inputs: the gradient sums to 2·3·4·4.
+        let total: f32 = g.get(v.as_tensor()).unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!((total - 96.0).abs() < 1e-3, "{total}");
+    }
     use candle_core::{Device, Var};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
