@@ -1,11 +1,12 @@
 //! The WGAN-GP penalty's gradient with respect to every critic parameter
 //! against central finite differences (f64, a random direction per parameter
-//! tensor), for the SG-GAN, StarGAN and ST-GAN critics at their `tiny` sizes: exact
+//! tensor), for the SG-GAN, StarGAN, ST-GAN and BridgeGAN critics at their `tiny` sizes: exact
 //! with `CANDLE_GRAD_DO_NOT_DETACH=1` (what the `augment` binary sets at
 //! start-up), wrong without it. candle reads the variable once per thread, so
 //! each case runs in a fresh thread. Inputs and directions come from seeded
 //! generators, so every machine checks the same points.
 
+use augment::models::bridgegan;
 use augment::models::critic::{Config, Critic};
 use augment::models::seeded_init;
 use augment::models::st_gan;
@@ -41,6 +42,10 @@ fn worst_error(case: &Case, kinks: &mut usize) -> (f64, String) {
         Case::StGan(cfg) => {
             let c = st_gan::Critic::new(cfg, vb).unwrap();
             (Box::new(move |x| c.critic_value(x)), cfg.image_size, 3)
+        }
+        Case::BridgeGan(cfg) => {
+            let c = bridgegan::Critic::new(cfg, vb).unwrap();
+            (Box::new(move |x| c.critic_value(x)), cfg.image_size, 4)
         }
     };
     seeded_init(&vm, 7).unwrap();
@@ -120,6 +125,8 @@ enum Case {
     Translation(Config),
     /// ST-GAN's D (without Q, which the penalty does not reach).
     StGan(st_gan::Config),
+    /// BridgeGAN's D (residual trunk with average pooling, shared with C).
+    BridgeGan(bridgegan::Config),
 }
 
 fn critics() -> Vec<(&'static str, Case)> {
@@ -133,6 +140,10 @@ fn critics() -> Vec<(&'static str, Case)> {
             Case::Translation(Config::stargan_paper_128(5).tiny()),
         ),
         ("st_gan tiny", Case::StGan(st_gan::Config::tiny())),
+        (
+            "bridgegan tiny",
+            Case::BridgeGan(bridgegan::Config::tiny(3)),
+        ),
     ]
 }
 
