@@ -34,6 +34,8 @@ use candle_core::{DType, Device, Module, ModuleT};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 use rayon::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -55,7 +57,8 @@ use crate::models::classifier::Classifier;
 use crate::models::critic::Critic;
 use crate::models::editor::Editor;
 use crate::models::mapping::Mapping;
-use crate::models::st_gan;
+use crate::models::{bridgegan, st_gan};
+use crate::train::bridgegan as bridgegan_train;
 use crate::models::translator::{Kind, Translator};
 use crate::train::latent_map::{parse_setting, settings_for};
 use crate::train::st_gan::{self as st_gan_train, Blend, CodeSetting};
@@ -199,6 +202,15 @@ enum Nets {
         mask: Option<[f64; 4]>,
         blend: Blend,
     },
+    /// bridgegan: G(x, M(R, att_diff)) with R seeded by the plan row's
+    /// sample_id, judged by C.
+    Bridgegan {
+        cfg: bridgegan::Config,
+        ed: bridgegan_train::Editor,
+        critic: bridgegan::Critic,
+        /// CelebA indices of att_diff's attributes.
+        attrs: Vec<usize>,
+    },
     /// sggan / stargan: G(x, labels), judged by the critic's class head.
     Translation {
         kind: Kind,
@@ -225,17 +237,7 @@ impl Generator {
                 critic: ccfg,
                 attributes,
             } => {
-                let attrs = attributes
-                    .iter()
-                    .map(|a| {
-                        attribute_index(a).ok_or_else(|| {
-                            data_error!(
-                                "{}: unknown attribute `{a}` in `attributes`",
-                                stage.dir.join(model_file::FILE).display()
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<usize>>>()?;
+                let attrs = attribute_indices(&attributes, stage)?;
                 let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
                 return Ok(Generator {
                     name,
@@ -265,6 +267,26 @@ impl Generator {
                         cfg,
                         mask,
                         blend,
+                    },
+                });
+            }
+            Networks::Bridgegan {
+                bridgegan: cfg,
+                attributes,
+            } => {
+                let attrs = attribute_indices(&attributes, stage)?;
+                let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
+                return Ok(Generator {
+                    name,
+                    image_size: cfg.image_size,
+                    nets: Nets::Bridgegan {
+                        ed: bridgegan_train::Editor::new(&cfg, vb)?,
+                        critic: bridgegan::Critic::new(
+                            &cfg,
+                            VarBuilder::from_tensors(c, DType::F32, dev),
+                        )?,
+                        attrs,
+                        cfg,
                     },
                 });
             }
@@ -298,14 +320,16 @@ impl Generator {
                 },
                 critic,
             )),
-            Nets::Attr2face { .. } | Nets::StGan { .. } => None,
+            Nets::Attr2face { .. } | Nets::StGan { .. } | Nets::Bridgegan { .. } => None,
         }
     }
 
     /// Bits of the attributes a translation generator can change.
     fn editable(&self) -> Option<Labels> {
         match &self.nets {
-            Nets::Translation { attrs, .. } => Some(attrs.iter().map(|&a| 1u64 << a).sum()),
+            Nets::Translation { attrs, .. } | Nets::Bridgegan { attrs, .. } => {
+                Some(attrs.iter().map(|&a| 1u64 << a).sum())
+            }
             Nets::Attr2face { .. } | Nets::StGan { .. } => None,
         }
     }
@@ -345,6 +369,7 @@ impl Generator {
         &self,
         targets: &[Labels],
         sources: &[(Labels, RgbImage)],
+        ids: &[i64],
         batch: usize,
         dev: &Device,
     ) -> Result<Vec<RgbImage>> {
@@ -363,6 +388,32 @@ impl Generator {
                         .map(|r| resize_square(r.1.clone(), self.image_size))
                         .collect();
                     ed.edit(&images_tensor(&imgs, dev)?, &src, target)?
+                }
+                Nets::Bridgegan { cfg, ed, attrs, .. } => {
+                    let c = &sources[k * batch..k * batch + target.len()];
+                    let src: Vec<Labels> = c.iter().map(|r| r.0).collect();
+                    let (a, b) = (
+                        bridgegan_train::attr_values(&src, attrs),
+                        bridgegan_train::attr_values(target, attrs),
+                    );
+                    let diff: Vec<f32> = b.iter().zip(&a).map(|(t, s)| t - s).collect();
+                    let diff = candle_core::Tensor::from_vec(diff, (c.len(), attrs.len()), dev)?;
+                    let r: Vec<candle_core::Tensor> = ids[k * batch..k * batch + target.len()]
+                        .iter()
+                        .map(|&id| {
+                            let mut rng = ChaCha8Rng::seed_from_u64(id as u64);
+                            bridgegan_train::noise(1, cfg.noise_dim, &mut rng, dev)
+                        })
+                        .collect::<Result<_>>()?;
+                    let imgs: Vec<RgbImage> = c
+                        .iter()
+                        .map(|r| resize_square(r.1.clone(), self.image_size))
+                        .collect();
+                    ed.by_labels(
+                        &images_tensor(&imgs, dev)?,
+                        &candle_core::Tensor::cat(&r, 0)?,
+                        &diff,
+                    )?
                 }
                 Nets::StGan {
                     cfg, g, e, map, ..
@@ -417,11 +468,40 @@ impl Generator {
                     let (ed, _) = self.editor().expect("translation nets");
                     out.extend(ed.critic_agreement(critic, &x, lc)?);
                 }
+                Nets::Bridgegan { critic, attrs, .. } => {
+                    let (_, logits) = critic.forward(&x)?;
+                    let want = bridgegan_train::attr_values(lc, attrs);
+                    let got = logits.flatten_all()?.to_vec1::<f32>()?;
+                    let n = attrs.len();
+                    for (row, w) in got.chunks(n).zip(want.chunks(n)) {
+                        let hits = row
+                            .iter()
+                            .zip(w)
+                            .filter(|(l, t)| (**l > 0.0) == (**t > 0.5))
+                            .count();
+                        out.push(hits as f64 / n as f64);
+                    }
+                }
                 Nets::StGan { .. } => unreachable!("returned above"),
             }
         }
         Ok(Some(out))
     }
+}
+
+/// CelebA indices of the attribute names a generator's `model.json` lists.
+fn attribute_indices(names: &[String], stage: &InputStage) -> Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|a| {
+            attribute_index(a).ok_or_else(|| {
+                data_error!(
+                    "{}: unknown attribute `{a}` in `attributes`",
+                    stage.dir.join(model_file::FILE).display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// The `attribute_map` table of an st_gan generator stage, as (attribute,
@@ -699,7 +779,7 @@ fn check_plan(
             .collect();
         return Err(data_error!(
             "plan row {} changes {}, which translation generator `{}` does not edit; \
-             give the balance stage `attributes = [...]` within the generator's `translation.attributes`",
+             give the balance stage `attributes = [...]` within the generator's attributes (`translation.attributes` or `bridgegan.attributes`)",
             bad.sample_id,
             names.join(", "),
             g.name.split('@').next().unwrap_or("")
@@ -852,7 +932,8 @@ impl Synthesis<'_> {
                     .collect::<Result<_>>()?,
                 false => Vec::new(),
             };
-            let drawn = g.draw(&targets, &sources, self.c.batch_size, &self.dev)?;
+            let ids: Vec<i64> = gen_idx.iter().map(|&i| chunk[i].sample_id).collect();
+            let drawn = g.draw(&targets, &sources, &ids, self.c.batch_size, &self.dev)?;
             let finished: Vec<RgbImage> = drawn
                 .into_par_iter()
                 .enumerate()
@@ -884,6 +965,24 @@ impl Synthesis<'_> {
         }
         let sources: Vec<&PlanRow> = originals.iter().copied().take(self.c.grid_rows).collect();
         let grid = match (g.editor(), &g.nets) {
+            (_, Nets::Bridgegan { cfg, ed, attrs, .. }) => {
+                let imgs: Vec<RgbImage> = sources
+                    .iter()
+                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
+                    .collect::<Result<_>>()?;
+                let src: Vec<Labels> = sources
+                    .iter()
+                    .map(|r| self.faces.labels[&r.source])
+                    .collect();
+                bridgegan_train::flip_grid(
+                    ed,
+                    attrs,
+                    &images_tensor(&imgs, &self.dev)?,
+                    &src,
+                    cfg.noise_dim,
+                    0,
+                )?
+            }
             (_, Nets::StGan { cfg, g: st_g, e, .. }) => {
                 let imgs: Vec<RgbImage> = sources
                     .iter()
@@ -942,7 +1041,7 @@ fn fig6_grid(
             flip(l, "Young"),
         ]);
     }
-    let drawn = g.draw(&labels, &[], 64, dev)?;
+    let drawn = g.draw(&labels, &[], &[], 64, dev)?;
     let mut cells = Vec::new();
     for (k, s) in sources.iter().enumerate() {
         let real = decode_rgb(&face_png[&s.source]).map_err(|e| data_error!("{e}"))?;

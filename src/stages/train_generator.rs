@@ -21,6 +21,7 @@
 //! sizes), the `train_log` table, sample grids under `samples/`, and every
 //! phase's last checkpoint under `checkpoints/`.
 
+mod bridgegan;
 mod st_gan;
 
 use std::path::Path;
@@ -44,6 +45,7 @@ use crate::train::attr2face::{
     self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
 use crate::train::model_file::{self, ModelFile, Networks};
+use crate::train::bridgegan::Options as BridgeOptions;
 use crate::train::st_gan::Options as StGanOptions;
 use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, LogRow, PhaseEnv};
@@ -137,12 +139,23 @@ pub struct Config {
     /// st_gan: latent layout, losses, schedule and the attribute map.
     #[serde(default)]
     pub st_gan: StGanOptions,
+    /// bridgegan: attributes, losses and schedule.
+    #[serde(default)]
+    pub bridgegan: BridgeOptions,
 }
 
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.batch_size == Some(0) {
             return Err("batch_size must be at least 1".into());
+        }
+        if self.model == Model::Bridgegan {
+            return self.validate_bridgegan();
+        } else if self.bridgegan != BridgeOptions::default() {
+            return Err(format!(
+                "[bridgegan] is for model = \"bridgegan\", not {}",
+                self.model.name()
+            ));
         }
         if self.model == Model::StGan {
             return self.validate_st_gan();
@@ -235,6 +248,34 @@ impl Config {
         self.st_gan.validate(self.preset() == Preset::Tiny)
     }
 
+    fn validate_bridgegan(&self) -> std::result::Result<(), String> {
+        if self.translation != TranslationOptions::default() {
+            return Err(
+                "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*".into(),
+            );
+        }
+        if self.preset() == Preset::Paper64 {
+            return Err("preset = \"paper_64\" is attr2face's; bridgegan uses \"paper_128\" or \"tiny\"".into());
+        }
+        if self.batch_size.is_some() {
+            return Err("batch_size: bridgegan reads bridgegan.batch_size (default 48, 8 with preset \"tiny\")".into());
+        }
+        if self.recursive_times != 1 {
+            return Err("recursive_times is attr2face's (Table 4); remove it for bridgegan".into());
+        }
+        if self.limit == Some(0) {
+            return Err("limit must be at least 1".into());
+        }
+        self.bridgegan.validate()?;
+        self.bridgegan_attributes()?;
+        Ok(())
+    }
+
+    /// CelebA indices of BridgeGAN's attributes.
+    pub fn bridgegan_attributes(&self) -> std::result::Result<Vec<usize>, String> {
+        attribute_indices("bridgegan.attributes", &self.bridgegan.attribute_names())
+    }
+
     /// Rows per step of attr2face / dcgan / sggan / stargan.
     pub fn batch(&self) -> usize {
         self.batch_size.unwrap_or(16)
@@ -242,7 +283,7 @@ impl Config {
 
     pub fn preset(&self) -> Preset {
         self.preset.unwrap_or(match self.model {
-            Model::Sggan | Model::Stargan => Preset::Paper128,
+            Model::Sggan | Model::Stargan | Model::Bridgegan => Preset::Paper128,
             _ => Preset::Paper64,
         })
     }
@@ -264,24 +305,30 @@ impl Config {
                 .map(String::from)
                 .collect(),
         };
-        if names.is_empty() || names.len() > 20 {
-            return Err(format!(
-                "translation.attributes: give 1 to 20 attributes, not {}",
-                names.len()
-            ));
-        }
-        let mut out = Vec::new();
-        for n in &names {
-            let i = schema::attribute_by_any_name(n).ok_or_else(|| {
-                format!("translation.attributes: unknown attribute `{n}` (use CelebA names such as `Male`, `Smiling`)")
-            })?;
-            if out.contains(&i) {
-                return Err(format!("translation.attributes: `{n}` is listed twice"));
-            }
-            out.push(i);
-        }
-        Ok(out)
+        attribute_indices("translation.attributes", &names)
     }
+}
+
+/// CelebA indices of attribute names under config key `key` (1 to 20,
+/// known, each once).
+fn attribute_indices(key: &str, names: &[String]) -> std::result::Result<Vec<usize>, String> {
+    if names.is_empty() || names.len() > 20 {
+        return Err(format!(
+            "{key}: give 1 to 20 attributes, not {}",
+            names.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let i = schema::attribute_by_any_name(n).ok_or_else(|| {
+            format!("{key}: unknown attribute `{n}` (use CelebA names such as `Male`, `Smiling`)")
+        })?;
+        if out.contains(&i) {
+            return Err(format!("{key}: `{n}` is listed twice"));
+        }
+        out.push(i);
+    }
+    Ok(out)
 }
 
 /// Label vectors of a plan's generator rows (for recursive rounds).
@@ -307,6 +354,9 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     if c.model == Model::StGan {
         return st_gan::run(c, io);
+    }
+    if c.model == Model::Bridgegan {
+        return bridgegan::run(c, io);
     }
     if let Some(kind) = c.model.translator() {
         return run_translation(c, kind, io);

@@ -11,30 +11,30 @@ use crate::train::adam::Adam;
 
 use super::losses::scalar;
 
-/// A loss's gradients summed over the chunks of a batch, and the loss and
-/// its three terms.
-pub struct Accumulated {
+/// A loss's gradients summed over the chunks of a batch, and the values of
+/// the loss and its terms (N − 1 of them; 3 unless a phase logs more).
+pub struct Accumulated<const N: usize = 4> {
     pub grads: GradStore,
-    pub values: [f64; 4],
+    pub values: [f64; N],
 }
 
 /// Gradients of a batch loss computed `micro` rows at a time (0: all at
-/// once). `chunk_terms(start, len)` returns the loss and its three terms
+/// once). `chunk_terms(start, len)` returns the loss and its terms
 /// for rows `start..start + len`, each as its share of the batch value (a
 /// batch mean enters as the chunk mean × len / rows), so the sums over
 /// chunks are the batch's values and gradients. Each chunk's graph is freed
 /// before the next: with second-order gradients on, candle keeps the whole
 /// backward graph alive until the gradients are dropped, and at `paper_128`
 /// a batch of 8 SG-GAN rows did not fit in 24 GB.
-pub fn accumulate(
+pub fn accumulate<const N: usize>(
     vars: &[Var],
     rows: usize,
     micro: Option<usize>,
-    mut chunk_terms: impl FnMut(usize, usize) -> Result<[Tensor; 4]>,
-) -> Result<Accumulated> {
+    mut chunk_terms: impl FnMut(usize, usize) -> Result<[Tensor; N]>,
+) -> Result<Accumulated<N>> {
     let micro = micro.unwrap_or(rows).clamp(1, rows.max(1));
     let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let mut values = [0.0; 4];
+    let mut values = [0.0; N];
     let mut start = 0;
     while start < rows {
         let len = micro.min(rows - start);
@@ -64,10 +64,10 @@ pub fn accumulate(
 }
 
 /// One optimiser step with `acc`'s gradients; returns the named values.
-pub fn apply(
+pub fn apply<const N: usize>(
     opt: &mut Adam,
-    names: [&'static str; 4],
-    acc: Accumulated,
+    names: [&'static str; N],
+    acc: Accumulated<N>,
 ) -> Result<Vec<(&'static str, f64)>> {
     opt.step(&acc.grads)?;
     Ok(names.into_iter().zip(acc.values).collect())

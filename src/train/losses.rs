@@ -64,6 +64,23 @@ pub fn gradient_penalty(
     (norm - 1.0)?.sqr()?.mean_all()
 }
 
+/// R1 (Mescheder et al. 2018; StarGAN-v2's γ = 1 enters as `gamma`):
+/// γ/2 · E[‖∇_x D(x)‖²] at the real images, differentiated again when
+/// minimised (second-order gradients, as [`gradient_penalty`]).
+pub fn r1_penalty(
+    critic: impl Fn(&Tensor) -> Result<Tensor>,
+    real: &Tensor,
+    gamma: f64,
+) -> Result<Tensor> {
+    let x_var = candle_core::Var::from_tensor(&real.detach())?;
+    let out = critic(x_var.as_tensor())?.sum_all()?;
+    let grads = out.backward()?;
+    let g = grads.get(x_var.as_tensor()).ok_or_else(|| {
+        candle_core::Error::Msg("critic output does not depend on its input".into())
+    })?;
+    g.sqr()?.flatten_from(1)?.sum(1)?.mean_all()? * (0.5 * gamma)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

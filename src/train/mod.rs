@@ -20,6 +20,7 @@
 //! - [`classifier`]: downstream attribute classifiers (best val epoch kept).
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
+//! - [`bridgegan`]: BridgeGAN, label- and reference-guided translation.
 //! - [`latent_map`]: which ST-GAN latent controls which attribute.
 //! - [`st_gan`]: ST-GAN (InfoGAN + WGAN-GP critic + encoder), without labels.
 //! - [`accumulate`]: gradients of a batch summed over micro-batches.
@@ -45,6 +46,7 @@ pub unsafe fn enable_second_order_gradients() {
 pub mod accumulate;
 pub mod adam;
 pub mod attr2face;
+pub mod bridgegan;
 pub mod classifier;
 pub mod latent_map;
 pub mod losses;

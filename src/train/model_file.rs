@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::models::{attr2face, began, critic, st_gan, translator};
+use crate::models::{attr2face, began, bridgegan, critic, st_gan, translator};
 
 /// The file name inside a generator stage's folder.
 pub const FILE: &str = "model.json";
@@ -33,6 +33,8 @@ pub enum Model {
     Stargan,
     /// ST-GAN: unsupervised InfoGAN + encoder; edits by changing latent codes.
     StGan,
+    /// BridgeGAN: image + att_diff, guided by labels (M) or a reference face (E).
+    Bridgegan,
 }
 
 impl Model {
@@ -43,6 +45,7 @@ impl Model {
             Model::Sggan => "sggan",
             Model::Stargan => "stargan",
             Model::StGan => "st_gan",
+            Model::Bridgegan => "bridgegan",
         }
     }
 
@@ -51,7 +54,7 @@ impl Model {
         match self {
             Model::Sggan => Some(translator::Kind::Sggan),
             Model::Stargan => Some(translator::Kind::Stargan),
-            Model::Attr2face | Model::Dcgan | Model::StGan => None,
+            Model::Attr2face | Model::Dcgan | Model::StGan | Model::Bridgegan => None,
         }
     }
 }
@@ -98,6 +101,12 @@ pub enum Networks {
         /// sha256 of `encoder.safetensors`.
         encoder_sha256: String,
     },
+    /// bridgegan: G + M + E (`generator.safetensors`), D + C
+    /// (`critic.safetensors`), and the CelebA names of att_diff's attributes.
+    Bridgegan {
+        bridgegan: bridgegan::Config,
+        attributes: Vec<String>,
+    },
     /// attr2face / dcgan: Φ, G_de, C, the discriminators and (attr2face) the autoencoder.
     Attr2face { network: attr2face::Config },
 }
@@ -141,7 +150,9 @@ impl ModelFile {
     pub fn autoencoder(&self) -> Option<&began::Config> {
         match &self.networks {
             Networks::Attr2face { network } => Some(&network.autoencoder),
-            Networks::Translation { .. } | Networks::StGan { .. } => None,
+            Networks::Translation { .. } | Networks::StGan { .. } | Networks::Bridgegan { .. } => {
+                None
+            }
         }
     }
 }
