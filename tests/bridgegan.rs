@@ -84,7 +84,10 @@ inputs = ["ingest", "dynamic", "bg"]
     let (c0, c) = (f(&s["critic_cls_init"]), f(&s["critic_cls"]));
     assert!(c < c0, "C's loss on real val faces {c0} -> {c}");
     let (g0, g) = (f(&s["g_cls_init"]), f(&s["g_cls"]));
-    assert!(g < g0, "G's classification loss under the final C {g0} -> {g}");
+    assert!(
+        g < g0,
+        "G's classification loss under the final C {g0} -> {g}"
+    );
     // The reconstruction, cycle, style and attribute-keeping terms fall.
     for loss in ["G/rec", "G/cyc", "G/sty", "G/ak"] {
         let (a, b) = first_last_50(d.path(), loss);
@@ -137,7 +140,10 @@ inputs = ["ingest", "dynamic", "bg"]
         &ed.by_reference(&x, &ref_a, &diff).unwrap(),
         &ed.by_reference(&x, &ref_b, &diff).unwrap(),
     );
-    assert!(by_ref > 1e-4, "two references gave the same edit ({by_ref})");
+    assert!(
+        by_ref > 1e-4,
+        "two references gave the same edit ({by_ref})"
+    );
 }
 
 /// Bad `bridgegan` configs fail before anything runs, with one line each.
@@ -145,10 +151,7 @@ inputs = ["ingest", "dynamic", "bg"]
 fn bad_bridgegan_configs_get_one_line_errors() {
     let d = tempfile::tempdir().unwrap();
     for (extra, want) in [
-        (
-            "bridgegan.adversarial = \"x\"",
-            "wgan_gp",
-        ),
+        ("bridgegan.adversarial = \"x\"", "wgan_gp"),
         (
             "bridgegan.lambda_ak = -1.0",
             "bridgegan.lambda_ak = -1: must be 0 or positive",

@@ -187,7 +187,10 @@ translation_samples = 200
         d.path(),
         "SELECT details FROM eval_metrics WHERE stage = 'stg' AND metric = 'reconstruction_psnr'",
     );
-    assert!(out.contains("inception_score") && out.contains("unavailable"), "{out}");
+    assert!(
+        out.contains("inception_score") && out.contains("unavailable"),
+        "{out}"
+    );
 
     // A plan that changes an attribute no latent controls: one clear line.
     let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();

@@ -51,7 +51,11 @@ pub fn paste(target: &RgbImage, source: &RgbImage, r: Region) -> RgbImage {
 
 /// `source` blended into `target` over `region` (both images the same size).
 pub fn blend(target: &RgbImage, source: &RgbImage, r: Region) -> RgbImage {
-    assert_eq!(target.dimensions(), source.dimensions(), "blend: sizes differ");
+    assert_eq!(
+        target.dimensions(),
+        source.dimensions(),
+        "blend: sizes differ"
+    );
     let (iw, ih) = target.dimensions();
     let (w, h) = (r.w as usize, r.h as usize);
     let mut out = target.clone();

@@ -388,7 +388,7 @@ pub fn train_log() -> SchemaRef {
             "phase",
             DataType::Utf8,
             false,
-            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, `sggan` / `stargan`, or `st_gan`",
+            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, `sggan` / `stargan`, `st_gan` or `bridgegan`",
         ),
         field(
             "step",
@@ -471,7 +471,12 @@ pub fn attribute_map() -> SchemaRef {
             false,
             "the setting with the highest positive rate: `c1=<k>`, or `c2=1` / `c2=-1` by the sign of the correlation",
         ),
-        field("off", DataType::Utf8, false, "the setting with the lowest positive rate"),
+        field(
+            "off",
+            DataType::Utf8,
+            false,
+            "the setting with the lowest positive rate",
+        ),
         field(
             "on_rate",
             DataType::Float64,

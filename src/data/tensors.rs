@@ -305,6 +305,16 @@ pub fn grid(images: &[RgbImage], cols: usize) -> RgbImage {
     out
 }
 
+/// A grid whose columns are `columns` (each the same number of images,
+/// one per row).
+pub fn grid_of_columns(columns: &[Vec<RgbImage>]) -> RgbImage {
+    let rows = columns.first().map_or(0, Vec::len);
+    let cells: Vec<RgbImage> = (0..rows)
+        .flat_map(|r| columns.iter().map(move |c| c[r].clone()))
+        .collect();
+    grid(&cells, columns.len())
+}
+
 /// PNG bytes and labels of faces, by image id.
 pub struct FacesById {
     pub png: HashMap<String, Vec<u8>>,

@@ -273,7 +273,9 @@ mod tests {
     #[test]
     fn psnr_of_a_known_mse() {
         // Every value off by 10: MSE 100, PSNR = 10·log10(255² / 100) = 28.1308 dB.
-        let a = image::RgbImage::from_fn(12, 9, |x, y| image::Rgb([(x * 9) as u8, (y * 11) as u8, 100]));
+        let a = image::RgbImage::from_fn(12, 9, |x, y| {
+            image::Rgb([(x * 9) as u8, (y * 11) as u8, 100])
+        });
         let mut b = a.clone();
         for p in b.pixels_mut() {
             for c in 0..3 {

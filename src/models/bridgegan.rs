@@ -280,7 +280,9 @@ impl ResBlk {
         if self.resample == Resample::Down {
             h = h.avg_pool2d(2)?;
         }
-        h = self.conv2.forward(&self.act(&self.norm2.forward(&h, map)?)?)?;
+        h = self
+            .conv2
+            .forward(&self.act(&self.norm2.forward(&h, map)?)?)?;
         let mut s = x.clone();
         if self.resample == Resample::Up {
             s = upsample2x(&s)?;

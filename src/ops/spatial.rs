@@ -310,7 +310,13 @@ mod tests {
             .backward()
             .unwrap();
         // Each output sums to 1 over its inputs: the gradient sums to 2·3·4·4.
-        let total: f32 = g.get(v.as_tensor()).unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let total: f32 = g
+            .get(v.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!((total - 96.0).abs() < 1e-3, "{total}");
     }
     use candle_core::{Device, Var};

@@ -43,11 +43,11 @@ use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
-use crate::models::began;
 use crate::metrics::accuracy::Counts;
 use crate::metrics::stats::{self, Interval};
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
+use crate::models::began;
 
 fn yes() -> bool {
     true
@@ -257,8 +257,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         .inputs_of(StageKind::TrainGenerator)
         .into_iter()
         .filter(|g| {
-            g.model_file()
-                .is_ok_and(|m| matches!(m.networks, crate::train::model_file::Networks::StGan { .. }))
+            g.model_file().is_ok_and(|m| {
+                matches!(m.networks, crate::train::model_file::Networks::StGan { .. })
+            })
         })
         .collect();
     let measured: Vec<&str> = synths
@@ -936,7 +937,11 @@ impl Reconstructor {
         let load = |f: &str| -> Result<candle_nn::VarBuilder<'static>> {
             let t = candle_core::safetensors::load(g.dir.join(f), dev)
                 .with_context(|| format!("reading {}", g.dir.join(f).display()))?;
-            Ok(candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, dev))
+            Ok(candle_nn::VarBuilder::from_tensors(
+                t,
+                candle_core::DType::F32,
+                dev,
+            ))
         };
         Ok(Some(Reconstructor::StGan {
             g: crate::models::st_gan::Generator::new(&cfg, load("generator.safetensors")?)?,

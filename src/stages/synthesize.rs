@@ -33,17 +33,17 @@ use arrow::record_batch::RecordBatch;
 use candle_core::{DType, Device, Module, ModuleT};
 use candle_nn::VarBuilder;
 use image::RgbImage;
-use rayon::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
-use crate::data::poisson::{self, Region};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
+use crate::data::poisson::{self, Region};
 use crate::data::schema::{
     self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column, attribute_index,
 };
@@ -57,12 +57,12 @@ use crate::models::classifier::Classifier;
 use crate::models::critic::Critic;
 use crate::models::editor::Editor;
 use crate::models::mapping::Mapping;
+use crate::models::translator::{Kind, Translator};
 use crate::models::{bridgegan, st_gan};
 use crate::train::bridgegan as bridgegan_train;
-use crate::models::translator::{Kind, Translator};
 use crate::train::latent_map::{parse_setting, settings_for};
-use crate::train::st_gan::{self as st_gan_train, Blend, CodeSetting};
 use crate::train::model_file::{self, Networks};
+use crate::train::st_gan::{self as st_gan_train, Blend, CodeSetting};
 use crate::train::translation::value_grid;
 
 fn default_batch() -> usize {
@@ -262,7 +262,10 @@ impl Generator {
                     image_size: cfg.image_size,
                     nets: Nets::StGan {
                         g: st_gan::Generator::new(&cfg, vb)?,
-                        e: st_gan::Encoder::new(&cfg, VarBuilder::from_tensors(e, DType::F32, dev))?,
+                        e: st_gan::Encoder::new(
+                            &cfg,
+                            VarBuilder::from_tensors(e, DType::F32, dev),
+                        )?,
                         map: read_attribute_map(stage)?,
                         cfg,
                         mask,
@@ -415,9 +418,7 @@ impl Generator {
                         &diff,
                     )?
                 }
-                Nets::StGan {
-                    cfg, g, e, map, ..
-                } => {
+                Nets::StGan { cfg, g, e, map, .. } => {
                     let c = &sources[k * batch..k * batch + target.len()];
                     let settings: Vec<Vec<CodeSetting>> = c
                         .iter()
@@ -983,7 +984,12 @@ impl Synthesis<'_> {
                     0,
                 )?
             }
-            (_, Nets::StGan { cfg, g: st_g, e, .. }) => {
+            (
+                _,
+                Nets::StGan {
+                    cfg, g: st_g, e, ..
+                },
+            ) => {
                 let imgs: Vec<RgbImage> = sources
                     .iter()
                     .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))

@@ -44,8 +44,8 @@ use crate::models::translator::{self, Kind};
 use crate::train::attr2face::{
     self, AutoencoderOptions, ClassifierOptions, Data, MappingOptions, Options,
 };
-use crate::train::model_file::{self, ModelFile, Networks};
 use crate::train::bridgegan::Options as BridgeOptions;
+use crate::train::model_file::{self, ModelFile, Networks};
 use crate::train::st_gan::Options as StGanOptions;
 use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, LogRow, PhaseEnv};
@@ -237,7 +237,10 @@ impl Config {
             return Err("preset = \"paper_128\" is for sggan / stargan; st_gan uses \"paper_64\" or \"tiny\"".into());
         }
         if self.batch_size.is_some() {
-            return Err("batch_size: st_gan reads st_gan.batch_size (default 64, 16 with preset \"tiny\")".into());
+            return Err(
+                "batch_size: st_gan reads st_gan.batch_size (default 64, 16 with preset \"tiny\")"
+                    .into(),
+            );
         }
         if self.recursive_times != 1 {
             return Err("recursive_times is attr2face's (Table 4); remove it for st_gan".into());
@@ -255,7 +258,10 @@ impl Config {
             );
         }
         if self.preset() == Preset::Paper64 {
-            return Err("preset = \"paper_64\" is attr2face's; bridgegan uses \"paper_128\" or \"tiny\"".into());
+            return Err(
+                "preset = \"paper_64\" is attr2face's; bridgegan uses \"paper_128\" or \"tiny\""
+                    .into(),
+            );
         }
         if self.batch_size.is_some() {
             return Err("batch_size: bridgegan reads bridgegan.batch_size (default 48, 8 with preset \"tiny\")".into());
@@ -363,25 +369,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let net = c.network();
     let dev = io.candle_device()?;
-    let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
-    io.say(format!(
-        "loading train/val faces at {0}×{0} from {1}",
-        net.image_size(),
-        faces_path.display()
-    ));
-    let faces = FaceSet::load(&faces_path, &["train", "val"], None, net.image_size())?;
-    let mut train = faces.rows_in("train");
-    if let Some(l) = c.limit {
-        train.truncate(l);
-    }
+    let (faces, train) = load_faces(c, io, net.image_size(), 1)?;
     let val = faces.rows_in("val");
-    if train.is_empty() {
-        return Err(data_error!(
-            "input `{}` has no `train` rows with images; ingest the train partition",
-            ingest.name
-        ));
-    }
     let plan_labels = match io.optional_input(StageKind::Balance) {
         Some(b) => plan_generator_labels(&b.table("plan")?)?,
         None => Vec::new(),
@@ -442,6 +431,42 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary,
         lineage: Lineage::default(),
     })
+}
+
+/// The ingest input's train and val faces at `size`, and the train rows
+/// (the first `limit`); at least `min_train` of them, or one line saying so.
+pub(super) fn load_faces(
+    c: &Config,
+    io: &StageIo,
+    size: usize,
+    min_train: usize,
+) -> Result<(FaceSet, Vec<usize>)> {
+    let ingest = io.input(StageKind::Ingest)?;
+    let faces_path = ingest.table("faces")?;
+    io.say(format!(
+        "loading train/val faces at {size}×{size} from {}",
+        faces_path.display()
+    ));
+    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
+    let mut train = faces.rows_in("train");
+    if let Some(l) = c.limit {
+        train.truncate(l);
+    }
+    if train.is_empty() {
+        return Err(data_error!(
+            "input `{}` has no `train` rows with images; ingest the train partition",
+            ingest.name
+        ));
+    }
+    if train.len() < min_train {
+        return Err(data_error!(
+            "input `{}` has {} `train` rows with images; {} needs at least {min_train}",
+            ingest.name,
+            train.len(),
+            c.model.name()
+        ));
+    }
+    Ok((faces, train))
 }
 
 /// Writes `generator.safetensors`, the judging network `judge` (C or the
@@ -514,23 +539,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
     let nets = translator::presets(kind, c.preset() == Preset::Tiny, attrs.len());
     let size = nets.0.image_size;
     let dev = io.candle_device()?;
-    let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
-    io.say(format!(
-        "loading train/val faces at {size}×{size} from {}",
-        faces_path.display()
-    ));
-    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
-    let mut train = faces.rows_in("train");
-    if let Some(l) = c.limit {
-        train.truncate(l);
-    }
-    if train.is_empty() {
-        return Err(data_error!(
-            "input `{}` has no `train` rows with images; ingest the train partition",
-            ingest.name
-        ));
-    }
+    let (faces, train) = load_faces(c, io, size, 1)?;
     let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
     let steps = c.translation.steps(kind);
     io.say(format!(

@@ -53,6 +53,20 @@ impl Adam {
         })
     }
 
+    /// Plain Adam (no weight decay, ε 1e-8) at `lr` with β = `betas`.
+    pub fn with_betas(vm: &VarMap, lr: f64, betas: (f64, f64)) -> Result<Adam> {
+        Adam::of(
+            vm,
+            ParamsAdamW {
+                lr,
+                beta1: betas.0,
+                beta2: betas.1,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+        )
+    }
+
     /// Steps taken so far (the bias correction's t).
     pub fn steps(&self) -> usize {
         self.step_t

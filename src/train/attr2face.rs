@@ -29,7 +29,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 
 use crate::train::adam::Adam;
 use rand::{Rng, SeedableRng};
@@ -186,19 +186,6 @@ pub struct Trained {
     /// `encoder.*` and `decoder.*` of the trained autoencoder (attr2face
     /// only): reconstructions for evaluation, embeddings for linear probes.
     pub autoencoder: Option<HashMap<String, Tensor>>,
-}
-
-fn adam(vm: &VarMap, lr: f64) -> Result<Adam> {
-    Adam::of(
-        vm,
-        ParamsAdamW {
-            lr,
-            beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-    )
 }
 
 fn new_net<T>(
@@ -633,8 +620,8 @@ impl<'a> Run<'a> {
             opts: opts.autoencoder.clone(),
             batch: bs,
             seed: seed + 11,
-            opt_g: adam(&gen_vm, opts.autoencoder.lr)?,
-            opt_d: adam(&disc_vm, opts.autoencoder.lr)?,
+            opt_g: Adam::with_betas(&gen_vm, opts.autoencoder.lr, (0.5, 0.999))?,
+            opt_d: Adam::with_betas(&disc_vm, opts.autoencoder.lr, (0.5, 0.999))?,
             gen_vm,
             enc,
             dec,
@@ -677,7 +664,7 @@ impl<'a> Run<'a> {
             dev: dev.clone(),
             batch: bs,
             seed: seed + 12,
-            opt: adam(&c_vm, opts.classifier.lr)?,
+            opt: Adam::with_betas(&c_vm, opts.classifier.lr, (0.5, 0.999))?,
             vm: c_vm,
             net: c_net,
             generated: None,
@@ -760,8 +747,8 @@ impl<'a> Run<'a> {
             perceptual: opts.perceptual_loss && !from_scratch,
             batch: bs,
             seed: seed + 13,
-            opt_g: adam(&gen_vm, opts.mapping.lr)?,
-            opt_d: adam(&d_vm, opts.mapping.discriminator_lr)?,
+            opt_g: Adam::with_betas(&gen_vm, opts.mapping.lr, (0.5, 0.999))?,
+            opt_d: Adam::with_betas(&d_vm, opts.mapping.discriminator_lr, (0.5, 0.999))?,
             gen_vm,
             mapping,
             decoder,
@@ -831,15 +818,15 @@ impl<'a> Run<'a> {
                 },
             };
             cp.generated = Some((generator_r, pool.clone()));
-            cp.opt = adam(&cp.vm, opts.classifier.lr)?;
+            cp.opt = Adam::with_betas(&cp.vm, opts.classifier.lr, (0.5, 0.999))?;
             let name_c = format!("classifier_round{round}");
             let r = run_phase(env, &name_c, c_steps, cp)?;
             log.extend(r.log);
             cp.generated = None;
             let c_t = frozen(&cp.vm);
             mp.classifier = Some(Classifier::new(&cfg.classifier, vb_of(&c_t, dev))?);
-            mp.opt_g = adam(&mp.gen_vm, opts.mapping.lr)?;
-            mp.opt_d = adam(&mp.d_vm, opts.mapping.discriminator_lr)?;
+            mp.opt_g = Adam::with_betas(&mp.gen_vm, opts.mapping.lr, (0.5, 0.999))?;
+            mp.opt_d = Adam::with_betas(&mp.d_vm, opts.mapping.discriminator_lr, (0.5, 0.999))?;
             let name_m = format!("{phase3}_round{round}");
             let r = run_phase(env, &name_m, m_steps, mp)?;
             log.extend(r.log);

@@ -45,9 +45,9 @@ use super::adam::Adam;
 use super::losses::{bce_elements, gradient_penalty, l1, r1_penalty, scalar};
 use super::st_gan::standard_normal;
 use super::translation::lr_factor;
-use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, vb_of};
+use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, snapshot, vb_of};
 use crate::data::celeba::Labels;
-use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
+use crate::data::tensors::{FaceSet, grid_of_columns, tensor_to_rgb};
 use crate::models::bridgegan::{Config, Critic, Encoder, Generator, Mapping, keep_code};
 use crate::models::seeded_init;
 
@@ -168,7 +168,10 @@ impl Options {
                 return Err(format!("{key} = {v}: must be a positive number"));
             }
         }
-        for (key, v) in [("bridgegan.beta1", self.beta1), ("bridgegan.beta2", self.beta2)] {
+        for (key, v) in [
+            ("bridgegan.beta1", self.beta1),
+            ("bridgegan.beta2", self.beta2),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 return Err(format!("{key} = {v}: must be in [0, 1)"));
             }
@@ -196,7 +199,10 @@ impl Options {
             return Err("bridgegan.noise_dim must be at least 1".into());
         }
         if self.batch_size.is_some_and(|b| b < 2) {
-            return Err("bridgegan.batch_size must be at least 2 (targets are the batch's labels shuffled)".into());
+            return Err(
+                "bridgegan.batch_size must be at least 2 (targets are the batch's labels shuffled)"
+                    .into(),
+            );
         }
         if self.micro_batch == Some(0) {
             return Err("bridgegan.micro_batch must be at least 1".into());
@@ -272,19 +278,6 @@ pub struct Trained {
     pub critic: std::collections::HashMap<String, Tensor>,
 }
 
-fn adam(vm: &VarMap, lr: f64, o: &Options) -> Result<Adam> {
-    Adam::of(
-        vm,
-        candle_nn::ParamsAdamW {
-            lr,
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-    )
-}
-
 const D_LOSSES: [&str; 4] = ["D/loss", "D/adv", "D/cls", "D/gp"];
 const G_LOSSES: [&str; 8] = [
     "G/loss", "G/adv", "G/cls", "G/rec", "G/cyc", "G/sty", "G/ms", "G/ak",
@@ -352,8 +345,8 @@ impl<'a> BridgePhase<'a> {
             opts: opts.clone(),
             batch,
             seed: seed + 63,
-            opt_g: adam(&g_vm, opts.lr, opts)?,
-            opt_d: adam(&d_vm, opts.d_lr, opts)?,
+            opt_g: Adam::with_betas(&g_vm, opts.lr, (opts.beta1, opts.beta2))?,
+            opt_d: Adam::with_betas(&d_vm, opts.d_lr, (opts.beta1, opts.beta2))?,
             g_vars: g_vm.all_vars(),
             d_vars: d_vm.all_vars(),
             g_vm,
@@ -508,7 +501,10 @@ impl<'a> BridgePhase<'a> {
     }
 
     fn editor_copy(&self) -> Result<Editor> {
-        Ok(Editor::new(&self.cfg, vb_of(&frozen(&self.g_vm), &self.dev))?)
+        Ok(Editor::new(
+            &self.cfg,
+            vb_of(&frozen(&self.g_vm), &self.dev),
+        )?)
     }
 }
 
@@ -578,19 +574,19 @@ pub fn flip_grid(
     for j in 0..n {
         let diff: Vec<f32> = (0..b)
             .flat_map(|row| {
-                (0..n).map(move |c| if c == j { 1.0 - 2.0 * src[row * n + c] } else { 0.0 })
+                (0..n).map(move |c| {
+                    if c == j {
+                        1.0 - 2.0 * src[row * n + c]
+                    } else {
+                        0.0
+                    }
+                })
             })
             .collect();
         let diff = Tensor::from_vec(diff, (b, n), &dev)?;
         cols.push(tensor_to_rgb(&ed.by_labels(x, &r, &diff)?)?);
     }
-    let mut cells = Vec::with_capacity(b * cols.len());
-    for row in 0..b {
-        for c in &cols {
-            cells.push(c[row].clone());
-        }
-    }
-    Ok(grid(&cells, cols.len()))
+    Ok(grid_of_columns(&cols))
 }
 
 /// Val measures: C's classification loss on real faces, G's classification
@@ -637,14 +633,6 @@ fn measure(
     Ok((c_real / c, g_cls / c, rec / c))
 }
 
-/// Copies of a var map's tensors (not views that follow the variables).
-fn copies(vm: &VarMap) -> Result<std::collections::HashMap<String, Tensor>> {
-    frozen(vm)
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.copy()?)))
-        .collect()
-}
-
 /// Runs the `bridgegan` phase (resuming where `env.dir` has checkpoints).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -667,8 +655,8 @@ pub fn train(
         );
     }
     let mut p = BridgePhase::new(cfg, attrs, opts, batch, seed, data, dev)?;
-    let g0 = copies(&p.g_vm)?;
-    let d0 = copies(&p.d_vm)?;
+    let g0 = snapshot(&p.g_vm)?;
+    let d0 = snapshot(&p.d_vm)?;
     let r = run_phase(env, "bridgegan", opts.steps, &mut p)?;
     let val: Vec<usize> = if data.val.is_empty() {
         data.train.iter().copied().take(64).collect()
@@ -730,11 +718,13 @@ mod tests {
             }),
             "bridgegan.lr = NaN: must be a positive number"
         );
-        assert!(bad(Options {
-            n_critic: 0,
-            ..Default::default()
-        })
-        .contains("n_critic"));
+        assert!(
+            bad(Options {
+                n_critic: 0,
+                ..Default::default()
+            })
+            .contains("n_critic")
+        );
         let e: std::result::Result<Options, _> = toml::from_str("adversarial = \"x\"");
         assert!(e.unwrap_err().to_string().contains("wgan_gp"));
     }
@@ -742,7 +732,10 @@ mod tests {
     #[test]
     fn attribute_values_and_noise_follow_the_inputs() {
         let labels: Vec<Labels> = vec![0b101, 0b010];
-        assert_eq!(attr_values(&labels, &[0, 1, 2]), vec![1., 0., 1., 0., 1., 0.]);
+        assert_eq!(
+            attr_values(&labels, &[0, 1, 2]),
+            vec![1., 0., 1., 0., 1., 0.]
+        );
         let dev = Device::Cpu;
         let a = noise(3, 4, &mut ChaCha8Rng::seed_from_u64(1), &dev).unwrap();
         let b = noise(3, 4, &mut ChaCha8Rng::seed_from_u64(1), &dev).unwrap();

@@ -78,7 +78,11 @@ pub fn parse_setting(s: &str) -> Option<CodeSetting> {
     }
     let dim = match unit {
         "c2" => 0,
-        _ => unit.strip_prefix("c2_")?.parse::<usize>().ok()?.checked_sub(1)?,
+        _ => unit
+            .strip_prefix("c2_")?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)?,
     };
     Some(CodeSetting::C2 {
         dim,
@@ -115,9 +119,8 @@ pub fn map_latents(
     let na = attributes.len();
     let probs = |lat: &Tensor| -> Result<Vec<Vec<f64>>> { judge(&decode(lat)?) };
     let mean = |p: &[Vec<f64>], j: usize| p.iter().map(|r| r[j]).sum::<f64>() / p.len() as f64;
-    let rate = |p: &[Vec<f64>], j: usize| {
-        p.iter().filter(|r| r[j] > 0.5).count() as f64 / p.len() as f64
-    };
+    let rate =
+        |p: &[Vec<f64>], j: usize| p.iter().filter(|r| r[j] > 0.5).count() as f64 / p.len() as f64;
     let base = probs(latents)?;
     let n = base.len();
     let mut rows = Vec::new();
@@ -141,7 +144,11 @@ pub fn map_latents(
         }
     }
     let lo = opts.c2_values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = opts.c2_values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let hi = opts
+        .c2_values
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     // Per attribute and c₂ dimension: (r, rate at lo, rate at hi).
     let mut c2_stats: Vec<Vec<(Option<f64>, f64, f64)>> = vec![Vec::new(); na];
     for dim in 0..cfg.continuous {
@@ -234,8 +241,16 @@ pub fn settings_for(
             return Err(format!(
                 "plan row {row} changes {}, which no ST-GAN latent controls (usable: {}); give the balance stage attributes = [{}]",
                 schema::ATTRIBUTES[a],
-                if usable.is_empty() { "none".to_string() } else { usable.join(", ") },
-                usable.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ")
+                if usable.is_empty() {
+                    "none".to_string()
+                } else {
+                    usable.join(", ")
+                },
+                usable
+                    .iter()
+                    .map(|u| format!("\"{u}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         };
         let s = if target >> a & 1 == 1 { on } else { off };
@@ -279,20 +294,34 @@ mod tests {
         let c2_col = cfg.latent_dim() - 1;
         let decode = |l: &Tensor| -> Result<Tensor> {
             let c2 = l.narrow(1, c2_col, 1)?;
-            Ok(c2.reshape((l.dim(0)?, 1, 1, 1))?.broadcast_as((l.dim(0)?, 3, 2, 2))?.contiguous()?)
+            Ok(c2
+                .reshape((l.dim(0)?, 1, 1, 1))?
+                .broadcast_as((l.dim(0)?, 3, 2, 2))?
+                .contiguous()?)
         };
         let judge = |x: &Tensor| -> Result<Vec<Vec<f64>>> {
             let v = x.flatten_from(1)?.mean(1)?.to_vec1::<f32>()?;
-            Ok(v.iter().map(|&p| vec![(p as f64 + 1.0) / 2.0, 0.5]).collect())
+            Ok(v.iter()
+                .map(|&p| vec![(p as f64 + 1.0) / 2.0, 0.5])
+                .collect())
         };
         let (rows, map) =
             map_latents(&cfg, &lat, decode, judge, &[31, 15], &MapOptions::default()).unwrap();
-        let c2 = rows.iter().find(|r| r.unit == "c2" && r.attribute == 31).unwrap();
+        let c2 = rows
+            .iter()
+            .find(|r| r.unit == "c2" && r.attribute == 31)
+            .unwrap();
         assert!(c2.correlation.unwrap() > 0.9, "{c2:?}");
         assert!((c2.slope.unwrap() - 0.5).abs() < 1e-6);
         assert_eq!(c2.n, 8 * 5);
         assert_eq!(map[0].on, CodeSetting::C2 { dim: 0, value: 1.0 });
-        assert_eq!(map[0].off, CodeSetting::C2 { dim: 0, value: -1.0 });
+        assert_eq!(
+            map[0].off,
+            CodeSetting::C2 {
+                dim: 0,
+                value: -1.0
+            }
+        );
         assert!(map[0].usable && map[0].on_rate == 1.0 && map[0].off_rate == 0.0);
         assert!(!map[1].usable, "{:?}", map[1]);
         // Ten c₁ rows and one c₂ row per attribute.
@@ -303,7 +332,10 @@ mod tests {
     fn settings_parse_back_and_plan_rows_get_their_codes() {
         for s in [
             CodeSetting::C1(3),
-            CodeSetting::C2 { dim: 0, value: -1.0 },
+            CodeSetting::C2 {
+                dim: 0,
+                value: -1.0,
+            },
             CodeSetting::C2 { dim: 1, value: 0.5 },
         ] {
             assert_eq!(parse_setting(&setting_name(&s)), Some(s));
@@ -330,6 +362,10 @@ mod tests {
         );
         let e = settings_for(123, 0, (1 << male) | (1 << bangs), &map).unwrap_err();
         assert_eq!(e, "plan row 123 needs c1=6 for Bangs and c1=4 for Male");
-        assert!(settings_for(5, 1 << male, 1 << male, &map).unwrap().is_empty());
+        assert!(
+            settings_for(5, 1 << male, 1 << male, &map)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

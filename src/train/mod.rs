@@ -546,6 +546,15 @@ pub fn frozen(vm: &VarMap) -> HashMap<String, Tensor> {
         .collect()
 }
 
+/// Copies of a var map's tensors (training updates variables in place, so
+/// [`frozen`]'s detached views would follow them): the networks at init.
+pub fn snapshot(vm: &VarMap) -> Result<HashMap<String, Tensor>> {
+    frozen(vm)
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.copy()?)))
+        .collect()
+}
+
 /// A var builder over plain tensors: networks built from it track no gradients.
 pub fn vb_of(tensors: &HashMap<String, Tensor>, dev: &Device) -> VarBuilder<'static> {
     VarBuilder::from_tensors(tensors.clone(), DType::F32, dev)

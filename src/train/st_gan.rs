@@ -38,9 +38,9 @@ use serde::{Deserialize, Serialize};
 use super::accumulate::{Accumulated, accumulate};
 use super::adam::Adam;
 use super::losses::{gradient_penalty, scalar};
-use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, vb_of};
+use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, snapshot, vb_of};
 use crate::data::poisson::Region;
-use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
+use crate::data::tensors::{FaceSet, grid, grid_of_columns, tensor_to_rgb};
 use crate::metrics::msssim::{Planar, ms_ssim, psnr};
 use crate::models::seeded_init;
 use crate::models::st_gan::{Config, Critic, CriticOutput, Encoder, Generator};
@@ -211,7 +211,9 @@ impl Options {
         if !self.is_local() {
             return match self.mask {
                 None => Ok(None),
-                Some(_) => Err("st_gan.mask is LST-GAN's; set st_gan.variant = \"local\" or remove it".into()),
+                Some(_) => Err(
+                    "st_gan.mask is LST-GAN's; set st_gan.variant = \"local\" or remove it".into(),
+                ),
             };
         }
         let b = match &self.mask {
@@ -225,26 +227,42 @@ impl Options {
             && b[3] > 0.0
             && b[0] + b[2] <= 1.0 + 1e-9
             && b[1] + b[3] <= 1.0 + 1e-9;
-        if inside { Ok(Some(b)) } else { Err(needs.into()) }
+        if inside {
+            Ok(Some(b))
+        } else {
+            Err(needs.into())
+        }
     }
 
     /// How synthesize puts edits back: the configured, else per variant.
     pub fn blend(&self) -> Blend {
-        self.blend
-            .unwrap_or(if self.is_local() { Blend::Poisson } else { Blend::None })
+        self.blend.unwrap_or(if self.is_local() {
+            Blend::Poisson
+        } else {
+            Blend::None
+        })
     }
 
     pub fn validate(&self, tiny: bool) -> std::result::Result<(), String> {
         match self.variant.as_str() {
             "global" | "local" => {}
-            v => return Err(format!("st_gan.variant = \"{v}\": must be \"global\" or \"local\"")),
+            v => {
+                return Err(format!(
+                    "st_gan.variant = \"{v}\": must be \"global\" or \"local\""
+                ));
+            }
         }
         self.mask_box()?;
         if self.is_local() && self.categorical.is_some_and(|k| k > 0) {
-            return Err("st_gan.categorical: LST-GAN uses only c₂ (Sec. 4.3); remove it or set 0".into());
+            return Err(
+                "st_gan.categorical: LST-GAN uses only c₂ (Sec. 4.3); remove it or set 0".into(),
+            );
         }
         if !self.is_local() && self.blend.is_some_and(|b| b != Blend::None) {
-            return Err("st_gan.blend is for variant = \"local\" (a global edit has no mask to blend)".into());
+            return Err(
+                "st_gan.blend is for variant = \"local\" (a global edit has no mask to blend)"
+                    .into(),
+            );
         }
         let net = self.network(tiny);
         net.validate()?;
@@ -490,19 +508,6 @@ impl Nets {
     }
 }
 
-fn adam(vm: &VarMap, lr: f64, o: &Options) -> Result<Adam> {
-    Adam::of(
-        vm,
-        candle_nn::ParamsAdamW {
-            lr,
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-    )
-}
-
 /// The fixed held-out prior batch on which the MI bound and Q's accuracy are logged.
 const MEASURE_ROWS: usize = 256;
 
@@ -559,11 +564,7 @@ impl<'a> StGanPhase<'a> {
         let e_vm = VarMap::new();
         let e = Encoder::new(cfg, VarBuilder::from_varmap(&e_vm, DType::F32, dev))?;
         seeded_init(&e_vm, seed + 43)?;
-        let fixed = Latents::draw(
-            cfg,
-            MEASURE_ROWS,
-            &mut ChaCha8Rng::seed_from_u64(seed + 44),
-        );
+        let fixed = Latents::draw(cfg, MEASURE_ROWS, &mut ChaCha8Rng::seed_from_u64(seed + 44));
         let pool = if data.val.is_empty() {
             &data.train
         } else {
@@ -584,9 +585,9 @@ impl<'a> StGanPhase<'a> {
                 None => None,
             },
             sample_rows: pool.iter().copied().take(6).collect(),
-            opt_g: adam(&g_vm, opts.lr, opts)?,
-            opt_d: adam(&d_vm, opts.d_lr, opts)?,
-            opt_e: adam(&e_vm, opts.lr, opts)?,
+            opt_g: Adam::with_betas(&g_vm, opts.lr, (opts.beta1, opts.beta2))?,
+            opt_d: Adam::with_betas(&d_vm, opts.d_lr, (opts.beta1, opts.beta2))?,
+            opt_e: Adam::with_betas(&e_vm, opts.lr, (opts.beta1, opts.beta2))?,
             g_vars: g_vm.all_vars(),
             d_vars: d_vm.all_vars(),
             e_vars: e_vm.all_vars(),
@@ -651,7 +652,11 @@ impl<'a> StGanPhase<'a> {
             let target = part.tensor(cfg, dev)?;
             let x = self.g.forward_t(&target, true)?.detach();
             let enc = self.e.encode(&x, true)?;
-            let prior_z = (enc.z.sub(&target.narrow(1, 0, cfg.z_dim)?)?.sqr()?.mean_all()?
+            let prior_z = (enc
+                .z
+                .sub(&target.narrow(1, 0, cfg.z_dim)?)?
+                .sqr()?
+                .mean_all()?
                 * share)?;
             let code = target.narrow(1, cfg.z_dim, cfg.code_dim())?;
             let mut got = Vec::new();
@@ -721,7 +726,11 @@ fn measure_encoder(
     let target = fixed.tensor(cfg, dev)?;
     let x = judge.g.forward_t(&target, true)?;
     let e = enc.encode(&x, false)?;
-    let prior_z = scalar(&e.z.sub(&target.narrow(1, 0, cfg.z_dim)?)?.sqr()?.mean_all()?)?;
+    let prior_z = scalar(
+        &e.z.sub(&target.narrow(1, 0, cfg.z_dim)?)?
+            .sqr()?
+            .mean_all()?,
+    )?;
     let mut got = Vec::new();
     got.extend(e.c1.iter().cloned());
     got.extend(e.c2.iter().cloned());
@@ -759,10 +768,11 @@ impl Phase for StGanPhase<'_> {
         let mut d_sum = [0.0; 4];
         for k in 0..n_critic {
             let global = (step - 1) * n_critic + k + 1;
-            let idx: Vec<usize> = batch_indices(self.data.train.len(), self.batch, self.seed, global)
-                .into_iter()
-                .map(|i| self.data.train[i])
-                .collect();
+            let idx: Vec<usize> =
+                batch_indices(self.data.train.len(), self.batch, self.seed, global)
+                    .into_iter()
+                    .map(|i| self.data.train[i])
+                    .collect();
             let lat = Latents::draw(&self.cfg, idx.len(), &mut rng);
             let eps: Vec<f32> = (0..idx.len()).map(|_| rng.random::<f32>()).collect();
             let eps = Tensor::from_vec(eps, (idx.len(), 1, 1, 1), &self.dev)?;
@@ -795,7 +805,8 @@ impl Phase for StGanPhase<'_> {
             || (self.measure_every > 0 && step.is_multiple_of(self.measure_every));
         if measure {
             let nets = self.snapshot_nets()?;
-            let (mi, acc) = measure_info(&self.cfg, &nets, &self.fixed, self.mask.as_ref(), &self.dev)?;
+            let (mi, acc) =
+                measure_info(&self.cfg, &nets, &self.fixed, self.mask.as_ref(), &self.dev)?;
             out.push(("mi_lower_bound", mi));
             if acc.is_finite() {
                 out.push(("q_c1_accuracy", acc));
@@ -834,23 +845,13 @@ impl Phase for StGanPhase<'_> {
 pub fn edit_grid(cfg: &Config, g: &Generator, e: &Encoder, x: &Tensor) -> Result<image::RgbImage> {
     let enc = e.encode(x, false)?;
     let lat = enc.latent()?;
-    let b = x.dim(0)?;
     let settings = code_settings(cfg);
     let mut cols = vec![x.clone(), g.forward_t(&lat, false)?];
     for s in &settings {
         cols.push(g.forward_t(&set_code(cfg, &lat, s)?, false)?);
     }
-    let per: Vec<Vec<image::RgbImage>> = cols
-        .iter()
-        .map(tensor_to_rgb)
-        .collect::<Result<_>>()?;
-    let mut cells = Vec::with_capacity(b * cols.len());
-    for r in 0..b {
-        for c in &per {
-            cells.push(c[r].clone());
-        }
-    }
-    Ok(grid(&cells, cols.len()))
+    let per: Vec<Vec<image::RgbImage>> = cols.iter().map(tensor_to_rgb).collect::<Result<_>>()?;
+    Ok(grid_of_columns(&per))
 }
 
 /// A latent code setting: one c₁ value, or one c₂ dimension at a value.
@@ -932,7 +933,14 @@ pub fn reconstruction_quality(
 }
 
 /// Prior samples, (rows × cols) images of G(z, c) with z and c from the prior.
-pub fn prior_grid(cfg: &Config, nets: &Nets, rows: usize, cols: usize, seed: u64, dev: &Device) -> Result<image::RgbImage> {
+pub fn prior_grid(
+    cfg: &Config,
+    nets: &Nets,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<image::RgbImage> {
     let lat = Latents::draw(cfg, rows * cols, &mut ChaCha8Rng::seed_from_u64(seed));
     let x = nets.g.forward_t(&lat.tensor(cfg, dev)?, false)?;
     Ok(grid(&tensor_to_rgb(&x)?, cols))
@@ -941,7 +949,14 @@ pub fn prior_grid(cfg: &Config, nets: &Nets, rows: usize, cols: usize, seed: u64
 /// Traversals (Fig. 5–7): per prior z (a row), G with every c₁ value
 /// (`c1 = true`) or c₂'s first dimension at 7 steps from −1 to 1; the other
 /// code parts are drawn once per row.
-pub fn traversal_grid(cfg: &Config, nets: &Nets, c1: bool, rows: usize, seed: u64, dev: &Device) -> Result<image::RgbImage> {
+pub fn traversal_grid(
+    cfg: &Config,
+    nets: &Nets,
+    c1: bool,
+    rows: usize,
+    seed: u64,
+    dev: &Device,
+) -> Result<image::RgbImage> {
     let lat = Latents::draw(cfg, rows, &mut ChaCha8Rng::seed_from_u64(seed)).tensor(cfg, dev)?;
     let settings: Vec<CodeSetting> = if c1 {
         (0..cfg.categorical).map(CodeSetting::C1).collect()
@@ -953,15 +968,11 @@ pub fn traversal_grid(cfg: &Config, nets: &Nets, c1: bool, rows: usize, seed: u6
     };
     let mut per = Vec::new();
     for s in &settings {
-        per.push(tensor_to_rgb(&nets.g.forward_t(&set_code(cfg, &lat, s)?, false)?)?);
+        per.push(tensor_to_rgb(
+            &nets.g.forward_t(&set_code(cfg, &lat, s)?, false)?,
+        )?);
     }
-    let mut cells = Vec::new();
-    for r in 0..rows {
-        for c in &per {
-            cells.push(c[r].clone());
-        }
-    }
-    Ok(grid(&cells, settings.len()))
+    Ok(grid_of_columns(&per))
 }
 
 /// Runs the `st_gan` phase (resuming where `env.dir` has checkpoints).
@@ -992,9 +1003,9 @@ pub fn train(
     // Copies: training updates the variables in place.
     let init = Nets::from_tensors(
         cfg,
-        &copies(&p.g_vm)?,
-        &copies(&p.d_vm)?,
-        &copies(&p.e_vm)?,
+        &snapshot(&p.g_vm)?,
+        &snapshot(&p.d_vm)?,
+        &snapshot(&p.e_vm)?,
         dev,
     )?;
     let (mi0, acc0) = measure_info(cfg, &init, &p.fixed, p.mask.as_ref(), dev)?;
@@ -1047,14 +1058,6 @@ pub fn train(
     })
 }
 
-/// Copies of a var map's tensors (not views that follow the variables).
-fn copies(vm: &VarMap) -> Result<std::collections::HashMap<String, Tensor>> {
-    frozen(vm)
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.copy()?)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1095,7 +1098,10 @@ mod tests {
         assert_eq!(a.z, b.z);
         let mean = a.z.iter().map(|&v| v as f64).sum::<f64>() / a.z.len() as f64;
         let var = a.z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.z.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
+            "{mean} {var}"
+        );
         assert!(a.c2.iter().all(|v| (-1.0..=1.0).contains(v)));
         let ones = a.c1.iter().filter(|&&c| c == 3).count() as f64 / 4000.0;
         assert!((ones - 0.1).abs() < 0.02, "{ones}");
@@ -1117,7 +1123,15 @@ mod tests {
         assert_eq!(a[0][..cfg.z_dim], b[0][..cfg.z_dim]);
         assert_eq!(b[1][cfg.z_dim + 7], 1.0);
         assert_eq!(b[1][cfg.z_dim..cfg.z_dim + 10].iter().sum::<f32>(), 1.0);
-        let t = set_code(&cfg, &lat, &CodeSetting::C2 { dim: 0, value: -0.5 }).unwrap();
+        let t = set_code(
+            &cfg,
+            &lat,
+            &CodeSetting::C2 {
+                dim: 0,
+                value: -0.5,
+            },
+        )
+        .unwrap();
         assert_eq!(t.to_vec2::<f32>().unwrap()[0][cfg.latent_dim() - 1], -0.5);
         assert_eq!(c2_sweep(5), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
     }
@@ -1147,16 +1161,23 @@ mod tests {
             continuous: Some(0),
             ..Default::default()
         });
-        assert_eq!(e, "st_gan needs a latent code: categorical ≥ 2 or continuous ≥ 1");
-        assert!(bad(Options {
-            n_critic: 0,
-            ..Default::default()
-        })
-        .contains("n_critic"));
-        assert!(bad(Options {
-            lr: -1.0,
-            ..Default::default()
-        })
-        .contains("st_gan.lr = -1: must be a positive number"));
+        assert_eq!(
+            e,
+            "st_gan needs a latent code: categorical ≥ 2 or continuous ≥ 1"
+        );
+        assert!(
+            bad(Options {
+                n_critic: 0,
+                ..Default::default()
+            })
+            .contains("n_critic")
+        );
+        assert!(
+            bad(Options {
+                lr: -1.0,
+                ..Default::default()
+            })
+            .contains("st_gan.lr = -1: must be a positive number")
+        );
     }
 }

@@ -10,11 +10,10 @@
 
 use anyhow::Result;
 
-use super::{Config, Preset, copy_resume_folder, phase_env, save_generator, write_log};
+use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator, write_log};
 use crate::data::schema;
-use crate::data::tensors::FaceSet;
 use crate::data_error;
-use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::stages::{Lineage, StageIo, StageOutput, Table};
 use crate::train::bridgegan;
 use crate::train::model_file::Networks;
 
@@ -24,26 +23,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let attrs = c.bridgegan_attributes().map_err(|e| data_error!("{e}"))?;
     let cfg = opts.network(tiny, attrs.len());
     let batch = opts.batch(tiny);
-    let size = cfg.image_size;
     let dev = io.candle_device()?;
-    let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
-    io.say(format!(
-        "loading train/val faces at {size}×{size} from {}",
-        faces_path.display()
-    ));
-    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
-    let mut train = faces.rows_in("train");
-    if let Some(l) = c.limit {
-        train.truncate(l);
-    }
-    if train.len() < 2 {
-        return Err(data_error!(
-            "input `{}` has {} `train` rows with images; bridgegan needs at least 2",
-            ingest.name,
-            train.len()
-        ));
-    }
+    let (faces, train) = load_faces(c, io, cfg.image_size, 2)?;
     let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
     io.say(format!(
         "bridgegan `{}` on {} train / {} val faces, attributes {}, preset {}, {} steps at batch {batch}, device {}",

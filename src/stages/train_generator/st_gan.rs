@@ -19,10 +19,10 @@ use arrow::record_batch::RecordBatch;
 use candle_core::{Device, ModuleT, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::{Config, Preset, copy_resume_folder, phase_env, save_generator, write_log};
+use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator, write_log};
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
-use crate::data::tensors::{FaceSet, images_tensor, resize_square, tensor_to_rgb};
+use crate::data::tensors::{images_tensor, resize_square, tensor_to_rgb};
 use crate::data_error;
 use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::train::classifier::SavedClassifier;
@@ -55,23 +55,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         }
         None => None,
     };
-    let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
-    io.say(format!(
-        "loading train/val faces at {size}×{size} from {}",
-        faces_path.display()
-    ));
-    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
-    let mut train = faces.rows_in("train");
-    if let Some(l) = c.limit {
-        train.truncate(l);
-    }
-    if train.is_empty() {
-        return Err(data_error!(
-            "input `{}` has no `train` rows with images; ingest the train partition",
-            ingest.name
-        ));
-    }
+    let (faces, train) = load_faces(c, io, size, 1)?;
     let val = faces.rows_in("val");
     io.say(format!(
         "st_gan ({}) `{}` on {} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
@@ -137,7 +121,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     prior_grid(&cfg, &nets, 8, 8, grid_seed, &dev)?.save(out.join("prior_samples.png"))?;
     files.push("prior_samples.png".into());
     if cfg.categorical > 0 {
-        traversal_grid(&cfg, &nets, true, 8, grid_seed, &dev)?.save(out.join("traversal_c1.png"))?;
+        traversal_grid(&cfg, &nets, true, 8, grid_seed, &dev)?
+            .save(out.join("traversal_c1.png"))?;
         files.push("traversal_c1.png".into());
     }
     if cfg.continuous > 0 {
@@ -162,7 +147,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             rows.len(),
             saved.attributes.len()
         ));
-        let latents = nets.e.encode(&faces.images(&rows, &dev)?, false)?.latent()?;
+        let latents = nets
+            .e
+            .encode(&faces.images(&rows, &dev)?, false)?
+            .latent()?;
         let judge_size = saved.network.image_size();
         let judge_fn = |x: &Tensor| -> Result<Vec<Vec<f64>>> {
             let x = resized(x, judge_size, &dev)?;
@@ -174,8 +162,14 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             Ok(out)
         };
         let decode = |l: &Tensor| -> Result<Tensor> { Ok(nets.g.forward_t(l, false)?) };
-        let (lrows, arows) =
-            map_latents(&cfg, &latents, decode, judge_fn, &saved.attributes, &opts.map)?;
+        let (lrows, arows) = map_latents(
+            &cfg,
+            &latents,
+            decode,
+            judge_fn,
+            &saved.attributes,
+            &opts.map,
+        )?;
         let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
         tables.push(Table::new("latent_map", "latent_map.parquet", n));
         let n = write_attribute_map(&out.join("attribute_map.parquet"), &arows)?;
@@ -199,9 +193,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary["usable_attributes"] = usable.into();
         summary["judge"] = name.clone().into();
     } else {
-        io.say(
-            "no train_classifier input: no attribute map (synthesize needs one to edit faces)",
-        );
+        io.say("no train_classifier input: no attribute map (synthesize needs one to edit faces)");
     }
     Ok(StageOutput {
         tables,
@@ -226,17 +218,23 @@ fn resized(x: &Tensor, size: usize, dev: &Device) -> Result<Tensor> {
 fn write_latent_map(path: &std::path::Path, rows: &[LatentRow]) -> Result<usize> {
     let schema = schema::latent_map();
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.unit.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.unit.as_str()),
+        )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| schema::ATTRIBUTES[r.attribute]),
         )),
         Arc::new(Float64Array::from_iter_values(
             rows.iter().map(|r| r.mean_probability),
         )),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.change))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.change),
+        )),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.correlation))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.slope))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n as i64))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.n as i64),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols)?;
     let mut w = TableWriter::create(path, schema, &[], 1 << 16)?;
@@ -256,8 +254,12 @@ fn write_attribute_map(path: &std::path::Path, rows: &[AttributeRow]) -> Result<
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| setting_name(&r.off)),
         )),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.on_rate))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.off_rate))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.on_rate),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.off_rate),
+        )),
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.usable)))),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols)?;

@@ -49,7 +49,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::accumulate::apply;
 use super::{LogRow, Phase, PhaseEnv, batch_indices, log_row as row, run_phase};
-use super::{frozen, vb_of};
+use super::{frozen, snapshot, vb_of};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{FaceSet, grid, tensor_to_rgb};
 use crate::models::critic::{self, Critic};
@@ -86,19 +86,6 @@ pub struct Trained {
     pub critic: std::collections::HashMap<String, Tensor>,
     /// Per training row (in `data.train` order), the labelled-attribute bits.
     pub labelled: Vec<u64>,
-}
-
-fn adam(vm: &VarMap, lr: f64, o: &TranslationOptions) -> Result<Adam> {
-    Adam::of(
-        vm,
-        candle_nn::ParamsAdamW {
-            lr,
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-    )
 }
 
 const D_LOSSES: [&str; 4] = ["D/loss", "D/wasserstein", "D/cls", "D/gp"];
@@ -161,8 +148,8 @@ impl<'a> TranslationPhase<'a> {
             batch,
             seed: seed + 23,
             labelled,
-            opt_g: adam(&g_vm, opts.lr, opts)?,
-            opt_d: adam(&d_vm, opts.d_lr, opts)?,
+            opt_g: Adam::with_betas(&g_vm, opts.lr, (opts.beta1, opts.beta2))?,
+            opt_d: Adam::with_betas(&d_vm, opts.d_lr, (opts.beta1, opts.beta2))?,
             g_cfg: nets.0.clone(),
             g_vars: g_vm.all_vars(),
             d_vars: d_vm.all_vars(),
@@ -366,15 +353,6 @@ pub fn train(spec: &Spec, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<T
         critic: frozen(&p.d_vm),
         labelled: mask_train,
     })
-}
-
-/// Copies of a var map's tensors (training updates variables in place,
-/// so [`frozen`]'s detached views would follow them).
-fn snapshot(vm: &VarMap) -> Result<std::collections::HashMap<String, Tensor>> {
-    frozen(vm)
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.copy()?)))
-        .collect()
 }
 
 #[cfg(test)]
