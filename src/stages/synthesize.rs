@@ -184,6 +184,7 @@ struct Generator {
     nets: Nets,
 }
 
+#[allow(clippy::large_enum_variant)] // one value per stage run
 enum Nets {
     /// attr2face / dcgan: G_de(Φ(a)), judged by C.
     Attr2face {
