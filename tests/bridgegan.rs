@@ -155,47 +155,34 @@ inputs = ["ingest", "dynamic", "bg"]
 /// Bad `bridgegan` configs fail before anything runs, with one line each.
 #[test]
 fn bad_bridgegan_configs_get_one_line_errors() {
-    let d = tempfile::tempdir().unwrap();
-    for (extra, want) in [
-        ("bridgegan.adversarial = \"x\"", "wgan_gp"),
-        (
-            "bridgegan.lambda_ak = -1.0",
-            "bridgegan.lambda_ak = -1: must be 0 or positive",
-        ),
-        (
-            "bridgegan.lr = nan",
-            "bridgegan.lr = NaN: must be a positive number",
-        ),
-        (
-            "bridgegan.attributes = [\"Male\", \"Wings\"]",
-            "bridgegan.attributes: unknown attribute `Wings`",
-        ),
-        (
-            "bridgegan.attributes = [\"Male\", \"Male\"]",
-            "bridgegan.attributes: `Male` is listed twice",
-        ),
-        (
-            "bridgegan.attributes = []",
-            "bridgegan.attributes: give 1 to 20 attributes, not 0",
-        ),
-        (
-            "translation.steps = 5",
-            "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*",
-        ),
-    ] {
-        PipelineFile::demo("bad", 0, 8, 32)
-            .stages(&format!(
-                "[stages.bg]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\nmodel = \"bridgegan\"\npreset = \"tiny\"\n{extra}\n"
-            ))
-            .write(d.path());
-        let (code, _, err) = augment(&["run", "p.toml"], d.path());
-        assert_ne!(code, 0, "{extra}");
-        assert!(err.contains(want), "{extra}: {err}");
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{extra}: more than one line: {err}"
-        );
-        assert!(!d.path().join("run/ingest").exists(), "{extra}: ran");
-    }
+    assert_one_line_config_errors(
+        "[stages.bg]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\nmodel = \"bridgegan\"\npreset = \"tiny\"",
+        &[
+            ("bridgegan.adversarial = \"x\"", "wgan_gp"),
+            (
+                "bridgegan.lambda_ak = -1.0",
+                "bridgegan.lambda_ak = -1: must be 0 or positive",
+            ),
+            (
+                "bridgegan.lr = nan",
+                "bridgegan.lr = NaN: must be a positive number",
+            ),
+            (
+                "bridgegan.attributes = [\"Male\", \"Wings\"]",
+                "bridgegan.attributes: unknown attribute `Wings`",
+            ),
+            (
+                "bridgegan.attributes = [\"Male\", \"Male\"]",
+                "bridgegan.attributes: `Male` is listed twice",
+            ),
+            (
+                "bridgegan.attributes = []",
+                "bridgegan.attributes: give 1 to 20 attributes, not 0",
+            ),
+            (
+                "translation.steps = 5",
+                "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*",
+            ),
+        ],
+    );
 }

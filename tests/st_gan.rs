@@ -287,57 +287,44 @@ st_gan.batch_size = 8
 /// Bad `st_gan` configs fail before anything runs, with one line each.
 #[test]
 fn bad_st_gan_configs_get_one_line_errors() {
-    let d = tempfile::tempdir().unwrap();
-    for (extra, want) in [
-        (
-            "st_gan.variant = \"x\"",
-            "st_gan.variant = \"x\": must be \"global\" or \"local\"",
-        ),
-        (
-            "st_gan.feature_layer = 7",
-            "st_gan.feature_layer = 7: D has 3 conv blocks",
-        ),
-        (
-            "st_gan.categorical = 0\nst_gan.continuous = 0",
-            "st_gan needs a latent code: categorical ≥ 2 or continuous ≥ 1",
-        ),
-        ("st_gan.n_critic = 0", "st_gan.n_critic must be at least 1"),
-        (
-            "st_gan.lambda_mi = -1.0",
-            "st_gan.lambda_mi = -1: must be 0 or positive",
-        ),
-        (
-            "st_gan.variant = \"local\"",
-            "st_gan.variant = \"local\" needs st_gan.mask (\"eyes\", \"mouth\" or [top, left, height, width] in (0, 1])",
-        ),
-        (
-            "st_gan.variant = \"local\"\nst_gan.mask = [0.5, 0.2, 0.7, 0.3]",
-            "st_gan.variant = \"local\" needs st_gan.mask",
-        ),
-        (
-            "st_gan.blend = \"poisson\"",
-            "st_gan.blend is for variant = \"local\"",
-        ),
-        (
-            "translation.steps = 5",
-            "translation.* keys are for sggan/stargan; st_gan reads st_gan.*",
-        ),
-    ] {
-        PipelineFile::demo("bad", 0, 8, 32)
-            .stages(&format!(
-                "[stages.stg]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\nmodel = \"st_gan\"\npreset = \"tiny\"\n{extra}\n"
-            ))
-            .write(d.path());
-        let (code, _, err) = augment(&["run", "p.toml"], d.path());
-        assert_ne!(code, 0, "{extra}");
-        assert!(err.contains(want), "{extra}: {err}");
-        assert_eq!(
-            err.trim().lines().count(),
-            1,
-            "{extra}: more than one line: {err}"
-        );
-        assert!(!d.path().join("run/ingest").exists(), "{extra}: ran");
-    }
+    assert_one_line_config_errors(
+        "[stages.stg]\nkind = \"train_generator\"\ninputs = [\"ingest\"]\nmodel = \"st_gan\"\npreset = \"tiny\"",
+        &[
+            (
+                "st_gan.variant = \"x\"",
+                "st_gan.variant = \"x\": must be \"global\" or \"local\"",
+            ),
+            (
+                "st_gan.feature_layer = 7",
+                "st_gan.feature_layer = 7: D has 3 conv blocks",
+            ),
+            (
+                "st_gan.categorical = 0\nst_gan.continuous = 0",
+                "st_gan needs a latent code: categorical ≥ 2 or continuous ≥ 1",
+            ),
+            ("st_gan.n_critic = 0", "st_gan.n_critic must be at least 1"),
+            (
+                "st_gan.lambda_mi = -1.0",
+                "st_gan.lambda_mi = -1: must be 0 or positive",
+            ),
+            (
+                "st_gan.variant = \"local\"",
+                "st_gan.variant = \"local\" needs st_gan.mask (\"eyes\", \"mouth\" or [top, left, height, width] in (0, 1])",
+            ),
+            (
+                "st_gan.variant = \"local\"\nst_gan.mask = [0.5, 0.2, 0.7, 0.3]",
+                "st_gan.variant = \"local\" needs st_gan.mask",
+            ),
+            (
+                "st_gan.blend = \"poisson\"",
+                "st_gan.blend is for variant = \"local\"",
+            ),
+            (
+                "translation.steps = 5",
+                "translation.* keys are for sggan/stargan; st_gan reads st_gan.*",
+            ),
+        ],
+    );
 }
 
 /// LST-GAN end to end on demo faces: Q reads only the eye box, synthesize

@@ -47,7 +47,7 @@ use super::st_gan::standard_normal;
 use super::translation::lr_factor;
 use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, snapshot, vb_of};
 use crate::data::celeba::Labels;
-use crate::data::tensors::{FaceSet, grid_of_columns, tensor_to_rgb};
+use crate::data::tensors::{grid_of_columns, tensor_to_rgb};
 use crate::models::bridgegan::{Config, Critic, Encoder, Generator, Mapping, keep_code};
 use crate::models::seeded_init;
 
@@ -261,12 +261,8 @@ pub fn attr_values(labels: &[Labels], attrs: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// Training data: rows of `faces` at the network's size.
-pub struct Data<'a> {
-    pub faces: &'a FaceSet,
-    pub train: Vec<usize>,
-    pub val: Vec<usize>,
-}
+/// Training data (the same for every GAN phase).
+pub use super::Data;
 
 /// What training produced.
 pub struct Trained {

@@ -531,6 +531,14 @@ pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usiz
     out
 }
 
+/// A GAN phase's faces: `train` rows of `faces` (at the network's size)
+/// train, `val` rows are measured before and after.
+pub struct Data<'a> {
+    pub faces: &'a crate::data::tensors::FaceSet,
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+}
+
 /// Steps for `epochs` passes over `n` rows at `batch` per step (at least 1).
 pub fn steps_for_epochs(epochs: f64, n: usize, batch: usize) -> usize {
     ((epochs * n as f64 / batch as f64).ceil() as usize).max(1)

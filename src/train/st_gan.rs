@@ -462,13 +462,8 @@ fn chunk_of(lat: &Latents, cfg: &Config, s: usize, k: usize) -> Latents {
     }
 }
 
-/// Training data: the `train` rows of `faces` (at the network's size);
-/// `val` rows measure reconstruction before and after.
-pub struct Data<'a> {
-    pub faces: &'a FaceSet,
-    pub train: Vec<usize>,
-    pub val: Vec<usize>,
-}
+/// Training data (the same for every GAN phase).
+pub use super::Data;
 
 /// What training produced.
 pub struct Trained {

@@ -231,3 +231,24 @@ pub fn small_copy(celeba: &Path, dir: &Path, n: usize) -> Vec<String> {
     }
     files
 }
+
+/// Each `(extra lines, wanted text)` added to the generator stage `head`
+/// (its `[stages.NAME]` table up to its model keys) on 8 demo faces: the
+/// run fails before any stage runs, with one stderr line containing the text.
+pub fn assert_one_line_config_errors(head: &str, cases: &[(&str, &str)]) {
+    let d = tempfile::tempdir().unwrap();
+    for (extra, want) in cases {
+        PipelineFile::demo("bad", 0, 8, 32)
+            .stages(&format!("{head}\n{extra}\n"))
+            .write(d.path());
+        let (code, _, err) = augment(&["run", "p.toml"], d.path());
+        assert_ne!(code, 0, "{extra}");
+        assert!(err.contains(want), "{extra}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{extra}: more than one line: {err}"
+        );
+        assert!(!d.path().join("run/ingest").exists(), "{extra}: ran");
+    }
+}

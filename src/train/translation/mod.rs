@@ -71,12 +71,8 @@ pub struct Spec {
     pub seed: u64,
 }
 
-/// Training data: rows of `faces` (at the translator's size).
-pub struct Data<'a> {
-    pub faces: &'a FaceSet,
-    pub train: Vec<usize>,
-    pub val: Vec<usize>,
-}
+/// Training data (the same for every GAN phase).
+pub use super::Data;
 
 /// What training produced.
 pub struct Trained {
