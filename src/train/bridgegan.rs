@@ -163,20 +163,12 @@ impl Options {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        for (key, v) in [("bridgegan.lr", self.lr), ("bridgegan.d_lr", self.d_lr)] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be a positive number"));
-            }
-        }
-        for (key, v) in [
+        super::check_rates(&[("bridgegan.lr", self.lr), ("bridgegan.d_lr", self.d_lr)])?;
+        super::check_betas(&[
             ("bridgegan.beta1", self.beta1),
             ("bridgegan.beta2", self.beta2),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(format!("{key} = {v}: must be in [0, 1)"));
-            }
-        }
-        for (key, v) in [
+        ])?;
+        super::check_weights(&[
             ("bridgegan.lambda_gp", self.lambda_gp),
             ("bridgegan.lambda_cls", self.lambda_cls),
             ("bridgegan.lambda_rec", self.lambda_rec),
@@ -184,11 +176,7 @@ impl Options {
             ("bridgegan.lambda_ms", self.lambda_ms),
             ("bridgegan.lambda_sty", self.lambda_sty),
             ("bridgegan.lambda_ak", self.lambda_ak),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be 0 or positive"));
-            }
-        }
+        ])?;
         if self.n_critic == 0 {
             return Err("bridgegan.n_critic must be at least 1".into());
         }

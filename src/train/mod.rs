@@ -531,6 +531,32 @@ pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usiz
     out
 }
 
+/// Config checks shared by the GAN phases' options, each returning the
+/// first bad `(key, value)` as one line: learning rates must be positive,
+/// Adam's β in [0, 1), loss weights 0 or positive.
+pub fn check_rates(v: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match v.iter().find(|(_, x)| !(*x > 0.0 && x.is_finite())) {
+        Some((k, x)) => Err(format!("{k} = {x}: must be a positive number")),
+        None => Ok(()),
+    }
+}
+
+/// See [`check_rates`].
+pub fn check_betas(v: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match v.iter().find(|(_, x)| !(0.0..1.0).contains(x)) {
+        Some((k, x)) => Err(format!("{k} = {x}: must be in [0, 1)")),
+        None => Ok(()),
+    }
+}
+
+/// See [`check_rates`].
+pub fn check_weights(v: &[(&str, f64)]) -> std::result::Result<(), String> {
+    match v.iter().find(|(_, x)| !(*x >= 0.0 && x.is_finite())) {
+        Some((k, x)) => Err(format!("{k} = {x}: must be 0 or positive")),
+        None => Ok(()),
+    }
+}
+
 /// A GAN phase's faces: `train` rows of `faces` (at the network's size)
 /// train, `val` rows are measured before and after.
 pub struct Data<'a> {

@@ -266,25 +266,13 @@ impl Options {
         }
         let net = self.network(tiny);
         net.validate()?;
-        for (key, v) in [("st_gan.lr", self.lr), ("st_gan.d_lr", self.d_lr)] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be a positive number"));
-            }
-        }
-        for (key, v) in [("st_gan.beta1", self.beta1), ("st_gan.beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(format!("{key} = {v}: must be in [0, 1)"));
-            }
-        }
-        for (key, v) in [
+        super::check_rates(&[("st_gan.lr", self.lr), ("st_gan.d_lr", self.d_lr)])?;
+        super::check_betas(&[("st_gan.beta1", self.beta1), ("st_gan.beta2", self.beta2)])?;
+        super::check_weights(&[
             ("st_gan.lambda_gp", self.lambda_gp),
             ("st_gan.lambda_mi", self.lambda_mi),
             ("st_gan.lambda_feature", self.lambda_feature),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be 0 or positive"));
-            }
-        }
+        ])?;
         if self.n_critic == 0 {
             return Err("st_gan.n_critic must be at least 1".into());
         }

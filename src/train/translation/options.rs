@@ -84,28 +84,16 @@ impl TranslationOptions {
     }
 
     pub fn validate(&self, kind: Kind) -> std::result::Result<(), String> {
-        for (key, v) in [("translation.lr", self.lr), ("translation.d_lr", self.d_lr)] {
-            if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be a positive number"));
-            }
-        }
-        for (key, v) in [
+        crate::train::check_rates(&[("translation.lr", self.lr), ("translation.d_lr", self.d_lr)])?;
+        crate::train::check_betas(&[
             ("translation.beta1", self.beta1),
             ("translation.beta2", self.beta2),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(format!("{key} = {v}: must be in [0, 1)"));
-            }
-        }
-        for (key, v) in [
+        ])?;
+        crate::train::check_weights(&[
             ("translation.lambda_gp", self.lambda_gp),
             ("translation.lambda_cls", self.lambda_cls),
             ("translation.lambda_rec", self.lambda_rec),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("{key} = {v}: must be 0 or positive"));
-            }
-        }
+        ])?;
         if self.n_critic == 0 {
             return Err("translation.n_critic must be at least 1".into());
         }
