@@ -1,7 +1,9 @@
 //! BridgeGAN (seed 002) end to end on real CelebA (tiny preset, CPU): both
 //! paths train through the `augment` binary, C and G's losses move the
 //! right way, the noise R and the reference change an edit, synthesize
-//! edits plan rows, and bad configs get one clear line. The networks'
+//! edits plan rows, and bad configs get one clear line; on demo faces,
+//! label- and reference-guided rows run end to end through balance,
+//! synthesize and evaluate. The networks'
 //! shapes (Fig. 2–5 at paper_128), the att_ak worked example and the
 //! penalty's gradient check are unit tests and `tests/gradient_penalty.rs`.
 
@@ -184,5 +186,171 @@ fn bad_bridgegan_configs_get_one_line_errors() {
                 "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*",
             ),
         ],
+    );
+}
+
+/// Label-guided and reference-guided rows end to end on demo faces: the
+/// `reference` plan, both synthesize stages, `reference_grid.png`, and
+/// evaluate's metrics for each kind of row (editing and untouched accuracy,
+/// background MS-SSIM, FID per changed attribute). Few steps: this checks
+/// the plumbing, not the quality.
+#[test]
+fn bridgegan_label_and_reference_rows_end_to_end_on_demo_faces() {
+    let name = "bridgegan_label_and_reference_rows_end_to_end_on_demo_faces";
+    let Some(weights) = fid_weights(name) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let attrs = r#"["Male", "Smiling"]"#;
+    PipelineFile::demo("bgdemo", 3, 120, 32)
+        .stages(&format!(
+            r#"
+[stages.judge]
+kind = "train_classifier"
+inputs = ["ingest"]
+size = "tiny"
+epochs = 1
+attributes = {attrs}
+
+[stages.bg]
+kind = "train_generator"
+inputs = ["ingest"]
+model = "bridgegan"
+preset = "tiny"
+sample_every = 4
+checkpoint_every = 4
+bridgegan.steps = 4
+bridgegan.n_critic = 2
+bridgegan.attributes = {attrs}
+
+[stages.doubling]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "random_doubling"
+attributes = {attrs}
+
+[stages.reference]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "reference"
+attributes = {attrs}
+
+[stages.synth_label]
+kind = "synthesize"
+inputs = ["ingest", "doubling", "bg"]
+
+[stages.synth_reference]
+kind = "synthesize"
+inputs = ["ingest", "reference", "bg"]
+grid_rows = 3
+
+[stages.eval]
+kind = "evaluate"
+inputs = ["ingest", "judge", "synth_label", "synth_reference"]
+fid = true
+weights = {:?}
+fid_samples = 60
+kid = false
+bootstrap = 0
+"#,
+            weights.display().to_string()
+        ))
+        .write(d.path());
+    let (code, _, err) = augment(&["run", "p.toml"], d.path());
+    assert_eq!(code, 0, "{err}");
+    let run = d.path().join("run");
+
+    // Every reference row flips one of the two attributes towards a train
+    // face, not its source, that has the target value; label rows have no
+    // reference.
+    let out = sql_csv(
+        d.path(),
+        "SELECT count(*) AS n, \
+         sum(CASE WHEN r.partition = 'train' THEN 1 ELSE 0 END) AS train, \
+         sum(CASE WHEN p.reference_image_id <> p.source_image_id THEN 1 ELSE 0 END) AS other_face, \
+         sum(CASE WHEN (p.male <> s.male AND r.male = p.male AND p.smiling = s.smiling) \
+                    OR (p.smiling <> s.smiling AND r.smiling = p.smiling AND p.male = s.male) \
+             THEN 1 ELSE 0 END) AS target_value \
+         FROM reference_plan p JOIN faces s ON p.source_image_id = s.image_id \
+         JOIN faces r ON p.reference_image_id = r.image_id WHERE p.strategy = 'reference'",
+    );
+    let train = sql_csv(
+        d.path(),
+        "SELECT count(*) AS n FROM faces WHERE partition = 'train'",
+    );
+    let n: usize = train.lines().nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("n,train,other_face,target_value\n{n},{n},{n},{n}")
+    );
+    let out = sql_csv(
+        d.path(),
+        "SELECT count(reference_image_id) AS refs FROM doubling_plan",
+    );
+    assert_eq!(out.trim(), "refs\n0", "{out}");
+
+    // Both synthesize stages drew every row; the reference stage drew its grid.
+    for stage in ["synth_label", "synth_reference"] {
+        let out = sql_csv(
+            d.path(),
+            &format!("SELECT count(*) AS n FROM {stage}_synth WHERE origin = 'generated'"),
+        );
+        assert_eq!(out.trim(), format!("n\n{n}"), "{stage}");
+        assert!(run.join(stage).join("grid.png").is_file(), "{stage} grid");
+    }
+    assert!(run.join("synth_reference/reference_grid.png").is_file());
+    let grid = image::open(run.join("synth_reference/reference_grid.png")).unwrap();
+    // 3 sources along the top plus the reference column, 3 reference rows
+    // under the header row: 4 × 4 cells of 32 px (with the grid's gaps).
+    let (w, h) = (grid.width(), grid.height());
+    assert!(w == h && (4 * 32..5 * 32).contains(&w), "{w}x{h}");
+
+    // Evaluate: each kind of row gets the editing metrics and FID, overall
+    // and per changed attribute.
+    let out = sql_csv(
+        d.path(),
+        "SELECT stage, metric, count(*) AS rows, sum(CASE WHEN attribute IS NULL THEN 1 ELSE 0 END) AS overall \
+         FROM eval_metrics WHERE stage LIKE 'synth%' \
+         AND metric IN ('editing_accuracy', 'untouched_accuracy', 'background_ms_ssim', 'fid') \
+         GROUP BY stage, metric ORDER BY stage, metric",
+    );
+    let expected = "stage,metric,rows,overall\n\
+        synth_label,background_ms_ssim,1,1\nsynth_label,editing_accuracy,3,1\nsynth_label,fid,3,1\nsynth_label,untouched_accuracy,1,1\n\
+        synth_reference,background_ms_ssim,1,1\nsynth_reference,editing_accuracy,3,1\nsynth_reference,fid,3,1\nsynth_reference,untouched_accuracy,1,1";
+    assert_eq!(out.trim(), expected, "{out}");
+    let out = sql_csv(
+        d.path(),
+        "SELECT DISTINCT attribute FROM eval_metrics WHERE metric = 'fid' AND attribute IS NOT NULL ORDER BY attribute",
+    );
+    assert_eq!(out.trim(), "attribute\nmale\nsmiling", "{out}");
+
+    // No train demo face is gray-haired: all 40 attributes cannot be
+    // referenced, and the balance stage says which one is missing.
+    let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();
+    let all = text.replace(
+        "strategy = \"reference\"\nattributes = [\"Male\", \"Smiling\"]",
+        "strategy = \"reference\"",
+    );
+    assert_ne!(all, text);
+    write(&d.path().join("all.toml"), &all);
+    let (code, _, err) = augment(&["run", "all.toml"], d.path());
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("strategy reference: no train face has Gray_Hair = 1 to serve as a reference"),
+        "{err}"
+    );
+
+    // A reference plan with a generator that cannot use references.
+    let stargan = text.replace(
+        "model = \"bridgegan\"\npreset = \"tiny\"\nsample_every = 4\ncheckpoint_every = 4\nbridgegan.steps = 4\nbridgegan.n_critic = 2\nbridgegan.attributes",
+        "model = \"stargan\"\npreset = \"tiny\"\nsample_every = 2\ncheckpoint_every = 2\ntranslation.steps = 2\ntranslation.attributes",
+    );
+    assert_ne!(stargan, text);
+    write(&d.path().join("stargan.toml"), &stargan);
+    let (code, _, err) = augment(&["run", "stargan.toml"], d.path());
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("has a reference image; only model = \"bridgegan\" uses references"),
+        "{err}"
     );
 }

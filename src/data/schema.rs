@@ -205,10 +205,13 @@ pub enum PlanStrategy {
     Crop,
     Erase,
     MlRos,
+    /// BridgeGAN's reference-guided rows: one attribute flipped, towards a
+    /// real reference face that has the target value.
+    Reference,
 }
 
 impl PlanStrategy {
-    pub const ALL: [PlanStrategy; 7] = [
+    pub const ALL: [PlanStrategy; 8] = [
         PlanStrategy::Original,
         PlanStrategy::RandomDoubling,
         PlanStrategy::DynamicBalancing,
@@ -216,6 +219,7 @@ impl PlanStrategy {
         PlanStrategy::Crop,
         PlanStrategy::Erase,
         PlanStrategy::MlRos,
+        PlanStrategy::Reference,
     ];
 
     /// The value in the `strategy` column.
@@ -228,6 +232,7 @@ impl PlanStrategy {
             PlanStrategy::Crop => "crop",
             PlanStrategy::Erase => "erase",
             PlanStrategy::MlRos => "ml_ros",
+            PlanStrategy::Reference => "reference",
         }
     }
 
@@ -239,7 +244,9 @@ impl PlanStrategy {
     pub fn origin(self) -> Origin {
         match self {
             PlanStrategy::Original => Origin::Real,
-            PlanStrategy::RandomDoubling | PlanStrategy::DynamicBalancing => Origin::Generated,
+            PlanStrategy::RandomDoubling
+            | PlanStrategy::DynamicBalancing
+            | PlanStrategy::Reference => Origin::Generated,
             PlanStrategy::Flip | PlanStrategy::Crop | PlanStrategy::Erase | PlanStrategy::MlRos => {
                 Origin::Classic
             }
@@ -287,7 +294,7 @@ pub fn plan() -> SchemaRef {
             "strategy",
             DataType::Utf8,
             false,
-            "`original`, `random_doubling`, `dynamic_balancing`, `flip`, `crop`, `erase` or `ml_ros`",
+            "`original`, `random_doubling`, `dynamic_balancing`, `flip`, `crop`, `erase`, `ml_ros` or `reference`",
         ),
         field(
             "op",
@@ -323,6 +330,12 @@ pub fn plan() -> SchemaRef {
         DataType::Boolean,
         false,
         "the label vector breaks an obvious CelebA exclusion (two hair colours, bald with hair or bangs, ...)",
+    ));
+    fields.push(field(
+        "reference_image_id",
+        DataType::Utf8,
+        true,
+        "`reference` rows: the real face (a `faces.image_id`) whose features guide the edit (BridgeGAN); null for every other strategy",
     ));
     Arc::new(Schema::new(fields))
 }
@@ -626,7 +639,7 @@ pub fn metrics() -> SchemaRef {
             "metric",
             DataType::Utf8,
             false,
-            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch` and with `repeats > 1` their `*_std` (train_classifier); `<metric>_low95`/`_high95`, `<metric>_diff`, `_diff_low95`, `_diff_high95`, `_diff_p`, `_diff_p_holm` (evaluate, per classifier); `fid`, `kid`, `reconstruction_ms_ssim`, `reconstruction_psnr`, `label_agreement`, `label_agreement_full`, `size_sweep_*` (evaluate)",
+            "`accuracy` (the paper's, Sec. V-D), `balanced_accuracy`, `f1`, `val_accuracy`, `best_epoch` and with `repeats > 1` their `*_std` (train_classifier); `<metric>_low95`/`_high95`, `<metric>_diff`, `_diff_low95`, `_diff_high95`, `_diff_p`, `_diff_p_holm` (evaluate, per classifier); `fid` (per `attribute` too: rows that change it, translation generators), `kid`, `editing_accuracy`, `untouched_accuracy`, `background_ms_ssim`, `reconstruction_ms_ssim`, `reconstruction_psnr`, `label_agreement`, `label_agreement_full`, `size_sweep_*` (evaluate)",
         ),
         field(
             "attribute",

@@ -14,6 +14,10 @@
 //!   image operation (random erasing after Zhong et al. 2017), executed later
 //!   by the synthesize stage without a generator.
 //! - `ml_ros`: clone rows carrying minority labels (IRLbl above MeanIR).
+//! - `reference` (BridgeGAN, Huang et al. App. B): like `random_doubling`,
+//!   one attribute flipped per source, plus a seeded real reference face
+//!   from the same partitions that has the target value, whose features
+//!   guide the edit (`reference_image_id`).
 
 use std::sync::Arc;
 
@@ -48,6 +52,7 @@ pub enum Strategy {
     Crop,
     Erase,
     MlRos,
+    Reference,
 }
 
 impl Strategy {
@@ -61,6 +66,7 @@ impl Strategy {
             Strategy::Crop => Some(PlanStrategy::Crop),
             Strategy::Erase => Some(PlanStrategy::Erase),
             Strategy::MlRos => Some(PlanStrategy::MlRos),
+            Strategy::Reference => Some(PlanStrategy::Reference),
         }
     }
 
@@ -73,6 +79,7 @@ impl Strategy {
             Strategy::Crop => "crop",
             Strategy::Erase => "erase",
             Strategy::MlRos => "ml_ros",
+            Strategy::Reference => "reference",
         }
     }
 }
@@ -96,8 +103,8 @@ pub struct Config {
     /// Default: the run's seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// `random_doubling` / `dynamic_balancing`: the attributes the strategy
-    /// may change (default all 40). A translation generator can only edit
+    /// `random_doubling` / `dynamic_balancing` / `reference`: the attributes
+    /// the strategy may change (default all 40). A translation generator can only edit
     /// the attributes it was trained on: list those here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<String>>,
@@ -170,9 +177,10 @@ impl Config {
                     "size = {s}: strategy \"none\" keeps the originals (size 1)"
                 ));
             }
-            Strategy::RandomDoubling if s != 2.0 => {
+            Strategy::RandomDoubling | Strategy::Reference if s != 2.0 => {
                 return Err(format!(
-                    "size = {s}: random_doubling adds exactly one row per source (size 2)"
+                    "size = {s}: {} adds exactly one row per source (size 2)",
+                    self.strategy.name()
                 ));
             }
             Strategy::Flip | Strategy::Crop | Strategy::Erase if s.fract() != 0.0 || s < 2.0 => {
@@ -192,11 +200,11 @@ impl Config {
         if self.attributes.is_some()
             && !matches!(
                 self.strategy,
-                Strategy::RandomDoubling | Strategy::DynamicBalancing
+                Strategy::RandomDoubling | Strategy::DynamicBalancing | Strategy::Reference
             )
         {
             return Err(format!(
-                "`attributes` restricts random_doubling and dynamic_balancing; {} does not change labels",
+                "`attributes` restricts random_doubling, dynamic_balancing and reference; {} does not change labels",
                 self.strategy.name()
             ));
         }
@@ -257,6 +265,8 @@ pub struct PlanRow {
     pub strategy: PlanStrategy,
     pub labels: Labels,
     pub op: Option<Op>,
+    /// `reference` rows: the source index of the reference face.
+    pub reference: Option<usize>,
 }
 
 /// Groups of attributes of which at most one can be true in a plausible face.
@@ -346,6 +356,7 @@ impl Planner {
             strategy,
             labels,
             op,
+            reference: None,
         });
     }
 }
@@ -363,6 +374,7 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
                 strategy: PlanStrategy::Original,
                 labels: sources[i],
                 op: None,
+                reference: None,
             })
             .collect(),
         rng: ChaCha8Rng::seed_from_u64(seed),
@@ -384,8 +396,57 @@ pub fn plan(c: &Config, sources: &[Labels], seed: u64, image_size: u32) -> (Vec<
             image_operations(&mut p, c, sources, new, image_size)
         }
         Strategy::MlRos => ml_ros(&mut p, sources, new),
+        Strategy::Reference => reference(&mut p, sources, &cands),
     }
     (p.rows, p.resolved)
+}
+
+/// For the `reference` strategy: the first candidate attribute and value
+/// that some source would be flipped to but no source has (so no reference
+/// can show it), as (attribute index, value).
+pub fn missing_reference(c: &Config, sources: &[Labels]) -> Option<(usize, bool)> {
+    let cands = c.candidates().ok()?;
+    let counts = count(sources);
+    let n = sources.len() as u64;
+    cands.into_iter().find_map(|a| match counts[a] {
+        0 if n > 0 => Some((a, true)),
+        k if k == n && n > 0 => Some((a, false)),
+        _ => None,
+    })
+}
+
+/// Reference rows (BridgeGAN): every source once more with one random
+/// candidate attribute flipped, and a seeded reference among the other
+/// sources that has the row's final value of that attribute.
+fn reference(p: &mut Planner, sources: &[Labels], cands: &[usize]) {
+    // Sources with each candidate attribute off [0] and on [1].
+    let mut bags: Vec<[Vec<usize>; 2]> = vec![[Vec::new(), Vec::new()]; N_ATTRIBUTES];
+    for &a in cands {
+        for (s, &l) in sources.iter().enumerate() {
+            bags[a][usize::from(label(l, a))].push(s);
+        }
+    }
+    for (src, &labels) in sources.iter().enumerate() {
+        let bit = cands[p.rng.random_range(0..cands.len())];
+        p.push(src, PlanStrategy::Reference, labels ^ (1 << bit), None);
+        let Some(row) = p.rows.last_mut() else {
+            continue;
+        };
+        let bag = &bags[bit][usize::from(label(row.labels, bit))];
+        // The source itself is in the bag only if exclusive_groups turned
+        // the flip back; then any other face with that value will do.
+        let others = bag.len() - usize::from(bag.binary_search(&src).is_ok());
+        if others == 0 {
+            continue;
+        }
+        let mut k = p.rng.random_range(0..others);
+        if let Ok(at) = bag.binary_search(&src)
+            && k >= at
+        {
+            k += 1;
+        }
+        row.reference = Some(bag[k]);
+    }
 }
 
 /// Random doubling (Liu et al. Sec. IV-A): one copy of every face with one
@@ -564,6 +625,17 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             p
         ));
     }
+    if c.strategy == Strategy::Reference
+        && let Some((a, v)) = missing_reference(c, &sources)
+    {
+        let p: Vec<&str> = c.partitions.iter().map(|p| p.name()).collect();
+        return Err(data_error!(
+            "strategy reference: no {} face has {} = {} to serve as a reference; leave it out of `attributes`",
+            p.join(" or "),
+            schema::ATTRIBUTES[a],
+            u8::from(v)
+        ));
+    }
     let image_size = ingest.lineage.image_size.unwrap_or(64);
     let seed = c.seed.unwrap_or(io.run_seed);
     let (rows, resolved) = plan(c, &sources, seed, image_size);
@@ -736,6 +808,9 @@ pub fn write_plan(
         cols.push(Arc::new(BooleanArray::from_iter(
             chunk.iter().map(|r| Some(implausible(r.labels, masks))),
         )));
+        cols.push(Arc::new(StringArray::from_iter(
+            chunk.iter().map(|r| r.reference.map(|k| ids[k].as_str())),
+        )));
         w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
         crate::fault::point(|| "balance:write".into());
     }
@@ -867,6 +942,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reference_rows_flip_one_attribute_towards_a_reference_with_it() {
+        let sources: Vec<Labels> = (0..200u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7)
+            .collect();
+        let mut c = cfg(Strategy::Reference, None);
+        c.attributes = Some(vec!["Male".into(), "Gray_Hair".into(), "Smiling".into()]);
+        c.validate().unwrap();
+        assert_eq!(missing_reference(&c, &sources), None);
+        let (rows, _) = plan(&c, &sources, 11, 64);
+        assert_eq!(rows.len(), 400);
+        let allowed: Vec<usize> = c.candidates().unwrap();
+        for r in &rows[200..] {
+            assert_eq!(r.strategy, PlanStrategy::Reference);
+            let diff = r.labels ^ sources[r.source];
+            assert_eq!(diff.count_ones(), 1);
+            let a = diff.trailing_zeros() as usize;
+            assert!(allowed.contains(&a));
+            let k = r.reference.expect("every row has a reference");
+            assert_ne!(k, r.source);
+            assert_eq!(label(sources[k], a), label(r.labels, a));
+        }
+        assert!(rows[..200].iter().all(|r| r.reference.is_none()));
+        // Deterministic per seed, different across seeds.
+        assert_eq!(plan(&c, &sources, 11, 64).0, rows);
+        assert_ne!(plan(&c, &sources, 12, 64).0, rows);
+        // No source has Bald = 1: no reference can show it.
+        let bald = attribute_index("Bald").unwrap();
+        let no_bald: Vec<Labels> = sources.iter().map(|l| l & !(1 << bald)).collect();
+        c.attributes = Some(vec!["Male".into(), "Bald".into()]);
+        assert_eq!(missing_reference(&c, &no_bald), Some((bald, true)));
+        assert!(cfg(Strategy::Reference, Some(3.0)).validate().is_err());
     }
 
     #[test]

@@ -465,7 +465,18 @@ fn fid_and_kid(
     let (m2, s2) = fid::statistics(&real_f)?;
     for s in sets {
         crate::fault::point(|| format!("{}:fid:{}", io.name, s.stage()));
-        let imgs = s.images(c.fid_samples, seed, dev)?;
+        // A translation generator's edits: the same sample, kept as rows so
+        // that subsets of it get their own FID below.
+        let edits = match s {
+            ImageSet::Synth(st) if translation_generator(st).is_some() => {
+                Some(generated_rows(st, c.fid_samples, seed)?)
+            }
+            _ => None,
+        };
+        let imgs = match &edits {
+            Some(rows) if !rows.is_empty() => rows.iter().map(|r| r.png.clone()).collect(),
+            _ => s.images(c.fid_samples, seed, dev)?,
+        };
         if imgs.len() < 2 {
             io.say(format!(
                 "`{}` has fewer than 2 synthesized images; no FID",
@@ -505,6 +516,78 @@ fn fid_and_kid(
             d["kid_subset_size"] = size.into();
             out.push(s.stage(), "kid", mean, n, d);
         }
+        if let Some(rows) = edits.filter(|r| r.len() == f.len()) {
+            let real = RealStats {
+                name: &ingest.name,
+                features: &real_f,
+                mean: &m2,
+                cov: &s2,
+            };
+            edit_fids(out, s.stage(), &faces, &rows, &f, &real)?;
+        }
+    }
+    Ok(())
+}
+
+/// The real test faces' Inception features and their statistics.
+struct RealStats<'a> {
+    name: &'a str,
+    features: &'a [Vec<f64>],
+    mean: &'a nalgebra::DVector<f64>,
+    cov: &'a nalgebra::DMatrix<f64>,
+}
+
+/// Rows an attribute needs among the sampled edits for its own FID.
+const MIN_FID_PER_ATTRIBUTE: usize = 10;
+
+/// BridgeGAN Table 2 for a translation generator's edits `rows` (features
+/// `f`): FID per changed attribute over the rows that change it (at least
+/// [`MIN_FID_PER_ATTRIBUTE`]).
+fn edit_fids(
+    out: &mut Rows,
+    stage: &str,
+    faces: &Path,
+    rows: &[GenRow],
+    f: &[Vec<f64>],
+    real: &RealStats,
+) -> Result<()> {
+    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    let source = crate::data::tensors::read_faces_by_id(faces, &wanted)?;
+    let changed: Vec<Labels> = rows
+        .iter()
+        .map(|r| source.labels.get(&r.source).map_or(0, |l| l ^ r.labels))
+        .collect();
+    let fid_of = |idx: &[usize]| -> Result<f64> {
+        let sub: Vec<Vec<f64>> = idx.iter().map(|&i| f[i].clone()).collect();
+        let (m1, s1) = fid::statistics(&sub)?;
+        fid::frechet_distance(&m1, &s1, real.mean, real.cov)
+    };
+    let details = |n: usize| {
+        serde_json::json!({
+            "reference": format!("{}.faces partition = 'test'", real.name),
+            "images": format!("{stage}.synth origin = 'generated'"),
+            "n_synthesized": n,
+            "n_reference": real.features.len(),
+            "resize": fid::FID_RESIZE,
+            "note": "FID is biased upwards at small n: compare values at equal n only",
+        })
+    };
+    for a in 0..N_ATTRIBUTES {
+        let with: Vec<usize> = (0..rows.len())
+            .filter(|&i| changed[i] >> a & 1 == 1)
+            .collect();
+        if with.len() < MIN_FID_PER_ATTRIBUTE {
+            continue;
+        }
+        let v = fid_of(&with)?;
+        out.push_attr(
+            stage,
+            "fid",
+            Some(attribute_column(a)),
+            v,
+            with.len().min(real.features.len()),
+            details(with.len()),
+        );
     }
     Ok(())
 }
@@ -543,12 +626,20 @@ struct Judge {
     net: crate::train::classifier::Net,
 }
 
-/// The generated rows of a translation generator's synthesize stage: (source
-/// id, target labels, PNG), at most `translation_samples` of them, and the
-/// source faces they were edited from.
+/// One generated row of a synthesize stage.
+#[derive(Clone)]
+struct GenRow {
+    source: String,
+    labels: Labels,
+    png: Vec<u8>,
+}
+
+/// The generated rows of a translation generator's synthesize stage, at
+/// most `translation_samples` of them, and the source faces they were
+/// edited from.
 struct Translated {
     generator: String,
-    rows: Vec<(String, Labels, Vec<u8>)>,
+    rows: Vec<GenRow>,
     source: crate::data::tensors::FacesById,
 }
 
@@ -571,7 +662,7 @@ fn translation(
     if rows.is_empty() {
         return Ok(());
     }
-    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let wanted: std::collections::HashSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     let source = crate::data::tensors::read_faces_by_id(faces, &wanted)?;
     out.io.say(format!(
         "translation metrics of {} generated rows of `{}` (generator `{generator}`)",
@@ -592,15 +683,13 @@ fn translation(
     editing(out, s, &t, judge, c.batch_size, dev)
 }
 
-/// (source id, target labels, PNG) of the generated rows of `s`, a seeded
-/// sample of `max` when there are more.
-fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<(String, Labels, Vec<u8>)>> {
+/// The generated rows of `s`, a seeded sample of `max` when there are more.
+fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<GenRow>> {
     let mut cols = vec!["source_image_id".to_string(), "origin".to_string()];
     cols.extend((0..N_ATTRIBUTES).map(attribute_column));
     cols.push("image".into());
     let names: Vec<&str> = cols.iter().map(String::as_str).collect();
-    // (source id, target labels, PNG) of the generated rows.
-    let mut rows: Vec<(String, Labels, Vec<u8>)> = Vec::new();
+    let mut rows: Vec<GenRow> = Vec::new();
     for b in read_columns(&s.table("synth")?, &names)? {
         let src = strings(&b, 0)?;
         let origin = strings(&b, 1)?;
@@ -609,7 +698,11 @@ fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<(String, 
             if origin.value(r) == "generated"
                 && let Some(bytes) = image_bytes(b.column(2 + N_ATTRIBUTES).as_ref(), r)
             {
-                rows.push((src.value(r).to_string(), label, bytes.to_vec()));
+                rows.push(GenRow {
+                    source: src.value(r).to_string(),
+                    labels: label,
+                    png: bytes.to_vec(),
+                });
             }
         }
     }
@@ -625,9 +718,9 @@ fn background(out: &mut Rows, s: &InputStage, t: &Translated) -> Result<()> {
     let (rows, source, generator) = (&t.rows, &t.source, &t.generator);
     let pairs: Vec<(RgbImage, RgbImage)> = rows
         .par_iter()
-        .filter_map(|(src, _, png)| {
-            let spng = source.png.get(src)?;
-            Some((decode_rgb(spng).ok()?, decode_rgb(png).ok()?))
+        .filter_map(|r| {
+            let spng = source.png.get(&r.source)?;
+            Some((decode_rgb(spng).ok()?, decode_rgb(&r.png).ok()?))
         })
         .collect();
     let bg: Vec<(f64, usize, usize)> = pairs
@@ -680,7 +773,7 @@ fn editing(
             .iter()
             .map(|r| {
                 Ok(resize_square(
-                    decode_rgb(&r.2).map_err(|e| data_error!("{e}"))?,
+                    decode_rgb(&r.png).map_err(|e| data_error!("{e}"))?,
                     size,
                 ))
             })
@@ -690,12 +783,12 @@ fn editing(
             &images_tensor(&imgs, dev)?,
         )?;
         for (r, p) in chunk.iter().zip(&probs) {
-            let Some(src_labels) = source.labels.get(&r.0) else {
+            let Some(src_labels) = source.labels.get(&r.source) else {
                 continue;
             };
             let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
             let bit = |l: Labels, a: usize| (l >> a) & 1 == 1;
-            let target: Vec<bool> = saved.attributes.iter().map(|&a| bit(r.1, a)).collect();
+            let target: Vec<bool> = saved.attributes.iter().map(|&a| bit(r.labels, a)).collect();
             let src: Vec<bool> = saved
                 .attributes
                 .iter()

@@ -21,6 +21,12 @@
 //! faces, the image drawn for their labels and for flips of smiling, hair
 //! colour, pale skin, male and young; for a translation generator, each
 //! source face under every value of every attribute it edits.
+//!
+//! BridgeGAN (`model = "bridgegan"`, Huang et al. App. B) edits towards
+//! att_diff = target − source: `reference` rows (plan column
+//! `reference_image_id`) are guided by E(reference face, att_diff), the
+//! others by M(R, att_diff) with R seeded by the row's `sample_id`;
+//! `reference_grid.png` is App. Figs. 11–12.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -111,6 +117,8 @@ struct PlanRow {
     op_box: [i32; 4],
     op_seed: Option<i64>,
     labels: Labels,
+    /// `reference` rows: the real face whose features guide the edit.
+    reference: Option<String>,
 }
 
 fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
@@ -124,6 +132,7 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
         "op_width",
         "op_height",
         "op_seed",
+        "reference_image_id",
     ]
     .map(String::from)
     .to_vec();
@@ -149,7 +158,8 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
             .column(8)
             .as_primitive_opt::<Int64Type>()
             .context("op_seed is not Int64")?;
-        let labels = labels_of_batch(&b, 9)?;
+        let reference = strings(&b, 9)?;
+        let labels = labels_of_batch(&b, 10)?;
         for (r, &labels_r) in labels.iter().enumerate() {
             rows.push(PlanRow {
                 sample_id: id.value(r),
@@ -171,6 +181,7 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
                 }),
                 op_seed: (!seed.is_null(r)).then(|| seed.value(r)),
                 labels: labels_r,
+                reference: (!reference.is_null(r)).then(|| reference.value(r).to_string()),
             });
         }
     }
@@ -368,11 +379,13 @@ impl Generator {
 
     /// The image for each target label vector, at the generator's size:
     /// G_de(Φ(a)), or G(source, target) for a translation generator, which
-    /// needs each row's source face and labels in `sources`.
+    /// needs each row's source face and labels in `sources`; BridgeGAN rows
+    /// with a face in `refs` are guided by it instead of by labels.
     fn draw(
         &self,
         targets: &[Labels],
         sources: &[(Labels, RgbImage)],
+        refs: &[Option<RgbImage>],
         ids: &[i64],
         batch: usize,
         dev: &Device,
@@ -413,10 +426,20 @@ impl Generator {
                         .iter()
                         .map(|r| resize_square(r.1.clone(), self.image_size))
                         .collect();
-                    ed.by_labels(
+                    let guides: Vec<Option<candle_core::Tensor>> = (0..c.len())
+                        .map(|i| match refs.get(k * batch + i) {
+                            Some(Some(img)) => Ok(Some(images_tensor(
+                                &[resize_square(img.clone(), self.image_size)],
+                                dev,
+                            )?)),
+                            _ => Ok(None),
+                        })
+                        .collect::<Result<_>>()?;
+                    ed.mixed(
                         &images_tensor(&imgs, dev)?,
                         &candle_core::Tensor::cat(&r, 0)?,
                         &diff,
+                        &guides,
                     )?
                 }
                 Nets::StGan { cfg, g, e, map, .. } => {
@@ -645,7 +668,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ));
     }
     let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
-    let wanted: HashSet<&str> = plan.iter().map(|r| r.source.as_str()).collect();
+    let wanted: HashSet<&str> = plan
+        .iter()
+        .flat_map(|r| std::iter::once(r.source.as_str()).chain(r.reference.as_deref()))
+        .collect();
     let faces = read_faces_by_id(&faces_path, &wanted)?;
     check_plan(&plan, &faces_path, &faces, generator.as_ref())?;
     let face_size = match faces.png.values().next() {
@@ -711,6 +737,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         grid.save(out.join("grid.png"))?;
         files.push("grid.png".to_string());
     }
+    if let Some(grid) = s.reference_grid(&originals)? {
+        grid.save(out.join("reference_grid.png"))?;
+        files.push("reference_grid.png".to_string());
+    }
     Ok(StageOutput {
         tables: vec![
             Table::new("synth", "synth.parquet", synth_rows),
@@ -752,6 +782,30 @@ fn check_plan(
             missing.sample_id,
             missing.source,
             faces_path.display()
+        ));
+    }
+    if let Some(id) = plan
+        .iter()
+        .filter_map(|r| r.reference.as_ref())
+        .find(|id| !faces.png.contains_key(*id))
+    {
+        return Err(data_error!(
+            "reference_image_id {id} is not in the ingest faces (`{}`); rerun the balance stage on this ingest",
+            faces_path.display()
+        ));
+    }
+    if let Some(r) = plan.iter().find(|r| r.reference.is_some())
+        && !matches!(
+            generator,
+            Some(Generator {
+                nets: Nets::Bridgegan { .. },
+                ..
+            })
+        )
+    {
+        return Err(data_error!(
+            "plan row {} has a reference image; only model = \"bridgegan\" uses references",
+            r.sample_id
         ));
     }
     if let Some(Generator {
@@ -934,8 +988,24 @@ impl Synthesis<'_> {
                     .collect::<Result<_>>()?,
                 false => Vec::new(),
             };
+            let refs: Vec<Option<RgbImage>> = gen_idx
+                .par_iter()
+                .map(|&i| match &chunk[i].reference {
+                    Some(id) => Ok(Some(
+                        decode_rgb(&self.faces.png[id]).map_err(|e| data_error!("{e}"))?,
+                    )),
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?;
             let ids: Vec<i64> = gen_idx.iter().map(|&i| chunk[i].sample_id).collect();
-            let drawn = g.draw(&targets, &sources, &ids, self.c.batch_size, &self.dev)?;
+            let drawn = g.draw(
+                &targets,
+                &sources,
+                &refs,
+                &ids,
+                self.c.batch_size,
+                &self.dev,
+            )?;
             let finished: Vec<RgbImage> = drawn
                 .into_par_iter()
                 .enumerate()
@@ -954,6 +1024,41 @@ impl Synthesis<'_> {
             .into_iter()
             .map(|i| i.expect("every row drawn"))
             .collect())
+    }
+
+    /// BridgeGAN (App. Figs. 11–12): the first `grid_rows` real faces along
+    /// the top, each edited by the next `grid_rows` real faces as references.
+    fn reference_grid(&self, originals: &[&PlanRow]) -> Result<Option<RgbImage>> {
+        let Some(Generator {
+            nets: Nets::Bridgegan { ed, attrs, .. },
+            image_size,
+            ..
+        }) = &self.generator
+        else {
+            return Ok(None);
+        };
+        let k = self.c.grid_rows.min(originals.len() / 2);
+        if k == 0 {
+            return Ok(None);
+        }
+        let load = |rows: &[&PlanRow]| -> Result<(candle_core::Tensor, Vec<Labels>)> {
+            let imgs: Vec<RgbImage> = rows
+                .iter()
+                .map(|r| Ok(resize_square(self.source_image(r)?, *image_size)))
+                .collect::<Result<_>>()?;
+            let labels = rows.iter().map(|r| self.faces.labels[&r.source]).collect();
+            Ok((images_tensor(&imgs, &self.dev)?, labels))
+        };
+        let (x, labels) = load(&originals[..k])?;
+        let (refs, ref_labels) = load(&originals[k..2 * k])?;
+        Ok(Some(bridgegan_train::reference_grid(
+            ed,
+            attrs,
+            &x,
+            &labels,
+            &refs,
+            &ref_labels,
+        )?))
     }
 
     /// The sample grid of the generator on the first `grid_rows` real faces
@@ -1048,7 +1153,7 @@ fn fig6_grid(
             flip(l, "Young"),
         ]);
     }
-    let drawn = g.draw(&labels, &[], &[], 64, dev)?;
+    let drawn = g.draw(&labels, &[], &[], &[], 64, dev)?;
     let mut cells = Vec::new();
     for (k, s) in sources.iter().enumerate() {
         let real = decode_rgb(&face_png[&s.source]).map_err(|e| data_error!("{e}"))?;
@@ -1058,4 +1163,50 @@ fn fig6_grid(
         }
     }
     Ok(crate::data::tensors::grid(&cells, 7))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(sample_id: i64, source: &str, reference: Option<&str>) -> PlanRow {
+        PlanRow {
+            sample_id,
+            source: source.into(),
+            strategy: PlanStrategy::Reference,
+            op: None,
+            op_box: [0; 4],
+            op_seed: None,
+            labels: 1,
+            reference: reference.map(String::from),
+        }
+    }
+
+    #[test]
+    fn reference_rows_need_their_face_and_a_bridgegan_generator() {
+        let ids = ["a.jpg", "b.jpg"];
+        let faces = FacesById {
+            png: ids.iter().map(|i| (i.to_string(), Vec::new())).collect(),
+            labels: ids.iter().map(|i| (i.to_string(), 0)).collect(),
+        };
+        let path = Path::new("run/ingest/faces.parquet");
+        let mut plan = vec![row(0, "a.jpg", None), row(17, "a.jpg", Some("c.jpg"))];
+        let e = check_plan(&plan, path, &faces, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("reference_image_id c.jpg is not in the ingest faces"),
+            "{e}"
+        );
+        plan[1].reference = Some("b.jpg".into());
+        let e = check_plan(&plan, path, &faces, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "plan row 17 has a reference image; only model = \"bridgegan\" uses references"
+        );
+        plan[1].reference = None;
+        check_plan(&plan, path, &faces, None).unwrap();
+    }
 }

@@ -233,6 +233,49 @@ impl Editor {
     pub fn by_reference(&self, x: &Tensor, reference: &Tensor, diff: &Tensor) -> Result<Tensor> {
         Ok(self.g.forward(x, &self.e.forward(reference, diff)?)?)
     }
+
+    /// A batch mixing both kinds of rows: row i is guided by
+    /// E(refs\[i\], diff_i) when it has a reference (a (1, 3, H, W)
+    /// image), else by M(R_i, diff_i). M and E normalise per sample, so
+    /// each row's edit is the one it gets in a batch of its own kind.
+    pub fn mixed(
+        &self,
+        x: &Tensor,
+        noise: &Tensor,
+        diff: &Tensor,
+        refs: &[Option<Tensor>],
+    ) -> Result<Tensor> {
+        let (b, dev) = (x.dim(0)?, x.device());
+        if refs.len() != b {
+            anyhow::bail!("{} references for a batch of {b}", refs.len());
+        }
+        let (with, without): (Vec<u32>, Vec<u32>) =
+            (0..b as u32).partition(|&i| refs[i as usize].is_some());
+        let mut feats: Vec<Option<Tensor>> = vec![None; b];
+        let mut place = |rows: &[u32], f: Tensor| -> Result<()> {
+            for (k, &i) in rows.iter().enumerate() {
+                feats[i as usize] = Some(f.narrow(0, k, 1)?);
+            }
+            Ok(())
+        };
+        if !without.is_empty() {
+            let idx = Tensor::new(without.as_slice(), dev)?;
+            let f = self
+                .m
+                .forward(&noise.index_select(&idx, 0)?, &diff.index_select(&idx, 0)?)?;
+            place(&without, f)?;
+        }
+        if !with.is_empty() {
+            let idx = Tensor::new(with.as_slice(), dev)?;
+            let xr: Vec<Tensor> = refs.iter().flatten().cloned().collect();
+            let f = self
+                .e
+                .forward(&Tensor::cat(&xr, 0)?, &diff.index_select(&idx, 0)?)?;
+            place(&with, f)?;
+        }
+        let feats: Vec<Tensor> = feats.into_iter().flatten().collect();
+        Ok(self.g.forward(x, &Tensor::cat(&feats, 0)?)?)
+    }
 }
 
 /// Noise R ~ N(0, I), (rows, d), from a seeded generator.
@@ -573,6 +616,41 @@ pub fn flip_grid(
     Ok(grid_of_columns(&cols))
 }
 
+/// App. Figs. 11–12: the source faces `x` along the top, the references
+/// `refs` down the side, and in each cell the source edited by its
+/// reference, G(x_j, E(ref_i, Y_ref,i − Y_src,j)) over `attrs`.
+pub fn reference_grid(
+    ed: &Editor,
+    attrs: &[usize],
+    x: &Tensor,
+    labels: &[Labels],
+    refs: &Tensor,
+    ref_labels: &[Labels],
+) -> Result<image::RgbImage> {
+    let (b, n, dev) = (x.dim(0)?, attrs.len(), x.device().clone());
+    let (src, tgt) = (attr_values(labels, attrs), attr_values(ref_labels, attrs));
+    let sources = tensor_to_rgb(x)?;
+    let references = tensor_to_rgb(refs)?;
+    let (w, h) = sources.first().map(|i| i.dimensions()).unwrap_or((1, 1));
+    let mut cells = vec![image::RgbImage::from_pixel(
+        w,
+        h,
+        image::Rgb([255, 255, 255]),
+    )];
+    cells.extend(sources);
+    for (i, reference) in references.into_iter().enumerate() {
+        let diff: Vec<f32> = (0..b)
+            .flat_map(|j| (0..n).map(move |c| (j, c)))
+            .map(|(j, c)| tgt[i * n + c] - src[j * n + c])
+            .collect();
+        let diff = Tensor::from_vec(diff, (b, n), &dev)?;
+        let r = refs.narrow(0, i, 1)?.repeat((b, 1, 1, 1))?;
+        cells.push(reference);
+        cells.extend(tensor_to_rgb(&ed.by_reference(x, &r, &diff)?)?);
+    }
+    Ok(crate::data::tensors::grid(&cells, b + 1))
+}
+
 /// Val measures: C's classification loss on real faces, G's classification
 /// loss on one-attribute label edits under `judge`, and L1(G(x, M(R, 0)), x).
 #[allow(clippy::too_many_arguments)]
@@ -724,5 +802,57 @@ mod tests {
         let a = noise(3, 4, &mut ChaCha8Rng::seed_from_u64(1), &dev).unwrap();
         let b = noise(3, 4, &mut ChaCha8Rng::seed_from_u64(1), &dev).unwrap();
         assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    }
+
+    /// Two R or two references give different edits, and a mixed batch
+    /// gives each row the edit of its own kind.
+    #[test]
+    fn noise_and_references_change_the_edit_and_mixed_batches_match() {
+        let dev = Device::Cpu;
+        let cfg = Config::tiny(3);
+        let vm = VarMap::new();
+        let ed = Editor::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let s = cfg.image_size;
+        let img = |rng: &mut ChaCha8Rng| {
+            let v: Vec<f32> = (0..3 * s * s)
+                .map(|_| standard_normal(rng).tanh())
+                .collect();
+            Tensor::from_vec(v, (1, 3, s, s), &dev).unwrap()
+        };
+        let x = Tensor::cat(&[img(&mut rng), img(&mut rng)], 0).unwrap();
+        let diff = Tensor::new(&[[1f32, 0., -1.], [0., 1., 0.]], &dev).unwrap();
+        let r1 = noise(2, cfg.noise_dim, &mut rng, &dev).unwrap();
+        let r2 = noise(2, cfg.noise_dim, &mut rng, &dev).unwrap();
+        let dist = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_keepdim(0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let e1 = ed.by_labels(&x, &r1, &diff).unwrap();
+        let e2 = ed.by_labels(&x, &r2, &diff).unwrap();
+        assert!(dist(&e1, &e2) > 1e-3, "two R gave the same edit");
+        let (ref1, ref2) = (img(&mut rng), img(&mut rng));
+        let f1 = ed
+            .by_reference(&x, &ref1.repeat((2, 1, 1, 1)).unwrap(), &diff)
+            .unwrap();
+        let f2 = ed
+            .by_reference(&x, &ref2.repeat((2, 1, 1, 1)).unwrap(), &diff)
+            .unwrap();
+        assert!(dist(&f1, &f2) > 1e-3, "two references gave the same edit");
+        // Row 0 by reference 1, row 1 by labels with R₁.
+        let m = ed.mixed(&x, &r1, &diff, &[Some(ref1), None]).unwrap();
+        assert!(dist(&m.narrow(0, 0, 1).unwrap(), &f1.narrow(0, 0, 1).unwrap()) < 1e-5);
+        assert!(dist(&m.narrow(0, 1, 1).unwrap(), &e1.narrow(0, 1, 1).unwrap()) < 1e-5);
+        assert!(ed.mixed(&x, &r1, &diff, &[None]).is_err());
     }
 }
