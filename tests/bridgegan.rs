@@ -324,33 +324,29 @@ bootstrap = 0
     );
     assert_eq!(out.trim(), "attribute\nmale\nsmiling", "{out}");
 
+    // The pipeline with `from` replaced by `to` fails with `expected`.
+    let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();
+    let fails_with = |file: &str, from: &str, to: &str, expected: &str| {
+        let changed = text.replace(from, to);
+        assert_ne!(changed, text, "{file}: nothing replaced");
+        write(&d.path().join(file), &changed);
+        let (code, _, err) = augment(&["run", file], d.path());
+        assert_ne!(code, 0, "{file}");
+        assert!(err.contains(expected), "{file}: {err}");
+    };
     // No train demo face is gray-haired: all 40 attributes cannot be
     // referenced, and the balance stage says which one is missing.
-    let text = std::fs::read_to_string(d.path().join("p.toml")).unwrap();
-    let all = text.replace(
+    fails_with(
+        "all.toml",
         "strategy = \"reference\"\nattributes = [\"Male\", \"Smiling\"]",
         "strategy = \"reference\"",
+        "strategy reference: no train face has Gray_Hair = 1 to serve as a reference",
     );
-    assert_ne!(all, text);
-    write(&d.path().join("all.toml"), &all);
-    let (code, _, err) = augment(&["run", "all.toml"], d.path());
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("strategy reference: no train face has Gray_Hair = 1 to serve as a reference"),
-        "{err}"
-    );
-
     // A reference plan with a generator that cannot use references.
-    let stargan = text.replace(
+    fails_with(
+        "stargan.toml",
         "model = \"bridgegan\"\npreset = \"tiny\"\nsample_every = 4\ncheckpoint_every = 4\nbridgegan.steps = 4\nbridgegan.n_critic = 2\nbridgegan.attributes",
         "model = \"stargan\"\npreset = \"tiny\"\nsample_every = 2\ncheckpoint_every = 2\ntranslation.steps = 2\ntranslation.attributes",
-    );
-    assert_ne!(stargan, text);
-    write(&d.path().join("stargan.toml"), &stargan);
-    let (code, _, err) = augment(&["run", "stargan.toml"], d.path());
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("has a reference image; only model = \"bridgegan\" uses references"),
-        "{err}"
+        "has a reference image; only model = \"bridgegan\" uses references",
     );
 }
