@@ -851,8 +851,13 @@ mod tests {
         assert!(dist(&f1, &f2) > 1e-3, "two references gave the same edit");
         // Row 0 by reference 1, row 1 by labels with R₁.
         let m = ed.mixed(&x, &r1, &diff, &[Some(ref1), None]).unwrap();
-        assert!(dist(&m.narrow(0, 0, 1).unwrap(), &f1.narrow(0, 0, 1).unwrap()) < 1e-5);
-        assert!(dist(&m.narrow(0, 1, 1).unwrap(), &e1.narrow(0, 1, 1).unwrap()) < 1e-5);
+        // Equal up to rounding: M and E run on a sub-batch, which changes
+        // gemm's blocking.
+        let (d0, d1) = (
+            dist(&m.narrow(0, 0, 1).unwrap(), &f1.narrow(0, 0, 1).unwrap()),
+            dist(&m.narrow(0, 1, 1).unwrap(), &e1.narrow(0, 1, 1).unwrap()),
+        );
+        assert!(d0 < 1e-4 && d1 < 1e-4, "{d0} {d1}");
         assert!(ed.mixed(&x, &r1, &diff, &[None]).is_err());
     }
 }
