@@ -45,7 +45,7 @@ fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
     };
     let d = tempfile::tempdir().unwrap();
     // lr 5e-4 instead of the appendix's 2e-4: 600 steps have to show the direction.
-    PipelineFile::celeba("bg", 0, &root)
+    let run = PipelineFile::celeba("bg", 0, &root)
         .stages(
             r#"
 [stages.bg]
@@ -75,10 +75,7 @@ kind = "synthesize"
 inputs = ["ingest", "dynamic", "bg"]
 "#,
         )
-        .write(d.path());
-    let (code, _, err) = augment(&["run", "p.toml"], d.path());
-    assert_eq!(code, 0, "{err}");
-    let run = d.path().join("run");
+        .run(d.path());
     let s = &manifest(&run)["stages"]["bg"]["summary"];
     eprintln!("{}", serde_json::to_string_pretty(s).unwrap());
     // C learns the attributes of real faces, and G learns to keep a face
@@ -202,7 +199,7 @@ fn bridgegan_label_and_reference_rows_end_to_end_on_demo_faces() {
     };
     let d = tempfile::tempdir().unwrap();
     let attrs = r#"["Male", "Smiling"]"#;
-    PipelineFile::demo("bgdemo", 3, 120, 32)
+    let run = PipelineFile::demo("bgdemo", 3, 120, 32)
         .stages(&format!(
             r#"
 [stages.judge]
@@ -255,10 +252,7 @@ bootstrap = 0
 "#,
             weights.display().to_string()
         ))
-        .write(d.path());
-    let (code, _, err) = augment(&["run", "p.toml"], d.path());
-    assert_eq!(code, 0, "{err}");
-    let run = d.path().join("run");
+        .run(d.path());
 
     // Every reference row flips one of the two attributes towards a train
     // face, not its source, that has the target value; label rows have no

@@ -193,6 +193,15 @@ impl PipelineFile {
     pub fn write(&self, dir: &Path) {
         std::fs::write(dir.join("p.toml"), self.text()).expect("write p.toml");
     }
+
+    /// Writes `dir/p.toml`, runs it (which must succeed) and returns the run
+    /// folder `dir/run`.
+    pub fn run(&self, dir: &Path) -> PathBuf {
+        self.write(dir);
+        let (code, _, err) = augment(&["run", "p.toml"], dir);
+        assert_eq!(code, 0, "{err}");
+        dir.join("run")
+    }
 }
 
 /// A small CelebA-layout copy: the attribute rows of `n` shared images, and those images.
