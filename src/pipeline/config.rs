@@ -318,6 +318,35 @@ fn check_inputs(f: &str, defs: &[StageDef]) -> Result<()> {
         d.config
             .check_inputs(&input_kinds)
             .map_err(|e| config_error!("{f}: [stages.{}]: inputs: {e}", d.name))?;
+        if d.kind() == StageKind::Synthesize {
+            check_st_gan_judge(f, d, defs)?;
+        }
+    }
+    Ok(())
+}
+
+/// A synthesize stage edits through an st_gan generator's attribute map,
+/// which only a judge (a `train_classifier` input of the generator) writes.
+/// Said before anything runs, so nobody trains a generator to learn this.
+fn check_st_gan_judge(f: &str, synth: &StageDef, defs: &[StageDef]) -> Result<()> {
+    for i in &synth.inputs {
+        let Some(g) = defs.iter().find(|d| &d.name == i) else {
+            continue;
+        };
+        let StageConfig::TrainGenerator(c) = &g.config else {
+            continue;
+        };
+        let judged = g.inputs.iter().any(|j| {
+            defs.iter()
+                .any(|d| &d.name == j && d.kind() == StageKind::TrainClassifier)
+        });
+        if c.model == train_generator::Model::StGan && !judged {
+            return Err(config_error!(
+                "{f}: [stages.{}]: inputs: st_gan needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
+                synth.name,
+                g.name
+            ));
+        }
     }
     Ok(())
 }
