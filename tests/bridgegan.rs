@@ -40,6 +40,7 @@ fn first_last_20(dir: &std::path::Path, loss: &str) -> (f64, f64) {
 /// About 4 minutes on 2 cores (the 300-step stage: 221 s).
 #[test]
 fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
+    let _one = one_trainer_at_a_time();
     let Some(root) = celeba_dir("bridgegan_learns_both_paths_on_real_celeba_and_edits_plans")
     else {
         return;
@@ -195,6 +196,7 @@ fn bad_bridgegan_configs_get_one_line_errors() {
 /// the plumbing, not the quality.
 #[test]
 fn bridgegan_label_and_reference_rows_end_to_end_on_demo_faces() {
+    let _one = one_trainer_at_a_time();
     let name = "bridgegan_label_and_reference_rows_end_to_end_on_demo_faces";
     let Some(weights) = fid_weights(name) else {
         return;
