@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use augment::stages::{
-    StageKind, balance, evaluate, ingest, synthesize, train_classifier, train_generator,
+    StageKind, balance, evaluate, ingest, parse_faces, synthesize, train_classifier,
+    train_generator,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -50,6 +51,7 @@ fn config_keys(kind: StageKind) -> BTreeSet<String> {
         StageKind::Synthesize => ser::<synthesize::Config>(""),
         StageKind::TrainClassifier => ser::<train_classifier::Config>(""),
         StageKind::Evaluate => ser::<evaluate::Config>(""),
+        StageKind::ParseFaces => ser::<parse_faces::Config>(""),
     };
     let mut out = BTreeSet::new();
     keys(&v, "", &mut out);

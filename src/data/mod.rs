@@ -12,6 +12,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod celeba;
 pub mod demo;
+pub mod face_parsing;
 pub mod images;
 pub mod metrics_table;
 pub mod parquet;

@@ -664,6 +664,47 @@ pub fn metrics() -> SchemaRef {
     ]))
 }
 
+/// `masks` (parse_faces): one row per ingested face with its predicted
+/// class map and the pixel share of each of `classes`.
+pub fn masks(classes: &[&str]) -> SchemaRef {
+    let mut f = vec![
+        field(
+            "image_id",
+            DataType::Utf8,
+            false,
+            "the face's `faces.image_id`",
+        ),
+        field("partition", DataType::Utf8, false, "its `faces.partition`"),
+        field(
+            "mask",
+            image_struct_type(),
+            true,
+            "8-bit grey PNG of class ids (0-based, in the stage's class order) at the ingest image size; HF `Image` struct",
+        ),
+    ];
+    for c in classes {
+        f.push(field(
+            &format!("frac_{c}"),
+            DataType::Float64,
+            false,
+            &format!("share of the face's pixels predicted `{c}` (the frac_ columns sum to 1)"),
+        ));
+    }
+    f.push(field(
+        "confidence",
+        DataType::Float64,
+        false,
+        "mean over pixels of the parser's largest softmax probability",
+    ));
+    f.push(field(
+        "source",
+        DataType::Utf8,
+        false,
+        "`parser` (predicted by the stage's parser P)",
+    ));
+    Arc::new(Schema::new(f))
+}
+
 /// Every table `augment` writes, by name, for `schemas/` and docs/tables.md.
 pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
     vec![
@@ -671,7 +712,7 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("rejects", "ingest", rejects()),
         ("plan", "balance", plan()),
         ("label_stats", "balance", label_stats()),
-        ("train_log", "train_generator", train_log()),
+        ("train_log", "train_generator, parse_faces", train_log()),
         ("labelled", "train_generator", labelled()),
         ("latent_map", "train_generator", latent_map()),
         ("attribute_map", "train_generator", attribute_map()),
@@ -679,6 +720,12 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
         ("augmented", "synthesize", augmented()),
         ("predictions", "train_classifier", predictions()),
         ("metrics", "train_classifier, evaluate", metrics()),
+        ("parser_metrics", "parse_faces", metrics()),
+        (
+            "masks",
+            "parse_faces",
+            masks(&crate::data::face_parsing::SECGAN12),
+        ),
     ]
 }
 

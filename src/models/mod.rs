@@ -12,6 +12,7 @@
 //! - [`editor`]: editing images with a trained translator (inference side).
 //! - [`resnet`]: ResNet-18 for downstream classifiers.
 //! - [`st_gan`]: ST-GAN's generator, critic + Q and encoder (seed 004).
+//! - [`unet`]: the face parser P (SeCGAN's semantic masks, seed 003).
 //! - [`bridgegan`]: BridgeGAN's SPADE generator, mapping M, encoder E and critic D + C (seed 002).
 
 pub mod attr2face;
@@ -25,6 +26,7 @@ pub mod mapping;
 pub mod resnet;
 pub mod st_gan;
 pub mod translator;
+pub mod unet;
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config_error;
 pub use crate::stages::Device;
 use crate::stages::{
-    StageConfig, StageKind, balance, evaluate, ingest, synthesize, train_classifier,
+    StageConfig, StageKind, balance, evaluate, ingest, parse_faces, synthesize, train_classifier,
     train_generator,
 };
 
@@ -383,6 +383,14 @@ fn stage_config(
             let c: train_classifier::Config = parse(value)?;
             c.validate()?;
             StageConfig::TrainClassifier(c)
+        }
+        StageKind::ParseFaces => {
+            let mut c: parse_faces::Config = parse(value)?;
+            c.validate()?;
+            if let Some(d) = &c.data {
+                c.data = Some(base.join(d));
+            }
+            StageConfig::ParseFaces(c)
         }
         StageKind::Evaluate => {
             let c: evaluate::Config = parse(value)?;

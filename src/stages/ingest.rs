@@ -279,6 +279,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary: serde_json::Value::Object(summary),
         lineage: Lineage {
             image_size: Some(c.image_size),
+            crop: (c.source == Source::Celeba).then_some(c.crop),
             ..Lineage::default()
         },
     })

@@ -7,6 +7,7 @@
 //!
 //! - [`ingest`]: CelebA (or demo faces) → `faces`, `rejects`.
 //! - [`balance`]: label counts → a `plan` of target label vectors.
+//! - [`parse_faces`]: our face parser P → `masks` of every ingested face.
 //! - [`train_generator`]: attr2face / DCGAN / SG-GAN / StarGAN training.
 //! - [`synthesize`]: the plan → `synth` and `augmented` images.
 //! - [`train_classifier`]: downstream classifiers on real or augmented rows.
@@ -15,14 +16,21 @@
 pub mod balance;
 pub mod evaluate;
 pub mod ingest;
+pub mod parse_faces;
 pub mod synthesize;
 pub mod train_classifier;
 pub mod train_generator;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
+
+use crate::data::parquet::TableWriter;
+use crate::train::LogRow;
 
 use crate::models::began;
 use crate::train::model_file::ModelFile;
@@ -79,11 +87,13 @@ pub enum StageKind {
     Synthesize,
     TrainClassifier,
     Evaluate,
+    ParseFaces,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 6] = [
+    pub const ALL: [StageKind; 7] = [
         StageKind::Ingest,
+        StageKind::ParseFaces,
         StageKind::Balance,
         StageKind::TrainGenerator,
         StageKind::Synthesize,
@@ -99,6 +109,7 @@ impl StageKind {
             StageKind::Synthesize => "synthesize",
             StageKind::TrainClassifier => "train_classifier",
             StageKind::Evaluate => "evaluate",
+            StageKind::ParseFaces => "parse_faces",
         }
     }
     pub fn from_name(s: &str) -> Option<Self> {
@@ -128,6 +139,7 @@ pub enum StageConfig {
     Synthesize(synthesize::Config),
     TrainClassifier(train_classifier::Config),
     Evaluate(evaluate::Config),
+    ParseFaces(parse_faces::Config),
 }
 
 impl StageConfig {
@@ -139,6 +151,7 @@ impl StageConfig {
             StageConfig::Synthesize(_) => StageKind::Synthesize,
             StageConfig::TrainClassifier(_) => StageKind::TrainClassifier,
             StageConfig::Evaluate(_) => StageKind::Evaluate,
+            StageConfig::ParseFaces(_) => StageKind::ParseFaces,
         }
     }
 
@@ -146,6 +159,10 @@ impl StageConfig {
     pub fn check_inputs(&self, inputs: &[StageKind]) -> std::result::Result<(), String> {
         match self {
             StageConfig::Ingest(_) if !inputs.is_empty() => Err("`ingest` takes no inputs".into()),
+            StageConfig::ParseFaces(_) if inputs != [StageKind::Ingest] => Err(format!(
+                "`parse_faces` needs one `ingest` stage as input (the faces it parses), got {}",
+                kind_list(inputs)
+            )),
             StageConfig::Balance(_) if inputs != [StageKind::Ingest] => Err(format!(
                 "`balance` needs one `ingest` stage as input, got {}",
                 kind_list(inputs)
@@ -245,6 +262,7 @@ impl StageConfig {
         match self {
             StageConfig::Ingest(c) => ingest::external_fingerprint(c),
             StageConfig::Evaluate(c) => evaluate::external_fingerprint(c),
+            StageConfig::ParseFaces(c) => parse_faces::external_fingerprint(c),
             StageConfig::Balance(_)
             | StageConfig::TrainGenerator(_)
             | StageConfig::Synthesize(_)
@@ -298,6 +316,10 @@ pub struct Lineage {
     /// The side of the square images in these rows (ingest's `image_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<u32>,
+    /// The ingest crop of CelebA's aligned frame behind these rows (None
+    /// for demo faces and older runs: the default crop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<crate::data::images::Crop>,
     /// The balance `size` (Liu et al. Fig. 10) of the plan behind these rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_size: Option<f64>,
@@ -321,6 +343,7 @@ impl Lineage {
     pub fn inherit(inputs: &[InputStage]) -> Lineage {
         Lineage {
             image_size: inputs.iter().find_map(|i| i.lineage.image_size),
+            crop: inputs.iter().find_map(|i| i.lineage.crop),
             balance_size: inputs.iter().find_map(|i| i.lineage.balance_size),
             generator: inputs.iter().find_map(|i| i.lineage.generator.clone()),
         }
@@ -453,5 +476,27 @@ pub fn run(config: &StageConfig, io: &StageIo) -> Result<StageOutput> {
         StageConfig::Synthesize(c) => synthesize::run(c, io),
         StageConfig::TrainClassifier(c) => train_classifier::run(c, io),
         StageConfig::Evaluate(c) => evaluate::run(c, io),
+        StageConfig::ParseFaces(c) => parse_faces::run(c, io),
     }
+}
+
+/// The `train_log` table of a training stage.
+pub(crate) fn write_train_log(path: &Path, log: &[LogRow]) -> Result<usize> {
+    let schema = crate::data::schema::train_log();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            log.iter().map(|r| r.phase.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            log.iter().map(|r| r.step as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            log.iter().map(|r| r.name.as_str()),
+        )),
+        Arc::new(Float64Array::from_iter_values(log.iter().map(|r| r.value))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    let mut w = TableWriter::create(path, schema, &[], 1 << 20)?;
+    w.write(&batch)?;
+    w.finish()
 }

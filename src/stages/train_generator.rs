@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,7 +48,7 @@ use crate::train::bridgegan::Options as BridgeOptions;
 use crate::train::model_file::{self, ModelFile, Networks};
 use crate::train::st_gan::Options as StGanOptions;
 use crate::train::translation::{self, TranslationOptions};
-use crate::train::{Cadence, LogRow, PhaseEnv};
+use crate::train::{Cadence, PhaseEnv};
 
 pub use crate::train::model_file::Model;
 
@@ -422,7 +422,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         files.push("autoencoder.safetensors".to_string());
     }
     files.extend(copy_resume_folder(io)?);
-    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let rows = super::write_train_log(&out.join("train_log.parquet"), &trained.log)?;
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
     Ok(StageOutput {
@@ -595,7 +595,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
         },
     )?;
     files.extend(copy_resume_folder(io)?);
-    let log_rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let log_rows = super::write_train_log(&out.join("train_log.parquet"), &trained.log)?;
     let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
     if kind == Kind::Sggan {
         let n = write_labelled(
@@ -698,24 +698,4 @@ fn copy_tree(src: &Path, out: &Path, rel: &str) -> Result<Vec<String>> {
         }
     }
     Ok(files)
-}
-
-pub(super) fn write_log(path: &Path, log: &[LogRow]) -> Result<usize> {
-    let schema = schema::train_log();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            log.iter().map(|r| r.phase.as_str()),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            log.iter().map(|r| r.step as i64),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            log.iter().map(|r| r.name.as_str()),
-        )),
-        Arc::new(Float64Array::from_iter_values(log.iter().map(|r| r.value))),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    let mut w = TableWriter::create(path, schema, &[], 1 << 20)?;
-    w.write(&batch)?;
-    w.finish()
 }

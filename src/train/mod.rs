@@ -51,6 +51,7 @@ pub mod classifier;
 pub mod latent_map;
 pub mod losses;
 pub mod model_file;
+pub mod parser;
 pub mod probe;
 pub mod st_gan;
 pub mod translation;

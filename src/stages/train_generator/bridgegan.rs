@@ -10,9 +10,10 @@
 
 use anyhow::Result;
 
-use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator, write_log};
+use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::data::schema;
 use crate::data_error;
+use crate::stages::write_train_log as write_log;
 use crate::stages::{Lineage, StageIo, StageOutput, Table};
 use crate::train::bridgegan;
 use crate::train::model_file::Networks;

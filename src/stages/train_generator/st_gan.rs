@@ -19,11 +19,12 @@ use arrow::record_batch::RecordBatch;
 use candle_core::{Device, ModuleT, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator, write_log};
+use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
 use crate::data::tensors::{images_tensor, resize_square, tensor_to_rgb};
 use crate::data_error;
+use crate::stages::write_train_log as write_log;
 use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::train::classifier::SavedClassifier;
 use crate::train::latent_map::{AttributeRow, LatentRow, map_latents, setting_name};

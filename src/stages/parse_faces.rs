@@ -1,0 +1,555 @@
+//! `kind = "parse_faces"`: our own face parser P for SeCGAN (seed 003,
+//! Sec. 3 "Parsing network"; the paper uses a pretrained one, which cannot
+//! be installed here). Trains a U-Net on CelebAMask-HQ pairs (`data`,
+//! default `$AUGMENT_FACE_PARSING_DIR`) warped into the ingest stage's crop
+//! of CelebA's aligned frame, scores it on held-out pairs, and parses every
+//! ingested face.
+//!
+//! Outputs: `parser.safetensors`, `model.json` (classes, size, the warp,
+//! the weights' sha256), `parser_metrics` (per-class IoU, mean IoU, pixel
+//! accuracy and the per-pixel prior baseline on `val_hq`), `masks` (one row
+//! per ingested face: a grey PNG of class ids at the ingest size, the pixel
+//! fraction of each class, the mean top softmax), `train_log` and
+//! `overlay.png` (16 faces with their masks blended in).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::{ArrayRef, Float64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use image::{ImageEncoder, Rgb, RgbImage};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::data::face_parsing::{self as fp, ClassSet, Placement};
+use crate::data::images::Crop;
+use crate::data::metrics_table::{self, MetricRow};
+use crate::data::parquet::{TableWriter, image_struct};
+use crate::data::schema;
+use crate::data::tensors::FaceSet;
+use crate::models::unet;
+use crate::train::parser::{self, ClassWeights, Data, Options, Scores};
+use crate::train::{Cadence, PhaseEnv};
+use crate::{config_error, data_error};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Geometry {
+    /// One similarity from the HQ masks' mean eye and mouth centroids onto
+    /// CelebA's mean aligned landmarks, then the ingest crop.
+    #[default]
+    Aligned,
+    /// The whole HQ frame resized (no warp).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// 4 levels, 32 → 256 filters, 60 epochs.
+    #[default]
+    Paper,
+    /// 4 levels, 8 → 64 filters, 10 epochs.
+    Tiny,
+}
+
+fn default_holdout() -> usize {
+    100
+}
+fn default_batch() -> usize {
+    16
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// CelebAMask-HQ pairs (images/<stem>.jpg, masks/<stem>.png); default
+    /// $AUGMENT_FACE_PARSING_DIR.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// Pairs held out for `val_hq`, drawn by the seed over the sorted stems.
+    #[serde(default = "default_holdout")]
+    pub holdout: usize,
+    /// Use only the first `limit` pairs (sorted by stem).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub classes: ClassSet,
+    #[serde(default)]
+    pub geometry: Geometry,
+    #[serde(default)]
+    pub preset: Preset,
+    /// The parser's input side (default: the ingest stage's image_size).
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    /// Passes over the training pairs (default 60 for `paper`, 10 for `tiny`).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub class_weights: ClassWeights,
+    /// Random scale, rotation, shift, mirror, colour jitter and softening.
+    #[serde(default = "yes")]
+    pub augment: bool,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Config {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        if self.epochs == Some(0) {
+            return Err("epochs must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr = {}: must be a positive number", self.lr));
+        }
+        if self.limit == Some(0) {
+            return Err("limit must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(match self.preset {
+            Preset::Paper => 60,
+            Preset::Tiny => 10,
+        })
+    }
+
+    fn network(&self, size: usize) -> unet::Config {
+        let n = self.classes.len();
+        let base = match self.preset {
+            Preset::Paper => unet::Config::paper(n),
+            Preset::Tiny => unet::Config::tiny(n),
+        };
+        unet::Config {
+            image_size: size,
+            ..base
+        }
+    }
+}
+
+/// The `model.json` of a parse_faces stage (read by the stages that use P).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParserFile {
+    pub network: unet::Config,
+    pub class_set: ClassSet,
+    pub classes: Vec<String>,
+    pub image_size: usize,
+    pub geometry: Geometry,
+    /// HQ pixel → aligned-frame pixel (`geometry = "aligned"`).
+    pub to_aligned: Option<fp::Similarity>,
+    pub crop: Option<Crop>,
+    /// sha256 of parser.safetensors.
+    pub sha256: String,
+}
+
+pub fn external_fingerprint(c: &Config) -> Result<String> {
+    let Ok(dir) = fp::data_dir(c.data.as_deref()) else {
+        return Ok(String::new());
+    };
+    let mut listing = Vec::new();
+    for sub in ["images", "masks"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd.flatten() {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                listing.push(format!("{sub}/{}:{len}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    listing.sort();
+    Ok(format!(
+        "{}\n{}",
+        dir.display(),
+        hex::encode(sha2::Sha256::digest(listing.join("\n")))
+    ))
+}
+
+/// A colour per class for overlays.
+fn palette(k: u8) -> Rgb<u8> {
+    const P: [[u8; 3]; 19] = [
+        [0, 0, 0],
+        [230, 180, 140],
+        [120, 60, 20],
+        [40, 120, 255],
+        [0, 200, 0],
+        [255, 255, 0],
+        [255, 140, 0],
+        [150, 0, 150],
+        [0, 200, 200],
+        [255, 60, 60],
+        [180, 0, 60],
+        [100, 100, 255],
+        [130, 70, 0],
+        [200, 200, 200],
+        [0, 90, 0],
+        [255, 0, 255],
+        [90, 90, 0],
+        [0, 0, 140],
+        [140, 140, 0],
+    ];
+    Rgb(P[k as usize % P.len()])
+}
+
+fn mask_png(labels: &[u8], side: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(
+        labels,
+        side as u32,
+        side as u32,
+        image::ExtendedColorType::L8,
+    )?;
+    Ok(out)
+}
+
+/// Nearest-neighbour resize of a square label map.
+fn resize_labels(l: &[u8], from: usize, to: usize) -> Vec<u8> {
+    if from == to {
+        return l.to_vec();
+    }
+    let mut out = vec![0u8; to * to];
+    for y in 0..to {
+        let sy = ((y as f64 + 0.5) * from as f64 / to as f64) as usize;
+        for x in 0..to {
+            let sx = ((x as f64 + 0.5) * from as f64 / to as f64) as usize;
+            out[y * to + x] = l[sy.min(from - 1) * from + sx.min(from - 1)];
+        }
+    }
+    out
+}
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let dev = io.candle_device()?;
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let dir = fp::data_dir(c.data.as_deref())?;
+    let setting = format!("stage `{}`: data", io.name);
+    let mut stems = fp::list_pairs(&dir, &setting)?;
+    if let Some(l) = c.limit {
+        stems.truncate(l);
+    }
+    if c.holdout >= stems.len() {
+        return Err(config_error!(
+            "stage `{}`: holdout = {} but {} has only {} pairs{}; lower holdout",
+            io.name,
+            c.holdout,
+            dir.display(),
+            stems.len(),
+            if c.limit.is_some() {
+                " (after limit)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (train_stems, val_stems) = fp::split(&stems, c.holdout, seed);
+    let ingest = io.input(StageKind::Ingest)?;
+    let ingest_size = ingest.lineage.image_size.unwrap_or(64) as usize;
+    let size = c.image_size.unwrap_or(ingest_size);
+    let net_cfg = c.network(size);
+    net_cfg
+        .validate()
+        .map_err(|e| config_error!("stage `{}`: {e}", io.name))?;
+    let crop = ingest.lineage.crop.unwrap_or_default();
+    io.say(format!(
+        "{} pairs from {} ({} train, {} held out), {} classes at {size} px",
+        stems.len(),
+        dir.display(),
+        train_stems.len(),
+        val_stems.len(),
+        c.classes.len()
+    ));
+
+    // Placement: one similarity from the training masks' mean landmarks.
+    let place = match c.geometry {
+        Geometry::Aligned => {
+            let marks = fp::mask_landmarks(&dir, &train_stems)?;
+            let t = fp::fit_to_aligned(&marks)?;
+            io.say(format!(
+                "HQ → aligned frame: scale {:.4}, rotation {:.2}°, from {} of {} training masks",
+                t.scale(),
+                t.a_im.atan2(t.a_re).to_degrees(),
+                marks.iter().flatten().count(),
+                marks.len()
+            ));
+            Placement::Aligned {
+                to_aligned: t,
+                crop,
+            }
+        }
+        Geometry::None => Placement::Whole,
+    };
+    let first = fp::read_raw(&dir, &train_stems[0])?.1;
+    let scale = fp::working_scale(&place, first.w.max(first.h) as f64, size);
+    let bar = io.progress(stems.len() as u64, "pairs");
+    let read = |list: &[String]| -> Result<Vec<fp::Pair>> {
+        list.par_iter()
+            .map(|s| {
+                let p = fp::read_pair(&dir, s, c.classes, scale);
+                bar.inc(1);
+                p
+            })
+            .collect()
+    };
+    let train_pairs = read(&train_stems)?;
+    let val_pairs = read(&val_stems)?;
+    bar.finish_and_clear();
+    let data = Data {
+        pairs: &train_pairs,
+        place,
+        classes: c.classes,
+        size,
+    };
+    let val = Data {
+        pairs: &val_pairs,
+        ..data
+    };
+    let val_samples = val.plain();
+    let train_plain = data.plain();
+    let n_classes = c.classes.len();
+    let counts = parser::class_counts(&train_plain, n_classes);
+    let class_w = parser::weights(c.class_weights, &counts);
+    let prior = parser::prior(&train_plain, n_classes);
+    drop(train_plain);
+    let mut prior_scores = Scores::new(n_classes);
+    for s in &val_samples {
+        prior_scores.add(&s.labels, &prior);
+    }
+
+    let opts = Options {
+        epochs: c.epochs(),
+        batch_size: c.batch_size,
+        lr: c.lr,
+        seed,
+        class_weights: c.class_weights,
+        augment: c.augment,
+    };
+    let env = PhaseEnv {
+        dir: &io.resume_dir,
+        cadence: Cadence {
+            log_every: 1,
+            sample_every: usize::MAX,
+            checkpoint_every: train_pairs.len().div_ceil(c.batch_size).max(1),
+        },
+        quiet: io.quiet,
+        label: &io.name,
+    };
+    let trained = parser::train(&net_cfg, &opts, &data, &val_samples, &class_w, &dev, &env)?;
+    let scores = parser::score(&trained.net, &val_samples, n_classes, &dev)?;
+    io.say(format!(
+        "val_hq: mean IoU {:.3}, pixel accuracy {:.3} (per-pixel prior: mean IoU {:.3})",
+        scores.mean_iou(),
+        scores.pixel_accuracy(),
+        prior_scores.mean_iou()
+    ));
+
+    let out = &io.out_dir;
+    let weights_path = out.join("parser.safetensors");
+    trained
+        .vm
+        .save(&weights_path)
+        .with_context(|| format!("writing {}", weights_path.display()))?;
+    let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&weights_path)?));
+    let (to_aligned, crop_out) = match place {
+        Placement::Aligned { to_aligned, crop } => (Some(to_aligned), Some(crop)),
+        Placement::Whole => (None, None),
+    };
+    let file = ParserFile {
+        network: net_cfg.clone(),
+        class_set: c.classes,
+        classes: c.classes.names().iter().map(|s| s.to_string()).collect(),
+        image_size: size,
+        geometry: c.geometry,
+        to_aligned,
+        crop: crop_out,
+        sha256: sha.clone(),
+    };
+    std::fs::write(out.join("model.json"), serde_json::to_string_pretty(&file)?)?;
+
+    // Metrics.
+    let names = c.classes.names();
+    let row = |metric: &str, class: Option<&str>, value: f64, n: u64, split: &str| MetricRow {
+        run: io.run_name.clone(),
+        stage: io.name.clone(),
+        metric: metric.into(),
+        attribute: class.map(str::to_string),
+        value,
+        n: n as i64,
+        details: serde_json::json!({"split": split}).to_string(),
+        repeat: None,
+    };
+    let mut rows = Vec::new();
+    for (split, sc) in [("val_hq", &scores), ("val_hq_prior", &prior_scores)] {
+        rows.push(row("mean_iou", None, sc.mean_iou(), sc.pixels(), split));
+        rows.push(row(
+            "pixel_accuracy",
+            None,
+            sc.pixel_accuracy(),
+            sc.pixels(),
+            split,
+        ));
+        for (k, iou) in sc.iou().into_iter().enumerate() {
+            if let Some(v) = iou {
+                let n: u64 = sc.confusion[k].iter().sum();
+                rows.push(row("iou", Some(names[k]), v, n, split));
+            }
+        }
+    }
+    let n_metrics = metrics_table::write(&out.join("parser_metrics.parquet"), &rows)?;
+    let n_log = super::write_train_log(&out.join("train_log.parquet"), &trained.log)?;
+
+    // Every ingested face.
+    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
+    if faces.is_empty() {
+        return Err(data_error!(
+            "ingest stage `{}` has no faces with images to parse",
+            ingest.name
+        ));
+    }
+    let n_masks = write_masks(io, c.classes, &trained.net, &faces, size, ingest_size, &dev)?;
+    overlay(&trained.net, &faces, &dev)?.save(out.join("overlay.png"))?;
+
+    let iou = scores.iou();
+    let mut summary = serde_json::json!({
+        "pairs": stems.len(),
+        "train_pairs": train_pairs.len(),
+        "val_pairs": val_pairs.len(),
+        "image_size": size,
+        "epochs": opts.epochs,
+        "steps": trained.steps,
+        "val_hq_mean_iou": scores.mean_iou(),
+        "val_hq_pixel_accuracy": scores.pixel_accuracy(),
+        "prior_mean_iou": prior_scores.mean_iou(),
+        "wall_time_s": trained.wall_time_s,
+        "sha256": sha,
+    });
+    for (k, v) in iou.iter().enumerate() {
+        summary[format!("iou_{}", names[k])] = serde_json::json!(v);
+    }
+    Ok(StageOutput {
+        tables: vec![
+            Table::new("parser_metrics", "parser_metrics.parquet", n_metrics),
+            Table::new("masks", "masks.parquet", n_masks),
+            Table::new("train_log", "train_log.parquet", n_log),
+        ],
+        files: vec![
+            "parser.safetensors".into(),
+            "model.json".into(),
+            "overlay.png".into(),
+        ],
+        summary,
+        lineage: Lineage::inherit(&io.inputs),
+    })
+}
+
+/// The `masks` table: every face parsed, in chunks of 256.
+fn write_masks(
+    io: &StageIo,
+    classes: ClassSet,
+    net: &unet::UNet,
+    faces: &FaceSet,
+    size: usize,
+    out_size: usize,
+    dev: &candle_core::Device,
+) -> Result<usize> {
+    let names = classes.names();
+    let sch = schema::masks(names);
+    let mut w = TableWriter::create(&io.out_dir.join("masks.parquet"), sch.clone(), &[], 4096)?;
+    let bar = io.progress(faces.len() as u64, "faces");
+    let hw = size * size;
+    let mut total = 0;
+    let idx: Vec<usize> = (0..faces.len()).collect();
+    for chunk in idx.chunks(256) {
+        let imgs: Vec<RgbImage> = chunk.iter().map(|&i| faces.rgb(i)).collect();
+        let (labels, conf) = parser::predict(net, &imgs, dev)?;
+        let pngs: Vec<Vec<u8>> = (0..chunk.len())
+            .into_par_iter()
+            .map(|k| {
+                mask_png(
+                    &resize_labels(&labels[k * hw..(k + 1) * hw], size, out_size),
+                    out_size,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|&i| faces.image_ids[i].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|&i| faces.partitions[i].as_str()),
+            )),
+            image_struct(
+                chunk
+                    .iter()
+                    .zip(&pngs)
+                    .map(|(&i, p)| Some((p.as_slice(), format!("{}.png", faces.image_ids[i])))),
+            ),
+        ];
+        for cl in 0..names.len() {
+            cols.push(Arc::new(Float64Array::from_iter_values(
+                (0..chunk.len()).map(|k| {
+                    labels[k * hw..(k + 1) * hw]
+                        .iter()
+                        .filter(|&&l| l as usize == cl)
+                        .count() as f64
+                        / hw as f64
+                }),
+            )));
+        }
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            (0..chunk.len()).map(|k| {
+                conf[k * hw..(k + 1) * hw]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    / hw as f64
+            }),
+        )));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            chunk.iter().map(|_| "parser"),
+        )));
+        w.write(&RecordBatch::try_new(sch.clone(), cols)?)?;
+        total += chunk.len();
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    w.finish()?;
+    Ok(total)
+}
+
+/// 16 faces (evenly spread over the table) with their predicted classes
+/// blended in at 45%, beside the plain faces: 4 rows of (face, overlay) pairs.
+fn overlay(net: &unet::UNet, faces: &FaceSet, dev: &candle_core::Device) -> Result<RgbImage> {
+    let n = faces.len().min(16);
+    let pick: Vec<usize> = (0..n).map(|k| k * faces.len() / n).collect();
+    let imgs: Vec<RgbImage> = pick.iter().map(|&i| faces.rgb(i)).collect();
+    let (labels, _) = parser::predict(net, &imgs, dev)?;
+    let s = faces.size;
+    let mut tiles = Vec::new();
+    for (k, img) in imgs.iter().enumerate() {
+        let mut o = img.clone();
+        for (p, px) in o.pixels_mut().enumerate() {
+            let col = palette(labels[k * s * s + p]);
+            for c in 0..3 {
+                px[c] = (0.55 * px[c] as f64 + 0.45 * col[c] as f64).round() as u8;
+            }
+        }
+        tiles.push(img.clone());
+        tiles.push(o);
+    }
+    Ok(crate::data::tensors::grid(&tiles, 8))
+}
