@@ -216,11 +216,34 @@ fn sample_labels(idn: &Identity, r: &mut ChaCha8Rng) -> Labels {
     l
 }
 
+/// The class ids of the demo faces' label canvas: SeCGAN's 12 segments
+/// (`data::face_parsing::SECGAN12`, same order).
+pub mod class {
+    pub const OTHERS: u8 = 0;
+    pub const SKIN: u8 = 1;
+    pub const EYEBROWS: u8 = 2;
+    pub const EYES: u8 = 3;
+    pub const EYEGLASSES: u8 = 4;
+    pub const EARS: u8 = 5;
+    pub const EARRINGS: u8 = 6;
+    pub const NOSE: u8 = 7;
+    pub const MOUTH: u8 = 8;
+    pub const LIPS: u8 = 9;
+    pub const NECK: u8 = 10;
+    pub const HAIR: u8 = 11;
+}
+
 /// A float canvas with a few filled shapes; converted to RGB at the end.
+/// Beside the colours it keeps a label canvas: a shape drawn while `class`
+/// is set writes that class on every pixel whose centre it covers, if it
+/// is at least half opaque (light overlays draw with `class` None and
+/// change no label).
 struct Canvas {
     w: usize,
     h: usize,
     px: Vec<[f32; 3]>,
+    labels: Vec<u8>,
+    class: Option<u8>,
 }
 
 impl Canvas {
@@ -229,6 +252,22 @@ impl Canvas {
             w: w as usize,
             h: h as usize,
             px: vec![bg; (w * h) as usize],
+            labels: vec![class::OTHERS; (w * h) as usize],
+            class: None,
+        }
+    }
+    /// Sets the class the next shapes write.
+    fn paint(&mut self, class: Option<u8>) {
+        self.class = class;
+    }
+    /// Labels pixel (x, y), whose centre lies inside the shape being drawn
+    /// at `opacity`: covered at least half (the centre is inside) by a shape
+    /// at least half opaque.
+    fn mark(&mut self, x: usize, y: usize, opacity: f32) {
+        if let Some(k) = self.class
+            && opacity >= 0.5
+        {
+            self.labels[y * self.w + x] = k;
         }
     }
     fn blend(&mut self, x: usize, y: usize, c: [f32; 3], alpha: f32) {
@@ -262,6 +301,7 @@ impl Canvas {
                     // Soft edge over the outer ~1.5 px.
                     let edge = ((1.0 - d.sqrt()) * rx.min(ry) / 1.5).clamp(0.0, 1.0);
                     self.blend(x, y, c, alpha * edge);
+                    self.mark(x, y, alpha);
                 }
             }
         }
@@ -274,6 +314,7 @@ impl Canvas {
                 let d = ((x as f32 + 0.5 - cx).powi(2) + (y as f32 + 0.5 - cy).powi(2)).sqrt();
                 if (d - r).abs() < thick / 2.0 {
                     self.blend(x, y, c, 1.0);
+                    self.mark(x, y, 1.0);
                 }
             }
         }
@@ -282,6 +323,7 @@ impl Canvas {
         for y in (y0.max(0.0) as usize)..(y1.min(self.h as f32) as usize) {
             for x in (x0.max(0.0) as usize)..(x1.min(self.w as f32) as usize) {
                 self.blend(x, y, c, alpha);
+                self.mark(x, y, alpha);
             }
         }
     }
@@ -360,8 +402,9 @@ impl Face<'_> {
     }
 }
 
-/// Renders one 178×218 face from its identity and labels, back to front.
-fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
+/// Renders one 178×218 face from its identity and labels, back to front,
+/// with its class map (178×218 ids of [`class`]; blur changes no class).
+fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> (RgbImage, Vec<u8>) {
     let cx = 89.0 + r.random_range(-3.0..3.0);
     let cy = 122.0 + r.random_range(-3.0..3.0);
     let mut cv = Canvas::new(WIDTH, HEIGHT, idn.background);
@@ -386,7 +429,8 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> RgbImage {
     let has = |name: &str| f.has(name);
     let blur = if has("Blurry") { 3 } else { 1 };
     cv.box_blur(blur);
-    cv.into_rgb(r)
+    let labels = std::mem::take(&mut cv.labels);
+    (cv.into_rgb(r), labels)
 }
 
 /// Shoulders, clothes and long hair behind the head (not for bald or most men).
@@ -400,7 +444,9 @@ fn shoulders_and_long_hair(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
         r.random_range(0.1..0.9),
         r.random_range(0.1..0.9),
     ];
+    cv.paint(Some(class::OTHERS));
     cv.ellipse((cx, 230.0, 80.0, 50.0), cloth, 1.0, |_, _| true);
+    cv.paint(Some(class::NECK));
     cv.rect(
         cx - 14.0,
         cy + 40.0,
@@ -412,6 +458,7 @@ fn shoulders_and_long_hair(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
     // Long hair behind the head (not for bald or most men).
     let long_hair = !idn.bald && !idn.male;
     if long_hair {
+        cv.paint(Some(class::HAIR));
         let wavy = has("Wavy_Hair");
         // Wavy hair: an undulating outline.
         let rx = fw + 16.0;
@@ -436,9 +483,11 @@ fn head_and_ears(cv: &mut Canvas, f: &Face) {
     let (cx, cy, fw, fh, skin) = (f.cx, f.cy, f.fw, f.fh, f.skin);
     let has = |name: &str| f.has(name);
     // Head.
+    cv.paint(Some(class::SKIN));
     cv.ellipse((cx, cy, fw, fh), skin, 1.0, |_, _| true);
     // Ears and earrings.
     for s in [-1.0f32, 1.0] {
+        cv.paint(Some(class::EARS));
         cv.ellipse(
             (cx + s * (fw + 2.0), cy + 2.0, 6.0, 11.0),
             scale(skin, 0.92),
@@ -446,6 +495,7 @@ fn head_and_ears(cv: &mut Canvas, f: &Face) {
             |_, _| true,
         );
         if has("Wearing_Earrings") {
+            cv.paint(Some(class::EARRINGS));
             cv.ellipse(
                 (cx + s * (fw + 3.0), cy + 15.0, 3.0, 3.0),
                 [0.95, 0.8, 0.2],
@@ -461,6 +511,8 @@ fn facial_hair(cv: &mut Canvas, f: &Face) {
     let (cx, cy, fw, fh, hair) = (f.cx, f.cy, f.fw, f.fh, f.hair);
     let has = |name: &str| f.has(name);
     let beard_col = scale(hair, 0.8);
+    // CelebAMask-HQ has no beard class: facial hair is skin.
+    cv.paint(Some(class::SKIN));
     if !has("No_Beard") && !has("Goatee") {
         cv.ellipse(
             (cx, cy + 22.0, fw * 0.95, fh * 0.62),
@@ -475,6 +527,7 @@ fn facial_hair(cv: &mut Canvas, f: &Face) {
         });
     }
     if has("5_o_Clock_Shadow") {
+        cv.paint(None);
         cv.ellipse(
             (cx, cy + 22.0, fw * 0.9, fh * 0.6),
             [0.2, 0.2, 0.2],
@@ -483,6 +536,7 @@ fn facial_hair(cv: &mut Canvas, f: &Face) {
         );
     }
     if has("Sideburns") {
+        cv.paint(Some(class::SKIN));
         for s in [-1.0f32, 1.0] {
             cv.rect(
                 cx + s * fw - 5.0,
@@ -503,6 +557,7 @@ fn hair_on_top(cv: &mut Canvas, f: &Face) {
     let idn = f.idn;
     // Hair on top.
     if !idn.bald {
+        cv.paint(Some(class::HAIR));
         let top = cy - fh * 0.45;
         cv.ellipse(
             (cx, cy - fh * 0.55, fw + 4.0, fh * 0.58),
@@ -522,6 +577,7 @@ fn hair_on_top(cv: &mut Canvas, f: &Face) {
         }
     } else {
         // A shine on the bald head.
+        cv.paint(None);
         cv.ellipse(
             (cx - 10.0, cy - fh * 0.7, 10.0, 6.0),
             [1.0, 1.0, 1.0],
@@ -530,6 +586,7 @@ fn hair_on_top(cv: &mut Canvas, f: &Face) {
         );
     }
     if !idn.young {
+        cv.paint(None);
         for k in 0..3 {
             let y = cy - fh * 0.38 + k as f32 * 4.0;
             cv.line(
@@ -554,6 +611,7 @@ fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
     for s in [-1.0f32, 1.0] {
         let ex = cx + s * eye_dx;
         if has("Heavy_Makeup") {
+            cv.paint(None);
             cv.ellipse(
                 (ex, eye_y - 3.0, 9.0, 5.0),
                 [0.45, 0.25, 0.55],
@@ -561,6 +619,7 @@ fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
                 |_, _| true,
             );
         }
+        cv.paint(Some(class::EYES));
         cv.ellipse((ex, eye_y, 7.0, eye_ry), [0.97, 0.97, 0.97], 1.0, |_, _| {
             true
         });
@@ -571,6 +630,7 @@ fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
             |_, _| true,
         );
         if has("Bags_Under_Eyes") {
+            cv.paint(None);
             cv.line(
                 &[(ex - 6.0, eye_y + 6.0), (ex + 6.0, eye_y + 6.0)],
                 1.2,
@@ -581,6 +641,7 @@ fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
         let brow_t = if has("Bushy_Eyebrows") { 4.0 } else { 2.0 };
         let arch = if has("Arched_Eyebrows") { 4.0 } else { 1.0 };
         let by = eye_y - 9.0;
+        cv.paint(Some(class::EYEBROWS));
         cv.line(
             &[(ex - 8.0, by + 1.0), (ex, by - arch), (ex + 8.0, by + 1.0)],
             brow_t,
@@ -588,10 +649,12 @@ fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
             1.0,
         );
         if has("Eyeglasses") {
+            cv.paint(Some(class::EYEGLASSES));
             cv.ring(ex, eye_y, 10.0, 2.2, [0.05, 0.05, 0.05]);
         }
     }
     if has("Eyeglasses") {
+        cv.paint(Some(class::EYEGLASSES));
         cv.line(
             &[(cx - eye_dx + 10.0, eye_y), (cx + eye_dx - 10.0, eye_y)],
             2.0,
@@ -608,6 +671,7 @@ fn nose_and_cheeks(cv: &mut Canvas, f: &Face) {
     let idn = f.idn;
     // Nose.
     let nose_w = if idn.big_nose { 7.0 } else { 4.0 };
+    cv.paint(Some(class::NOSE));
     cv.ellipse(
         (cx, cy + 12.0, nose_w, 5.0),
         scale(skin, 0.82),
@@ -616,6 +680,7 @@ fn nose_and_cheeks(cv: &mut Canvas, f: &Face) {
     );
     // Cheeks.
     if has("Rosy_Cheeks") {
+        cv.paint(None);
         for s in [-1.0f32, 1.0] {
             cv.ellipse(
                 (cx + s * 22.0, cy + 12.0, 8.0, 5.0),
@@ -643,6 +708,7 @@ fn mouth(cv: &mut Canvas, f: &Face) {
     let smile = has("Smiling");
     let mw = if smile { 14.0 } else { 10.0 };
     if open {
+        cv.paint(Some(class::MOUTH));
         cv.ellipse(
             (cx, my + 1.0, mw * 0.8, if smile { 5.0 } else { 3.5 }),
             [0.25, 0.05, 0.05],
@@ -662,6 +728,7 @@ fn mouth(cv: &mut Canvas, f: &Face) {
     }
     let curve = if smile { 5.0 } else { 0.0 };
     let lip_t = if has("Big_Lips") { 3.5 } else { 2.2 };
+    cv.paint(Some(class::LIPS));
     cv.line(
         &[
             (cx - mw, my - curve),
@@ -675,6 +742,7 @@ fn mouth(cv: &mut Canvas, f: &Face) {
         1.0,
     );
     if has("Mustache") {
+        cv.paint(Some(class::SKIN));
         cv.line(
             &[(cx - 12.0, my - 6.0), (cx, my - 8.0), (cx + 12.0, my - 6.0)],
             4.0,
@@ -688,6 +756,8 @@ fn mouth(cv: &mut Canvas, f: &Face) {
 fn hat_and_neckwear(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
     let (cx, cy, fw, fh) = (f.cx, f.cy, f.fw, f.fh);
     let has = |name: &str| f.has(name);
+    // Hat, necktie and necklace count as others.
+    cv.paint(Some(class::OTHERS));
     // Hat.
     if has("Wearing_Hat") {
         let hat = [
@@ -750,10 +820,29 @@ fn image_rng(seed: u64, i: usize) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(6_364_136_223_846_793_005) ^ (i as u64 + 1))
 }
 
-/// Writes `n` demo faces in CelebA's layout under `dir`.
+/// The folder of the demo faces' class maps (grey PNGs of [`class`] ids,
+/// 178×218, named like the images) beside `img_align_celeba/`.
+pub const MASK_DIR: &str = "demo_masks";
+
+/// Demo face `i` of `seed`: its image, its class map (178×218 ids of
+/// [`class`], row-major) and its labels, exactly as [`write_layout`] draws it.
+pub fn face(seed: u64, i: usize) -> (RgbImage, Vec<u8>, Labels) {
+    let id = i / PER_IDENTITY;
+    let idn = identity(seed, id);
+    let mut r = image_rng(seed, i);
+    let l = sample_labels(&idn, &mut r);
+    let (img, labels) = render(&idn, l, &mut r);
+    (img, labels, l)
+}
+
+/// Writes `n` demo faces in CelebA's layout under `dir`, and their class
+/// maps under `dir/demo_masks/`.
 pub fn write_layout(dir: &Path, n: usize, seed: u64, quiet: bool) -> Result<()> {
     let img_dir = dir.join("img_align_celeba");
     std::fs::create_dir_all(&img_dir).with_context(|| format!("creating {}", img_dir.display()))?;
+    let mask_dir = dir.join(MASK_DIR);
+    std::fs::create_dir_all(&mask_dir)
+        .with_context(|| format!("creating {}", mask_dir.display()))?;
     let rows = labels(n, seed);
     let pb = crate::progress::bar(n as u64, "faces", quiet);
     rows.par_iter()
@@ -762,8 +851,11 @@ pub fn write_layout(dir: &Path, n: usize, seed: u64, quiet: bool) -> Result<()> 
             let idn = identity(seed, (*id - 1) as usize);
             let mut r = image_rng(seed, i);
             let _ = sample_labels(&idn, &mut r); // keep the stream aligned with `labels`
-            let img = render(&idn, *l, &mut r);
+            let (img, labels) = render(&idn, *l, &mut r);
             std::fs::write(img_dir.join(name), encode_jpeg(&img, 92)?)?;
+            let mask = image::GrayImage::from_raw(WIDTH, HEIGHT, labels)
+                .context("demo label canvas size")?;
+            mask.save(mask_dir.join(name.replace(".jpg", ".png")))?;
             pb.inc(1);
             Ok(())
         })?;
@@ -817,5 +909,44 @@ mod tests {
             assert!(hair <= 1);
             assert!(!(celeba::label(*l, a("Bald")) && hair > 0));
         }
+    }
+
+    #[test]
+    fn class_maps_are_deterministic_and_follow_eyeglasses_and_an_open_mouth() {
+        let (img, m, _) = face(3, 5);
+        let (img2, m2, _) = face(3, 5);
+        assert_eq!((img, m.clone()), (img2, m2));
+        assert_eq!(m.len(), (WIDTH * HEIGHT) as usize);
+        let (mut glasses, mut open) = ([0; 2], [0; 2]);
+        for i in 0..300 {
+            let (_, m, l) = face(11, i);
+            let has = |c: u8| m.contains(&c);
+            let g = celeba::label(l, a("Eyeglasses"));
+            let o = celeba::label(l, a("Mouth_Slightly_Open"));
+            assert_eq!(
+                has(class::EYEGLASSES),
+                g,
+                "face {i}: eyeglasses pixels vs label"
+            );
+            assert_eq!(has(class::MOUTH), o, "face {i}: mouth pixels vs label");
+            glasses[g as usize] += 1;
+            open[o as usize] += 1;
+            // Every face has skin, eyes, a nose and lips; others around it.
+            for c in [
+                class::SKIN,
+                class::EYES,
+                class::NOSE,
+                class::LIPS,
+                class::OTHERS,
+            ] {
+                assert!(has(c), "face {i}: no class {c}");
+            }
+            assert!(m.iter().all(|&c| c <= class::HAIR));
+        }
+        // Both kinds of face were drawn.
+        assert!(
+            glasses.iter().all(|&n| n > 0) && open.iter().all(|&n| n > 0),
+            "{glasses:?} {open:?}"
+        );
     }
 }

@@ -519,6 +519,17 @@ pub fn working_scale(place: &Placement, hq_side: f64, size: usize) -> f64 {
 }
 
 impl Pair {
+    /// A pair already in the output frame (demo faces and their class maps):
+    /// `labels` are class ids of the set, row-major, one per pixel of `img`.
+    pub fn from_parts(stem: &str, img: RgbImage, labels: Vec<u8>) -> Pair {
+        Pair {
+            stem: stem.to_string(),
+            img,
+            mask: labels,
+            scale: 1.0,
+        }
+    }
+
     /// The pair warped into the output frame (`size`×`size`) with `j`.
     pub fn warp(&self, place: &Placement, classes: ClassSet, size: usize, j: &Jitter) -> Sample {
         let (w, h) = (self.img.width() as usize, self.img.height() as usize);

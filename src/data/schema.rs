@@ -705,11 +705,31 @@ pub fn masks(classes: &[&str]) -> SchemaRef {
     Arc::new(Schema::new(f))
 }
 
+/// `demo_masks` (ingest of demo faces): the renderer's class map of each face.
+pub fn demo_masks() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(
+            "image_id",
+            DataType::Utf8,
+            false,
+            "the face's `faces.image_id`",
+        ),
+        field("partition", DataType::Utf8, false, "its `faces.partition`"),
+        field(
+            "mask",
+            image_struct_type(),
+            true,
+            "8-bit grey PNG of SeCGAN's 12 class ids (0 others, 1 skin, 2 eyebrows, 3 eyes, 4 eyeglasses, 5 ears, 6 earrings, 7 nose, 8 mouth, 9 lips, 10 neck, 11 hair) as the renderer drew them, cropped like the image and resized with nearest neighbour; HF `Image` struct",
+        ),
+    ]))
+}
+
 /// Every table `augment` writes, by name, for `schemas/` and docs/tables.md.
 pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
     vec![
         ("faces", "ingest", faces(false, false)),
         ("rejects", "ingest", rejects()),
+        ("demo_masks", "ingest (demo faces)", demo_masks()),
         ("plan", "balance", plan()),
         ("label_stats", "balance", label_stats()),
         ("train_log", "train_generator, parse_faces", train_log()),

@@ -265,24 +265,89 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ..
     } = out;
     let n_faces = faces.finish()?;
+    // Demo faces come with their class maps: the ground truth a face parser
+    // is scored against.
+    let demo_masks = if c.source == Source::Demo && c.images {
+        let rejected: HashSet<&str> = rejects.iter().map(|r| r.image_id.as_str()).collect();
+        let kept: Vec<&Row> = rows
+            .iter()
+            .filter(|r| !rejected.contains(r.image_id.as_str()))
+            .collect();
+        Some(write_demo_masks(
+            c,
+            &root,
+            &kept,
+            &io.out_dir.join("demo_masks.parquet"),
+        )?)
+    } else {
+        None
+    };
     let n_rejects = write_rejects(&io.out_dir.join("rejects.parquet"), &meta, &rejects)?;
     summary.insert("annotated".into(), annotated.into());
     summary.insert("selected".into(), rows.len().into());
     summary.insert("faces".into(), n_faces.into());
     summary.insert("rejects".into(), n_rejects.into());
     Ok(StageOutput {
-        tables: vec![
+        tables: [
             Table::new("faces", "faces.parquet", n_faces),
             Table::new("rejects", "rejects.parquet", n_rejects),
-        ],
+        ]
+        .into_iter()
+        .chain(demo_masks.map(|n| Table::new("demo_masks", "demo_masks.parquet", n)))
+        .collect(),
         files: vec![],
         summary: serde_json::Value::Object(summary),
         lineage: Lineage {
             image_size: Some(c.image_size),
-            crop: (c.source == Source::Celeba).then_some(c.crop),
+            crop: Some(c.crop),
             ..Lineage::default()
         },
     })
+}
+
+/// The `demo_masks` table: each kept demo face's class map, cropped like
+/// its image and resized (nearest neighbour) to `image_size`.
+fn write_demo_masks(c: &Config, root: &Path, rows: &[&Row], path: &Path) -> Result<usize> {
+    let pngs: Vec<Vec<u8>> = rows
+        .par_iter()
+        .map(|r| -> Result<Vec<u8>> {
+            let p = root
+                .join(demo::MASK_DIR)
+                .join(r.image_id.replace(".jpg", ".png"));
+            let m = image::open(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .to_luma8();
+            let k = c.crop;
+            let box_ = image::imageops::crop_imm(&m, k.left, k.top, k.size, k.size).to_image();
+            let small = image::imageops::resize(
+                &box_,
+                c.image_size,
+                c.image_size,
+                image::imageops::FilterType::Nearest,
+            );
+            let mut out = Vec::new();
+            image::DynamicImage::ImageLuma8(small)
+                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let sch = schema::demo_masks();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.image_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.partition.name()),
+        )),
+        image_struct(
+            rows.iter()
+                .zip(&pngs)
+                .map(|(r, p)| Some((p.as_slice(), r.image_id.replace(".jpg", ".png")))),
+        ),
+    ];
+    let mut w = TableWriter::create(path, sch.clone(), &[], 4096)?;
+    w.write(&RecordBatch::try_new(sch, cols)?)?;
+    w.finish()
 }
 
 /// CelebA's annotation files under a root: the attributes (required), the

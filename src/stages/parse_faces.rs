@@ -12,6 +12,7 @@
 //! fraction of each class, the mean top softmax), `train_log` and
 //! `overlay.png` (16 faces with their masks blended in).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,6 +57,18 @@ pub enum Preset {
     Tiny,
 }
 
+/// What the parser learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOn {
+    /// The CelebAMask-HQ pairs of `data`.
+    #[default]
+    Hq,
+    /// The demo faces' `train` split and the renderer's class maps (a demo
+    /// ingest's `demo_masks`); `val` is held out.
+    Demo,
+}
+
 fn default_holdout() -> usize {
     100
 }
@@ -76,6 +89,8 @@ pub struct Config {
     /// $AUGMENT_FACE_PARSING_DIR.
     #[serde(default)]
     pub data: Option<PathBuf>,
+    #[serde(default)]
+    pub train_on: TrainOn,
     /// Pairs held out for `val_hq`, drawn by the seed over the sorted stems.
     #[serde(default = "default_holdout")]
     pub holdout: usize,
@@ -117,6 +132,11 @@ impl Config {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("lr = {}: must be a positive number", self.lr));
+        }
+        if self.train_on == TrainOn::Demo && self.classes != ClassSet::Secgan12 {
+            return Err(
+                "train_on = \"demo\": the demo faces' class maps use classes = \"secgan12\"".into(),
+            );
         }
         if self.limit == Some(0) {
             return Err("limit must be at least 1".into());
@@ -236,27 +256,6 @@ fn resize_labels(l: &[u8], from: usize, to: usize) -> Vec<u8> {
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let seed = c.seed.unwrap_or(io.run_seed);
-    let dir = fp::data_dir(c.data.as_deref())?;
-    let setting = format!("stage `{}`: data", io.name);
-    let mut stems = fp::list_pairs(&dir, &setting)?;
-    if let Some(l) = c.limit {
-        stems.truncate(l);
-    }
-    if c.holdout >= stems.len() {
-        return Err(config_error!(
-            "stage `{}`: holdout = {} but {} has only {} pairs{}; lower holdout",
-            io.name,
-            c.holdout,
-            dir.display(),
-            stems.len(),
-            if c.limit.is_some() {
-                " (after limit)"
-            } else {
-                ""
-            }
-        ));
-    }
-    let (train_stems, val_stems) = fp::split(&stems, c.holdout, seed);
     let ingest = io.input(StageKind::Ingest)?;
     let ingest_size = ingest.lineage.image_size.unwrap_or(64) as usize;
     let size = c.image_size.unwrap_or(ingest_size);
@@ -264,50 +263,51 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     net_cfg
         .validate()
         .map_err(|e| config_error!("stage `{}`: {e}", io.name))?;
-    let crop = ingest.lineage.crop.unwrap_or_default();
-    io.say(format!(
-        "{} pairs from {} ({} train, {} held out), {} classes at {size} px",
-        stems.len(),
-        dir.display(),
-        train_stems.len(),
-        val_stems.len(),
-        c.classes.len()
-    ));
-
-    // Placement: one similarity from the training masks' mean landmarks.
-    let place = match c.geometry {
-        Geometry::Aligned => {
-            let marks = fp::mask_landmarks(&dir, &train_stems)?;
-            let t = fp::fit_to_aligned(&marks)?;
+    // The demo faces' class maps, at the parser's size (None unless the
+    // ingest rendered demo faces).
+    let demo_masks = match ingest.tables.iter().any(|t| t.name == "demo_masks") {
+        true => Some(read_demo_masks(&ingest.table("demo_masks")?, size)?),
+        false => None,
+    };
+    let faces_path = ingest.table("faces")?;
+    let (train_pairs, val_pairs, place) = match c.train_on {
+        TrainOn::Hq => hq_pairs(c, io, seed, size, ingest.lineage.crop.unwrap_or_default())?,
+        TrainOn::Demo => {
+            let Some(masks) = &demo_masks else {
+                return Err(config_error!(
+                    "stage `{}`: train_on = \"demo\" needs an ingest of demo faces (source = \"demo\"), whose class maps it learns",
+                    io.name
+                ));
+            };
+            let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
+            let pairs = |part: &str| -> Result<Vec<fp::Pair>> {
+                faces
+                    .rows_in(part)
+                    .into_iter()
+                    .map(|i| {
+                        let id = &faces.image_ids[i];
+                        let m = masks
+                            .get(id)
+                            .ok_or_else(|| data_error!("demo_masks has no row for face {id}"))?;
+                        Ok(fp::Pair::from_parts(id, faces.rgb(i), m.clone()))
+                    })
+                    .collect()
+            };
+            let (t, v) = (pairs("train")?, pairs("val")?);
             io.say(format!(
-                "HQ → aligned frame: scale {:.4}, rotation {:.2}°, from {} of {} training masks",
-                t.scale(),
-                t.a_im.atan2(t.a_re).to_degrees(),
-                marks.iter().flatten().count(),
-                marks.len()
+                "training on {} demo faces with the renderer's class maps ({} val), {} classes at {size} px",
+                t.len(),
+                v.len(),
+                c.classes.len()
             ));
-            Placement::Aligned {
-                to_aligned: t,
-                crop,
+            if t.is_empty() || v.is_empty() {
+                return Err(data_error!(
+                    "train_on = \"demo\" needs demo faces in train and val; ingest more (n)"
+                ));
             }
+            (t, v, Placement::Whole)
         }
-        Geometry::None => Placement::Whole,
     };
-    let first = fp::read_raw(&dir, &train_stems[0])?.1;
-    let scale = fp::working_scale(&place, first.w.max(first.h) as f64, size);
-    let bar = io.progress(stems.len() as u64, "pairs");
-    let read = |list: &[String]| -> Result<Vec<fp::Pair>> {
-        list.par_iter()
-            .map(|s| {
-                let p = fp::read_pair(&dir, s, c.classes, scale);
-                bar.inc(1);
-                p
-            })
-            .collect()
-    };
-    let train_pairs = read(&train_stems)?;
-    let val_pairs = read(&val_stems)?;
-    bar.finish_and_clear();
     let data = Data {
         pairs: &train_pairs,
         place,
@@ -351,7 +351,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let trained = parser::train(&net_cfg, &opts, &data, &val_samples, &class_w, &dev, &env)?;
     let scores = parser::score(&trained.net, &val_samples, n_classes, &dev)?;
     io.say(format!(
-        "val_hq: mean IoU {:.3}, pixel accuracy {:.3} (per-pixel prior: mean IoU {:.3})",
+        "held out: mean IoU {:.3}, pixel accuracy {:.3} (per-pixel prior: mean IoU {:.3})",
         scores.mean_iou(),
         scores.pixel_accuracy(),
         prior_scores.mean_iou()
@@ -392,8 +392,42 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         details: serde_json::json!({"split": split}).to_string(),
         repeat: None,
     };
+    // Demo faces: the parser against the renderer's class maps on the test split.
+    let faces = FaceSet::load(&faces_path, &[], None, size)?;
+    let demo_scores = match &demo_masks {
+        Some(masks) => {
+            let test = faces.rows_in("test");
+            let imgs: Vec<RgbImage> = test.iter().map(|&i| faces.rgb(i)).collect();
+            let (pred, _) = parser::predict(&trained.net, &imgs, &dev)?;
+            let mut sc = Scores::new(n_classes);
+            for (k, &i) in test.iter().enumerate() {
+                if let Some(m) = masks.get(&faces.image_ids[i]) {
+                    sc.add(m, &pred[k * size * size..(k + 1) * size * size]);
+                }
+            }
+            io.say(format!(
+                "demo test faces ({}): mean IoU {:.3}, pixel accuracy {:.3}",
+                test.len(),
+                sc.mean_iou(),
+                sc.pixel_accuracy()
+            ));
+            Some(sc)
+        }
+        None => None,
+    };
+    let val_name = match c.train_on {
+        TrainOn::Hq => "val_hq",
+        TrainOn::Demo => "val_demo",
+    };
     let mut rows = Vec::new();
-    for (split, sc) in [("val_hq", &scores), ("val_hq_prior", &prior_scores)] {
+    let mut splits = vec![(val_name, &scores), ("val_hq_prior", &prior_scores)];
+    if c.train_on == TrainOn::Demo {
+        splits[1].0 = "val_demo_prior";
+    }
+    if let Some(d) = &demo_scores {
+        splits.push(("demo", d));
+    }
+    for (split, sc) in splits {
         rows.push(row("mean_iou", None, sc.mean_iou(), sc.pixels(), split));
         rows.push(row(
             "pixel_accuracy",
@@ -413,7 +447,6 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let n_log = super::write_train_log(&out.join("train_log.parquet"), &trained.log)?;
 
     // Every ingested face.
-    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
     if faces.is_empty() {
         return Err(data_error!(
             "ingest stage `{}` has no faces with images to parse",
@@ -425,14 +458,15 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 
     let iou = scores.iou();
     let mut summary = serde_json::json!({
-        "pairs": stems.len(),
+        "train_on": c.train_on,
         "train_pairs": train_pairs.len(),
         "val_pairs": val_pairs.len(),
         "image_size": size,
         "epochs": opts.epochs,
         "steps": trained.steps,
-        "val_hq_mean_iou": scores.mean_iou(),
-        "val_hq_pixel_accuracy": scores.pixel_accuracy(),
+        "val_mean_iou": scores.mean_iou(),
+        "val_pixel_accuracy": scores.pixel_accuracy(),
+        "demo_mean_iou": demo_scores.as_ref().map(|d| d.mean_iou()),
         "prior_mean_iou": prior_scores.mean_iou(),
         "wall_time_s": trained.wall_time_s,
         "sha256": sha,
@@ -454,6 +488,103 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary,
         lineage: Lineage::inherit(&io.inputs),
     })
+}
+
+/// The HQ pairs of `data`: (train, held out) and their placement.
+fn hq_pairs(
+    c: &Config,
+    io: &StageIo,
+    seed: u64,
+    size: usize,
+    crop: Crop,
+) -> Result<(Vec<fp::Pair>, Vec<fp::Pair>, Placement)> {
+    let dir = fp::data_dir(c.data.as_deref())?;
+    let setting = format!("stage `{}`: data", io.name);
+    let mut stems = fp::list_pairs(&dir, &setting)?;
+    if let Some(l) = c.limit {
+        stems.truncate(l);
+    }
+    if c.holdout >= stems.len() {
+        return Err(config_error!(
+            "stage `{}`: holdout = {} but {} has only {} pairs{}; lower holdout",
+            io.name,
+            c.holdout,
+            dir.display(),
+            stems.len(),
+            if c.limit.is_some() {
+                " (after limit)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (train_stems, val_stems) = fp::split(&stems, c.holdout, seed);
+    io.say(format!(
+        "{} pairs from {} ({} train, {} held out), {} classes at {size} px",
+        stems.len(),
+        dir.display(),
+        train_stems.len(),
+        val_stems.len(),
+        c.classes.len()
+    ));
+    // Placement: one similarity from the training masks' mean landmarks.
+    let place = match c.geometry {
+        Geometry::Aligned => {
+            let marks = fp::mask_landmarks(&dir, &train_stems)?;
+            let t = fp::fit_to_aligned(&marks)?;
+            io.say(format!(
+                "HQ → aligned frame: scale {:.4}, rotation {:.2}°, from {} of {} training masks",
+                t.scale(),
+                t.a_im.atan2(t.a_re).to_degrees(),
+                marks.iter().flatten().count(),
+                marks.len()
+            ));
+            Placement::Aligned {
+                to_aligned: t,
+                crop,
+            }
+        }
+        Geometry::None => Placement::Whole,
+    };
+    let first = fp::read_raw(&dir, &train_stems[0])?.1;
+    let scale = fp::working_scale(&place, first.w.max(first.h) as f64, size);
+    let bar = io.progress(stems.len() as u64, "pairs");
+    let read = |list: &[String]| -> Result<Vec<fp::Pair>> {
+        list.par_iter()
+            .map(|s| {
+                let p = fp::read_pair(&dir, s, c.classes, scale);
+                bar.inc(1);
+                p
+            })
+            .collect()
+    };
+    let train_pairs = read(&train_stems)?;
+    let val_pairs = read(&val_stems)?;
+    bar.finish_and_clear();
+    Ok((train_pairs, val_pairs, place))
+}
+
+/// The `demo_masks` table's class maps by image id, resized (nearest) to `size`.
+fn read_demo_masks(path: &std::path::Path, size: usize) -> Result<HashMap<String, Vec<u8>>> {
+    let mut out = HashMap::new();
+    for b in crate::data::parquet::read_columns(path, &["image_id", "mask"])? {
+        let ids = crate::data::tensors::strings(&b, 0)?;
+        for r in 0..b.num_rows() {
+            let id = ids.value(r);
+            let bytes = crate::data::tensors::image_bytes(b.column(1).as_ref(), r)
+                .ok_or_else(|| data_error!("demo_masks: face {id} has no mask"))?;
+            let m = fp::decode_mask(bytes, &format!("demo_masks row {id}"), 11)?;
+            if m.w != m.h {
+                return Err(data_error!(
+                    "demo_masks: face {id}: mask is {}x{}, not square",
+                    m.w,
+                    m.h
+                ));
+            }
+            out.insert(id.to_string(), resize_labels(&m.ids, m.w, size));
+        }
+    }
+    Ok(out)
 }
 
 /// The `masks` table: every face parsed, in chunks of 256.
