@@ -2,8 +2,9 @@
 //! CelebA's annotation files ([`celeba`]), image processing ([`images`],
 //! and Poisson blending in [`poisson`]),
 //! Parquet I/O ([`parquet`]), Arrow batches ⇄ candle tensors ([`tensors`]),
-//! the `metrics` table every measuring stage writes ([`metrics_table`]) and
-//! the procedural demo faces ([`demo`]).
+//! the `metrics` table every measuring stage writes ([`metrics_table`]),
+//! the procedural demo faces ([`demo`]) and the CelebAMask-HQ face-parsing
+//! pairs with their warp into CelebA's aligned frame ([`face_parsing`]).
 //! The one place that speaks both Arrow and image/tensor formats.
 
 /// The tool version, stamped in every table's Parquet metadata and in the

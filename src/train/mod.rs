@@ -26,6 +26,7 @@
 //! - [`accumulate`]: gradients of a batch summed over micro-batches.
 //! - [`adam`]: Adam whose moments go into the checkpoint.
 //! - [`probe`]: the linear probe on frozen features (G_en or Inception).
+//! - [`parser`]: the face parser P (U-Net) for SeCGAN's masks: loss, IoU, prior.
 //! - [`model_file`]: `model.json`, the typed record of a trained generator.
 
 /// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
