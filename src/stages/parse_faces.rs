@@ -269,7 +269,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         true => Some(read_demo_masks(&ingest.table("demo_masks")?, size)?),
         false => None,
     };
-    let faces_path = ingest.table("faces")?;
+    // Every ingested face at the parser's size, read once: the demo
+    // training pairs, the demo scores and the masks table all use it.
+    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
     let (train_pairs, val_pairs, place) = match c.train_on {
         TrainOn::Hq => hq_pairs(c, io, seed, size, ingest.lineage.crop.unwrap_or_default())?,
         TrainOn::Demo => {
@@ -279,7 +281,6 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                     io.name
                 ));
             };
-            let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
             let pairs = |part: &str| -> Result<Vec<fp::Pair>> {
                 faces
                     .rows_in(part)
@@ -393,7 +394,6 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         repeat: None,
     };
     // Demo faces: the parser against the renderer's class maps on the test split.
-    let faces = FaceSet::load(&faces_path, &[], None, size)?;
     let demo_scores = match &demo_masks {
         Some(masks) => {
             let test = faces.rows_in("test");
