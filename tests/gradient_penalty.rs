@@ -1,6 +1,7 @@
 //! The WGAN-GP penalty's gradient with respect to every critic parameter
 //! against central finite differences (f64, a random direction per parameter
-//! tensor), for the SG-GAN, StarGAN, ST-GAN and BridgeGAN critics at their `tiny` sizes: exact
+//! tensor), for the SG-GAN, StarGAN, ST-GAN and BridgeGAN critics and SeCGAN's
+//! D_seg (12 segment channels: one-hot reals, softmax fakes) at their `tiny` sizes: exact
 //! with `CANDLE_GRAD_DO_NOT_DETACH=1` (what the `augment` binary sets at
 //! start-up), wrong without it. candle reads the variable once per thread, so
 //! each case runs in a fresh thread. Inputs and directions come from seeded
@@ -30,8 +31,10 @@ fn worst_error(case: &Case, kinks: &mut usize) -> (f64, String) {
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F64, &dev);
+    let mut channels = 3;
     let (critic, s, data_seed): (CriticFn, _, _) = match case {
         Case::Translation(cfg) => {
+            channels = cfg.in_channels;
             let c = Critic::new(cfg, vb).unwrap();
             (
                 Box::new(move |x| c.critic_value(x)),
@@ -53,13 +56,28 @@ fn worst_error(case: &Case, kinks: &mut usize) -> (f64, String) {
     // not seeded, so every run would check a different point).
     let mut rng = ChaCha8Rng::seed_from_u64(data_seed);
     let mut image = || {
-        let v: Vec<f64> = (0..2 * 3 * s * s)
+        let v: Vec<f64> = (0..2 * channels * s * s)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
-        Tensor::from_vec(v, (2, 3, s, s), &dev).unwrap()
+        Tensor::from_vec(v, (2, channels, s, s), &dev).unwrap()
     };
-    let real = image();
-    let fake = image();
+    let (real, fake) = if channels == 3 {
+        (image(), image())
+    } else {
+        // D_seg: a one-hot class map against G_seg's soft output.
+        let real = image().argmax_keepdim(1).unwrap();
+        let classes = Tensor::arange(0u32, channels as u32, &dev)
+            .unwrap()
+            .reshape((1, channels, 1, 1))
+            .unwrap();
+        let real = real
+            .broadcast_eq(&classes)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let fake = candle_nn::ops::softmax(&(image() * 3.0).unwrap(), 1).unwrap();
+        (real, fake)
+    };
     let eps = Tensor::new(&[0.3f64, 0.8], &dev)
         .unwrap()
         .reshape((2, 1, 1, 1))
@@ -138,6 +156,13 @@ fn critics() -> Vec<(&'static str, Case)> {
         (
             "stargan tiny",
             Case::Translation(Config::stargan_paper_128(5).tiny()),
+        ),
+        (
+            "secgan D_seg tiny",
+            Case::Translation(Config {
+                in_channels: 12,
+                ..Config::stargan_paper_128(3).tiny()
+            }),
         ),
         ("st_gan tiny", Case::StGan(st_gan::Config::tiny())),
         (

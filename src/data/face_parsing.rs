@@ -126,6 +126,32 @@ impl ClassSet {
 
 /// The stems of the folder's pairs, sorted; every image must have a mask
 /// and every mask an image.
+/// A colour per class for overlays.
+pub fn palette(k: u8) -> image::Rgb<u8> {
+    const P: [[u8; 3]; 19] = [
+        [0, 0, 0],
+        [230, 180, 140],
+        [120, 60, 20],
+        [40, 120, 255],
+        [0, 200, 0],
+        [255, 255, 0],
+        [255, 140, 0],
+        [150, 0, 150],
+        [0, 200, 200],
+        [255, 60, 60],
+        [180, 0, 60],
+        [100, 100, 255],
+        [130, 70, 0],
+        [200, 200, 200],
+        [0, 90, 0],
+        [255, 0, 255],
+        [90, 90, 0],
+        [0, 0, 140],
+        [140, 140, 0],
+    ];
+    image::Rgb(P[k as usize % P.len()])
+}
+
 pub fn list_pairs(dir: &Path, setting: &str) -> Result<Vec<String>> {
     if !dir.is_dir() {
         return Err(config_error!(

@@ -401,7 +401,7 @@ pub fn train_log() -> SchemaRef {
             "phase",
             DataType::Utf8,
             false,
-            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, `sggan` / `stargan`, `st_gan` or `bridgegan`",
+            "`autoencoder`, `classifier`, `mapping`, `dcgan`, `<phase>_round<r>` for recursive rounds, `sggan` / `stargan`, `st_gan`, `bridgegan`, `secgan` or `parser`",
         ),
         field(
             "step",

@@ -11,6 +11,8 @@
 //! - StarGAN (Choi et al. 2018, official code): six 4×4 stride-2 convolutions,
 //!   64 → 2048 filters, leaky ReLU 0.01, the same two heads (kernel 3 and the
 //!   last map's size).
+//! - SeCGAN's D_seg (seed 003, Table 2): StarGAN's critic on the 12 segment
+//!   channels (`in_channels`), its class head a sigmoid per attribute.
 //!
 //! Used with the gradient penalty ([`crate::train::losses::gradient_penalty`]),
 //! whose second-order gradients `tests/gradient_penalty.rs` checks against
@@ -22,10 +24,17 @@ use candle_nn::VarBuilder;
 use crate::ops::layers::{Conv2d, Conv2dConfig, conv2d};
 use serde::{Deserialize, Serialize};
 
+fn three() -> usize {
+    3
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub image_size: usize,
+    /// Input channels: 3, or SeCGAN's D_seg: the segment classes.
+    #[serde(default = "three")]
+    pub in_channels: usize,
     /// Filters of each stride-2 convolution.
     pub channels: Vec<usize>,
     pub kernel: usize,
@@ -40,6 +49,7 @@ impl Config {
     pub fn sggan_paper_128(classes: usize) -> Self {
         Config {
             image_size: 128,
+            in_channels: 3,
             channels: vec![64, 128, 256, 512, 512, 1024],
             kernel: 5,
             leaky_slope: 0.2,
@@ -52,6 +62,7 @@ impl Config {
     pub fn stargan_paper_128(classes: usize) -> Self {
         Config {
             image_size: 128,
+            in_channels: 3,
             channels: vec![64, 128, 256, 512, 1024, 2048],
             kernel: 4,
             leaky_slope: 0.01,
@@ -100,7 +111,7 @@ pub struct Critic {
 impl Critic {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let mut convs = Vec::new();
-        let mut cin = 3;
+        let mut cin = cfg.in_channels;
         // Padding that halves exactly: (k − 2) / 2 rounded up (5 → 2, 4 → 1).
         let padding = (cfg.kernel - 1) / 2;
         for (i, &c) in cfg.channels.iter().enumerate() {

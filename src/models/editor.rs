@@ -1,4 +1,5 @@
-//! The inference side of an image-to-image translator (SG-GAN, StarGAN):
+//! The inference side of an image-to-image translator (SG-GAN, StarGAN,
+//! SeCGAN's G_rgb, which takes y_trg − y_src instead of the target labels):
 //! editing images from source to target labels, every value of every edited
 //! attribute at once (sample grids), and the critic's agreement with the
 //! target labels (the `label_agreement` of synthesized rows). Training
@@ -7,7 +8,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 
 use super::critic::{Critic, value_logit};
-use super::translator::{Kind, Translator};
+use super::translator::{Condition, Kind, Translator};
 
 /// The translator together with its attributes: the inference side, shared
 /// by training samples, evaluation and the synthesize stage. Labels are
@@ -29,6 +30,16 @@ impl Editor<'_> {
         Tensor::from_vec(v, (labels.len(), self.attrs.len()), dev)
     }
 
+    /// G's label maps for editing `source` to `target`: the target labels
+    /// (StarGAN) or y_trg − y_src (SeCGAN), (B, n).
+    pub fn condition(&self, source: &[u64], target: &[u64], dev: &Device) -> Result<Tensor> {
+        let t = self.attr_tensor(target, dev)?;
+        match self.g.condition() {
+            Condition::Target => Ok(t),
+            Condition::Difference => t - self.attr_tensor(source, dev)?,
+        }
+    }
+
     /// Each image under every value of every attribute: (B, 2n, 3, H, W),
     /// output 2j + v setting attribute j to v (StarGAN: the source labels
     /// with that one attribute set).
@@ -41,10 +52,8 @@ impl Editor<'_> {
                     for v in [0u64, 1] {
                         let l: Vec<u64> =
                             source.iter().map(|s| (s & !(1 << a)) | (v << a)).collect();
-                        outs.push(
-                            self.g
-                                .forward(x, Some(&self.attr_tensor(&l, x.device())?))?,
-                        );
+                        let c = self.condition(source, &l, x.device())?;
+                        outs.push(self.g.forward(x, Some(&c))?);
                     }
                 }
                 Tensor::stack(&outs, 1)
@@ -60,7 +69,9 @@ impl Editor<'_> {
     pub fn edit(&self, x: &Tensor, source: &[u64], target: &[u64]) -> Result<Tensor> {
         let dev = x.device();
         match self.kind {
-            Kind::Stargan => self.g.forward(x, Some(&self.attr_tensor(target, dev)?)),
+            Kind::Stargan => self
+                .g
+                .forward(x, Some(&self.condition(source, target, dev)?)),
             Kind::Sggan => {
                 let b = source.len();
                 let mut cur = x.clone();

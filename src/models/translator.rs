@@ -16,6 +16,11 @@
 //!   constant maps and concatenated to the image; 7×7 conv 64, two 4×4
 //!   stride-2 convs, six residual blocks (conv, IN, ReLU, conv, IN, + x), two
 //!   4×4 transposed convs, 7×7 conv to 3 channels, tanh; IN before ReLU.
+//! - SeCGAN (seed 003, Sec. 3, Table 2) reuses the StarGAN layout for both
+//!   branches: G_rgb as is, G_seg with `in_channels` = `out_channels` = the
+//!   12 segment classes and a softmax over them in place of the tanh. Both
+//!   are conditioned on y_diff = y_trg − y_src ∈ {−1, 0, 1} (STGAN, Sec. 3.1)
+//!   instead of the target labels: `condition = "difference"`.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{GroupNorm, VarBuilder, group_norm};
@@ -34,10 +39,46 @@ pub enum Kind {
     Stargan,
 }
 
+/// The last layer's activation (StarGAN layout only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// An image in [−1, 1].
+    #[default]
+    Tanh,
+    /// Class probabilities over the output channels (SeCGAN's G_seg).
+    Softmax,
+}
+
+/// What the label maps of a StarGAN-layout generator carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The target labels in {0, 1} (StarGAN).
+    #[default]
+    Target,
+    /// y_trg − y_src in {−1, 0, 1} (SeCGAN, after STGAN).
+    Difference,
+}
+
+fn three() -> usize {
+    3
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kind: Kind,
+    /// Channels of the input image (3; SeCGAN's G_seg: the classes).
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    /// Channels of the output (StarGAN layout; 3, or G_seg's classes).
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    #[serde(default)]
+    pub output: Output,
+    #[serde(default)]
+    pub condition: Condition,
     pub image_size: usize,
     /// Filters of the first conv (64); the stride-2 convs double it twice.
     pub channels: usize,
@@ -51,6 +92,10 @@ impl Config {
     pub fn paper_128(kind: Kind, labels: usize) -> Self {
         Config {
             kind,
+            in_channels: 3,
+            out_channels: 3,
+            output: Output::Tanh,
+            condition: Condition::Target,
             image_size: 128,
             channels: 64,
             res_blocks: 6,
@@ -62,11 +107,35 @@ impl Config {
     pub fn tiny(kind: Kind, labels: usize) -> Self {
         Config {
             kind,
+            in_channels: 3,
+            out_channels: 3,
+            output: Output::Tanh,
+            condition: Condition::Target,
             image_size: 32,
             channels: 8,
             res_blocks: 2,
             labels,
         }
+    }
+
+    /// One line when the channel / output / condition settings do not fit
+    /// the layout (SG-GAN has only the RGB, tanh, label-free form).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return Err("translator channels must be at least 1".into());
+        }
+        if self.kind == Kind::Sggan
+            && (self.in_channels != 3
+                || self.out_channels != 3
+                || self.output != Output::Tanh
+                || self.condition != Condition::Target)
+        {
+            return Err("SG-GAN's translator is RGB to RGB with a tanh output".into());
+        }
+        if self.output == Output::Softmax && self.out_channels < 2 {
+            return Err("a softmax output needs at least 2 channels".into());
+        }
+        Ok(())
     }
 }
 
@@ -168,6 +237,8 @@ impl ResBlock {
 pub struct Translator {
     kind: Kind,
     labels: usize,
+    output: Output,
+    condition: Condition,
     down: Vec<Unit>,
     blocks: Vec<ResBlock>,
     up: Vec<Up>,
@@ -180,7 +251,7 @@ impl Translator {
         let n = cfg.channels;
         let cin = match cfg.kind {
             Kind::Sggan => 3,
-            Kind::Stargan => 3 + cfg.labels,
+            Kind::Stargan => cfg.in_channels + cfg.labels,
         };
         let unit = |cin, cout, k, s, p, name: &str| -> Result<Unit> {
             Ok(Unit {
@@ -225,12 +296,14 @@ impl Translator {
         let (out_in, out_c) = match cfg.kind {
             // Adapted residual: the input image joins the last feature map.
             Kind::Sggan => (n + 3, 3 * cfg.labels),
-            Kind::Stargan => (n, 3),
+            Kind::Stargan => (n, cfg.out_channels),
         };
         let out = conv(out_in, out_c, 7, 1, 3, vb.pp("out"))?;
         Ok(Translator {
             kind: cfg.kind,
             labels: cfg.labels,
+            output: cfg.output,
+            condition: cfg.condition,
             down,
             blocks,
             up,
@@ -238,9 +311,23 @@ impl Translator {
         })
     }
 
-    /// SG-GAN: `labels` is ignored and the result is (B, values, 3, H, W);
-    /// StarGAN: `labels` (B, attributes) in {0, 1} and the result (B, 3, H, W).
-    pub fn forward(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+    /// What the label maps carry (target labels or y_trg − y_src).
+    pub fn condition(&self) -> Condition {
+        self.condition
+    }
+
+    /// The logits of the last conv before the output activation (StarGAN
+    /// layout): G_seg's cross-entropies take log-softmax of these.
+    pub fn logits(&self, x: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        if self.kind != Kind::Stargan {
+            return Err(candle_core::Error::Msg(
+                "only the StarGAN layout has one output to take logits of".into(),
+            ));
+        }
+        self.trunk(x, Some(labels))
+    }
+
+    fn trunk(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let mut t = match (self.kind, labels) {
             (Kind::Stargan, Some(l)) => {
@@ -266,11 +353,22 @@ impl Translator {
             t = relu_norm(&u.conv.forward(&t)?, &u.norm, u.relu_first)?;
         }
         match self.kind {
-            Kind::Sggan => {
-                let y = self.out.forward(&Tensor::cat(&[&t, x], 1)?)?.tanh()?;
-                y.reshape((b, self.labels, 3, h, w))
-            }
-            Kind::Stargan => self.out.forward(&t)?.tanh(),
+            Kind::Sggan => self.out.forward(&Tensor::cat(&[&t, x], 1)?),
+            Kind::Stargan => self.out.forward(&t),
+        }
+    }
+
+    /// SG-GAN: `labels` is ignored and the result is (B, values, 3, H, W);
+    /// StarGAN layout: `labels` (B, attributes) (target labels in {0, 1}, or
+    /// differences in {−1, 0, 1}) and the result (B, out_channels, H, W):
+    /// tanh, or a softmax over the channels.
+    pub fn forward(&self, x: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let (b, _, h, w) = x.dims4()?;
+        let y = self.trunk(x, labels)?;
+        match (self.kind, self.output) {
+            (Kind::Sggan, _) => y.tanh()?.reshape((b, self.labels, 3, h, w)),
+            (Kind::Stargan, Output::Tanh) => y.tanh(),
+            (Kind::Stargan, Output::Softmax) => candle_nn::ops::softmax(&y, 1),
         }
     }
 }

@@ -169,6 +169,16 @@ impl StageConfig {
             )),
             StageConfig::TrainGenerator(c) => {
                 let k = sorted(inputs);
+                if c.model == train_generator::Model::Secgan {
+                    return if k == sorted(&[StageKind::Ingest, StageKind::ParseFaces]) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "`train_generator` with model = \"secgan\" needs one `ingest` stage and one `parse_faces` stage (its frozen parser P), got {}",
+                            kind_list(inputs)
+                        ))
+                    };
+                }
                 let st_gan = c.model == train_generator::Model::StGan;
                 let ok = k == [StageKind::Ingest]
                     || (!st_gan && k == [StageKind::Balance, StageKind::Ingest])

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arrow::array::{ArrayRef, Float64Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use image::{ImageEncoder, Rgb, RgbImage};
+use image::{ImageEncoder, RgbImage};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -36,16 +36,7 @@ use crate::train::parser::{self, ClassWeights, Data, Options, Scores};
 use crate::train::{Cadence, PhaseEnv};
 use crate::{config_error, data_error};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Geometry {
-    /// One similarity from the HQ masks' mean eye and mouth centroids onto
-    /// CelebA's mean aligned landmarks, then the ingest crop.
-    #[default]
-    Aligned,
-    /// The whole HQ frame resized (no warp).
-    None,
-}
+pub use crate::train::parser::{Geometry, ParserFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,21 +155,6 @@ impl Config {
     }
 }
 
-/// The `model.json` of a parse_faces stage (read by the stages that use P).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ParserFile {
-    pub network: unet::Config,
-    pub class_set: ClassSet,
-    pub classes: Vec<String>,
-    pub image_size: usize,
-    pub geometry: Geometry,
-    /// HQ pixel → aligned-frame pixel (`geometry = "aligned"`).
-    pub to_aligned: Option<fp::Similarity>,
-    pub crop: Option<Crop>,
-    /// sha256 of parser.safetensors.
-    pub sha256: String,
-}
-
 pub fn external_fingerprint(c: &Config) -> Result<String> {
     let Ok(dir) = fp::data_dir(c.data.as_deref()) else {
         return Ok(String::new());
@@ -198,32 +174,6 @@ pub fn external_fingerprint(c: &Config) -> Result<String> {
         dir.display(),
         hex::encode(sha2::Sha256::digest(listing.join("\n")))
     ))
-}
-
-/// A colour per class for overlays.
-fn palette(k: u8) -> Rgb<u8> {
-    const P: [[u8; 3]; 19] = [
-        [0, 0, 0],
-        [230, 180, 140],
-        [120, 60, 20],
-        [40, 120, 255],
-        [0, 200, 0],
-        [255, 255, 0],
-        [255, 140, 0],
-        [150, 0, 150],
-        [0, 200, 200],
-        [255, 60, 60],
-        [180, 0, 60],
-        [100, 100, 255],
-        [130, 70, 0],
-        [200, 200, 200],
-        [0, 90, 0],
-        [255, 0, 255],
-        [90, 90, 0],
-        [0, 0, 140],
-        [140, 140, 0],
-    ];
-    Rgb(P[k as usize % P.len()])
 }
 
 fn mask_png(labels: &[u8], side: usize) -> Result<Vec<u8>> {
@@ -674,7 +624,7 @@ fn overlay(net: &unet::UNet, faces: &FaceSet, dev: &candle_core::Device) -> Resu
     for (k, img) in imgs.iter().enumerate() {
         let mut o = img.clone();
         for (p, px) in o.pixels_mut().enumerate() {
-            let col = palette(labels[k * s * s + p]);
+            let col = fp::palette(labels[k * s * s + p]);
             for c in 0..3 {
                 px[c] = (0.55 * px[c] as f64 + 0.45 * col[c] as f64).round() as u8;
             }

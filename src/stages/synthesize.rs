@@ -248,6 +248,7 @@ impl Generator {
                 translator: tcfg,
                 critic: ccfg,
                 attributes,
+                ..
             } => {
                 let attrs = attribute_indices(&attributes, stage)?;
                 let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;

@@ -14,6 +14,9 @@
 //! attributes), and for SG-GAN the `labelled` table: which (image,
 //! attribute) pairs kept their label under sparse grouping.
 //!
+//! `model = "st_gan"`, `"bridgegan"` and `"secgan"` live in their own
+//! files; SeCGAN also takes a `parse_faces` input (its frozen parser P).
+//!
 //! Outputs: `generator.safetensors` (Φ and G_de), `classifier.safetensors`
 //! (C, used by `synthesize` for `label_agreement`), `autoencoder.safetensors`
 //! (G_en and G_de, attr2face only: reconstructions for `evaluate`, embeddings
@@ -22,6 +25,7 @@
 //! phase's last checkpoint under `checkpoints/`.
 
 mod bridgegan;
+mod secgan;
 mod st_gan;
 
 use std::path::Path;
@@ -46,6 +50,7 @@ use crate::train::attr2face::{
 };
 use crate::train::bridgegan::Options as BridgeOptions;
 use crate::train::model_file::{self, ModelFile, Networks};
+use crate::train::secgan::Options as SecganOptions;
 use crate::train::st_gan::Options as StGanOptions;
 use crate::train::translation::{self, TranslationOptions};
 use crate::train::{Cadence, PhaseEnv};
@@ -142,12 +147,23 @@ pub struct Config {
     /// bridgegan: attributes, losses and schedule.
     #[serde(default)]
     pub bridgegan: BridgeOptions,
+    /// secgan: attributes, losses and schedule.
+    #[serde(default)]
+    pub secgan: SecganOptions,
 }
 
 impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.batch_size == Some(0) {
             return Err("batch_size must be at least 1".into());
+        }
+        if self.model == Model::Secgan {
+            return self.validate_secgan();
+        } else if self.secgan != SecganOptions::default() {
+            return Err(format!(
+                "[secgan] is for model = \"secgan\", not {}",
+                self.model.name()
+            ));
         }
         if self.model == Model::Bridgegan {
             return self.validate_bridgegan();
@@ -277,6 +293,38 @@ impl Config {
         Ok(())
     }
 
+    fn validate_secgan(&self) -> std::result::Result<(), String> {
+        if self.translation != TranslationOptions::default() {
+            return Err("translation.* keys are for sggan/stargan; secgan reads secgan.*".into());
+        }
+        if self.bridgegan != BridgeOptions::default() || self.st_gan != StGanOptions::default() {
+            return Err("[bridgegan] / [st_gan] keys are not secgan's; it reads secgan.*".into());
+        }
+        if self.preset() == Preset::Paper64 {
+            return Err(
+                "preset = \"paper_64\" is attr2face's; secgan uses \"paper_128\" or \"tiny\""
+                    .into(),
+            );
+        }
+        if self.batch_size.is_some() {
+            return Err("batch_size: secgan reads secgan.batch_size (default 16)".into());
+        }
+        if self.recursive_times != 1 {
+            return Err("recursive_times is attr2face's (Table 4); remove it for secgan".into());
+        }
+        if self.limit == Some(0) {
+            return Err("limit must be at least 1".into());
+        }
+        self.secgan.validate()?;
+        self.secgan_attributes()?;
+        Ok(())
+    }
+
+    /// CelebA indices of SeCGAN's attributes.
+    pub fn secgan_attributes(&self) -> std::result::Result<Vec<usize>, String> {
+        attribute_indices("secgan.attributes", &self.secgan.attribute_names())
+    }
+
     /// CelebA indices of BridgeGAN's attributes.
     pub fn bridgegan_attributes(&self) -> std::result::Result<Vec<usize>, String> {
         attribute_indices("bridgegan.attributes", &self.bridgegan.attribute_names())
@@ -289,7 +337,7 @@ impl Config {
 
     pub fn preset(&self) -> Preset {
         self.preset.unwrap_or(match self.model {
-            Model::Sggan | Model::Stargan | Model::Bridgegan => Preset::Paper128,
+            Model::Sggan | Model::Stargan | Model::Bridgegan | Model::Secgan => Preset::Paper128,
             _ => Preset::Paper64,
         })
     }
@@ -363,6 +411,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     if c.model == Model::Bridgegan {
         return bridgegan::run(c, io);
+    }
+    if c.model == Model::Secgan {
+        return secgan::run(c, io);
     }
     if let Some(kind) = c.model.translator() {
         return run_translation(c, kind, io);
@@ -592,6 +643,7 @@ fn run_translation(c: &Config, kind: Kind, io: &StageIo) -> Result<StageOutput> 
             translator: nets.0,
             critic: nets.1,
             attributes: names.iter().map(|n| n.to_string()).collect(),
+            semantic: None,
         },
     )?;
     files.extend(copy_resume_folder(io)?);

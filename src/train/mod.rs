@@ -21,6 +21,7 @@
 //! - [`attr2face`]: the three phases of the "for free" generator (and its ablations).
 //! - [`translation`]: SG-GAN and StarGAN with WGAN-GP.
 //! - [`bridgegan`]: BridgeGAN, label- and reference-guided translation.
+//! - [`secgan`]: SeCGAN, RGB and semantic branches tied through the frozen parser.
 //! - [`latent_map`]: which ST-GAN latent controls which attribute.
 //! - [`st_gan`]: ST-GAN (InfoGAN + WGAN-GP critic + encoder), without labels.
 //! - [`accumulate`]: gradients of a batch summed over micro-batches.
@@ -54,6 +55,7 @@ pub mod losses;
 pub mod model_file;
 pub mod parser;
 pub mod probe;
+pub mod secgan;
 pub mod st_gan;
 pub mod translation;
 

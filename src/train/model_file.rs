@@ -35,6 +35,9 @@ pub enum Model {
     StGan,
     /// BridgeGAN: image + att_diff, guided by labels (M) or a reference face (E).
     Bridgegan,
+    /// SeCGAN: StarGAN-layout G_rgb on y_trg − y_src, trained beside a
+    /// semantic branch through a frozen face parser.
+    Secgan,
 }
 
 impl Model {
@@ -46,6 +49,7 @@ impl Model {
             Model::Stargan => "stargan",
             Model::StGan => "st_gan",
             Model::Bridgegan => "bridgegan",
+            Model::Secgan => "secgan",
         }
     }
 
@@ -54,7 +58,9 @@ impl Model {
         match self {
             Model::Sggan => Some(translator::Kind::Sggan),
             Model::Stargan => Some(translator::Kind::Stargan),
-            Model::Attr2face | Model::Dcgan | Model::StGan | Model::Bridgegan => None,
+            Model::Attr2face | Model::Dcgan | Model::StGan | Model::Bridgegan | Model::Secgan => {
+                None
+            }
         }
     }
 }
@@ -81,12 +87,15 @@ fn legacy_version() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Networks {
-    /// sggan / stargan: G, the critic (D with its class head) and the CelebA
-    /// names of the attributes they edit, in label order.
+    /// sggan / stargan / secgan: G, the critic (D with its class head) and
+    /// the CelebA names of the attributes they edit, in label order; SeCGAN
+    /// adds its semantic branch (not needed to edit).
     Translation {
         translator: translator::Config,
         critic: critic::Config,
         attributes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        semantic: Option<Semantic>,
     },
     /// st_gan: G, D + Q and E (`generator`, `critic`, `encoder.safetensors`),
     /// their sizes and latent layout, the variant, LST-GAN's mask and the blending.
@@ -109,6 +118,19 @@ pub enum Networks {
     },
     /// attr2face / dcgan: Φ, G_de, C, the discriminators and (attr2face) the autoencoder.
     Attr2face { network: attr2face::Config },
+}
+
+/// SeCGAN's semantic branch and the parser it was trained through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Semantic {
+    /// G_seg (`semantic_generator.safetensors`) and D_seg (`semantic_critic.safetensors`).
+    pub generator: translator::Config,
+    pub critic: critic::Config,
+    /// The segment classes, in channel order.
+    pub classes: Vec<String>,
+    /// The parse_faces stage and the sha256 of its `parser.safetensors`.
+    pub parser_stage: String,
+    pub parser_sha256: String,
 }
 
 impl ModelFile {

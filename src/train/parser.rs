@@ -24,6 +24,34 @@ use crate::data::tensors::images_tensor;
 use crate::models::seeded_init;
 use crate::models::unet::{Config, UNet, cross_entropy};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Geometry {
+    /// One similarity from the HQ masks' mean eye and mouth centroids onto
+    /// CelebA's mean aligned landmarks, then the ingest crop.
+    #[default]
+    Aligned,
+    /// The whole HQ frame resized (no warp).
+    None,
+}
+
+/// The `model.json` of a parse_faces stage, written by it and read by the
+/// stages that use P (train_generator's SeCGAN): one type, so that writer
+/// and readers cannot disagree.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ParserFile {
+    pub network: crate::models::unet::Config,
+    pub class_set: crate::data::face_parsing::ClassSet,
+    pub classes: Vec<String>,
+    pub image_size: usize,
+    pub geometry: Geometry,
+    /// HQ pixel → aligned-frame pixel (`geometry = "aligned"`).
+    pub to_aligned: Option<crate::data::face_parsing::Similarity>,
+    pub crop: Option<crate::data::images::Crop>,
+    /// sha256 of parser.safetensors.
+    pub sha256: String,
+}
+
 /// How pixels of rare classes weigh in the loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

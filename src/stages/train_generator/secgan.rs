@@ -1,0 +1,215 @@
+//! `model = "secgan"` (seed 003): trains G_rgb, D_rgb, G_seg and D_seg in
+//! phase `secgan` (`crate::train::secgan`) through the frozen parser P of a
+//! `parse_faces` input, on the attributes of `secgan.attributes`.
+//!
+//! Before training, one line each when: P's size is not the generator's, P
+//! has not the 12 segment classes, `parser.safetensors` does not match the
+//! sha256 its `model.json` recorded, or the parser's `masks` table lacks the
+//! training faces (it parsed another ingest).
+//!
+//! Outputs: `generator.safetensors` (G_rgb only: all `synthesize` needs),
+//! `critic.safetensors` (D_rgb, whose class head gives `label_agreement`),
+//! `semantic_generator.safetensors` (G_seg), `semantic_critic.safetensors`
+//! (D_seg), `model.json`, `train_log`, and `samples/secgan_<step>.png`
+//! (Fig. 5's columns).
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
+use crate::data::parquet::read_columns;
+use crate::data::schema;
+use crate::data::tensors::strings;
+use crate::data_error;
+use crate::stages::write_train_log as write_log;
+use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::train::model_file::{Networks, Semantic};
+use crate::train::parser::ParserFile;
+use crate::train::secgan::{self, Nets, Parser};
+
+/// The segment classes SeCGAN's semantic branch works on (Sec. 3).
+const SEGMENTS: usize = 12;
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let tiny = c.preset() == Preset::Tiny;
+    let opts = &c.secgan;
+    let attrs = c.secgan_attributes().map_err(|e| data_error!("{e}"))?;
+    let nets = Nets::preset(tiny, attrs.len(), SEGMENTS);
+    let size = nets.image_size();
+    let dev = io.candle_device()?;
+
+    // The parser: its record, its size and classes, its weights' checksum.
+    let pstage = io.input(StageKind::ParseFaces)?;
+    let pfile_path = pstage.dir.join("model.json");
+    let pf: ParserFile = serde_json::from_str(
+        &std::fs::read_to_string(&pfile_path)
+            .with_context(|| format!("reading {}", pfile_path.display()))?,
+    )
+    .map_err(|e| {
+        data_error!(
+            "{}: {e}; rerun the parse_faces stage `{}` with this augment",
+            pfile_path.display(),
+            pstage.name
+        )
+    })?;
+    if pf.classes.len() != SEGMENTS {
+        return Err(data_error!(
+            "parse_faces stage `{}` predicts {} classes; SeCGAN's semantic branch takes the {SEGMENTS} segments of Sec. 3: set classes = \"secgan12\" there",
+            pstage.name,
+            pf.classes.len()
+        ));
+    }
+    if pf.image_size != size {
+        return Err(data_error!(
+            "parse_faces stage `{}` parses at {} px but the generator (preset {}) works at {size} px: set image_size = {size} in [stages.{}]",
+            pstage.name,
+            pf.image_size,
+            c.preset().name(),
+            pstage.name
+        ));
+    }
+    let ppath = pstage.dir.join("parser.safetensors");
+    let bytes = std::fs::read(&ppath).with_context(|| format!("reading {}", ppath.display()))?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if sha != pf.sha256 {
+        return Err(data_error!(
+            "{}: sha256 {sha} is not the {} its model.json records; rerun `augment run --force --only {}`",
+            ppath.display(),
+            pf.sha256,
+            pstage.name
+        ));
+    }
+    let parser = Parser::new(
+        &pf.network,
+        candle_core::safetensors::load_buffer(&bytes, &dev)?,
+        &dev,
+    )?;
+
+    let (faces, train) = load_faces(c, io, size, 2)?;
+    check_masks(pstage, &faces.image_ids, &train)?;
+    let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
+    io.say(format!(
+        "secgan `{}` on {} train / {} val faces, attributes {}, parser `{}`, preset {}, {} steps at batch {}, λ_sc {}{}, device {}",
+        io.name,
+        train.len(),
+        faces.rows_in("val").len(),
+        names.join(", "),
+        pstage.name,
+        c.preset().name(),
+        opts.steps,
+        opts.batch_size,
+        opts.lambda_sc,
+        if opts.semantic_consistency { "" } else { " (semantic consistency off)" },
+        io.device
+    ));
+    let data = secgan::Data {
+        faces: &faces,
+        train,
+        val: faces.rows_in("val"),
+    };
+    let env = phase_env(c, io);
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let trained = secgan::train(&nets, &attrs, opts, seed, &parser, &data, &dev, &env)?;
+    let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
+    io.say(format!(
+        "val: Wasserstein estimates rgb {:.4} → {:.4}, seg {:.4} → {:.4}; G_rgb classification loss {:.4} → {:.4}; L1(G_rgb(x, 0), x) {:.4} → {:.4}; CE(G_seg(s, 0), s) {:.4} → {:.4}; L_sc rgb {:.4} → {:.4}, seg {:.4} → {:.4}",
+        f("wasserstein_init"),
+        f("wasserstein"),
+        f("seg_wasserstein_init"),
+        f("seg_wasserstein"),
+        f("g_cls_init"),
+        f("g_cls"),
+        f("rec_l1_init"),
+        f("rec_l1"),
+        f("seg_rec_ce_init"),
+        f("seg_rec_ce"),
+        f("sc_rgb_init"),
+        f("sc_rgb"),
+        f("sc_seg_init"),
+        f("sc_seg"),
+    ));
+
+    let out = &io.out_dir;
+    // P's weights are checked again after training: in no optimiser, they
+    // cannot have changed; the file on disk still matches too.
+    let after = hex::encode(Sha256::digest(std::fs::read(&ppath)?));
+    if after != sha {
+        return Err(data_error!(
+            "{} changed while `{}` trained; rerun both stages",
+            ppath.display(),
+            io.name
+        ));
+    }
+    let (g_sha, mut files) = save_generator(
+        c,
+        io,
+        &trained.g_rgb,
+        ("critic.safetensors", &trained.d_rgb),
+        Networks::Translation {
+            translator: nets.g_rgb.clone(),
+            critic: nets.d_rgb.clone(),
+            attributes: names.iter().map(|n| n.to_string()).collect(),
+            semantic: Some(Semantic {
+                generator: nets.g_seg.clone(),
+                critic: nets.d_seg.clone(),
+                classes: pf.classes.clone(),
+                parser_stage: pstage.name.clone(),
+                parser_sha256: sha.clone(),
+            }),
+        },
+    )?;
+    for (file, t) in [
+        ("semantic_generator.safetensors", &trained.g_seg),
+        ("semantic_critic.safetensors", &trained.d_seg),
+    ] {
+        candle_core::safetensors::save(t, out.join(file))?;
+        files.push(file.to_string());
+    }
+    files.extend(copy_resume_folder(io)?);
+    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = g_sha.into();
+    summary["parser_sha256"] = sha.into();
+    summary["parser_sha256_after"] = after.into();
+    summary["attributes"] = names.into();
+    Ok(StageOutput {
+        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        files,
+        summary,
+        lineage: Lineage::default(),
+    })
+}
+
+/// The parser's `masks` table must hold every training face: otherwise it
+/// parsed another ingest than this stage's.
+fn check_masks(pstage: &crate::stages::InputStage, ids: &[String], train: &[usize]) -> Result<()> {
+    let mut have = HashSet::new();
+    for b in read_columns(&pstage.table("masks")?, &["image_id"])? {
+        let col = strings(&b, 0)?;
+        for r in 0..b.num_rows() {
+            have.insert(col.value(r).to_string());
+        }
+    }
+    let missing: Vec<&str> = train
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .filter(|id| !have.contains(*id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(data_error!(
+            "parse_faces stage `{}`'s masks table lacks {} of the {} training faces (e.g. {}): it parsed another ingest; give it and this stage the same `ingest` input",
+            pstage.name,
+            missing.len(),
+            train.len(),
+            missing
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
+}
