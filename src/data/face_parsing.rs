@@ -152,6 +152,22 @@ pub fn palette(k: u8) -> image::Rgb<u8> {
     image::Rgb(P[k as usize % P.len()])
 }
 
+/// Nearest-neighbour resize of a square label map.
+pub fn resize_labels(l: &[u8], from: usize, to: usize) -> Vec<u8> {
+    if from == to {
+        return l.to_vec();
+    }
+    let mut out = vec![0u8; to * to];
+    for y in 0..to {
+        let sy = ((y as f64 + 0.5) * from as f64 / to as f64) as usize;
+        for x in 0..to {
+            let sx = ((x as f64 + 0.5) * from as f64 / to as f64) as usize;
+            out[y * to + x] = l[sy.min(from - 1) * from + sx.min(from - 1)];
+        }
+    }
+    out
+}
+
 pub fn list_pairs(dir: &Path, setting: &str) -> Result<Vec<String>> {
     if !dir.is_dir() {
         return Err(config_error!(

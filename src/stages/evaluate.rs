@@ -19,7 +19,13 @@
 //!   assigns the attributes the row did not change their source labels) and
 //!   `background_ms_ssim` (source vs translated face, top-left 10×10 crop).
 //!
+//! - with `edit_protocol = "reversal"`, `train_generator` inputs that are
+//!   translation generators: every test face with each attribute reversed
+//!   ([`reversal`]: SeCGAN's protocol, Sec. 4.4).
+//!
 //! Every row records N and, in `details`, the reference set and settings.
+
+mod reversal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,6 +105,14 @@ pub struct Config {
     /// Inception forward batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// `"synthesized"`: translation metrics on the synthesize inputs' rows;
+    /// `"reversal"` also edits every test face with each attribute reversed
+    /// through each translation `train_generator` input (SeCGAN Sec. 4.4).
+    #[serde(default)]
+    pub edit_protocol: EditProtocol,
+    /// Test faces of the reversal protocol (default: every test face).
+    #[serde(default)]
+    pub edit_faces: Option<usize>,
     #[serde(default)]
     pub weights: Option<PathBuf>,
     #[serde(default)]
@@ -118,6 +132,17 @@ fn default_bootstrap() -> usize {
 }
 fn default_permutations() -> usize {
     10_000
+}
+
+/// Which edits the translation metrics measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditProtocol {
+    /// The generated rows of the synthesize inputs (their plans' edits).
+    #[default]
+    Synthesized,
+    /// Also every test face with each attribute reversed, one at a time.
+    Reversal,
 }
 
 /// `fid = "auto" | true | false`.
@@ -182,6 +207,12 @@ impl Config {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.fid != FidMode::Off && self.fid_samples < 2 {
             return Err("fid_samples must be at least 2".into());
+        }
+        if self.edit_faces == Some(0) {
+            return Err("edit_faces must be at least 1 (or left out: every test face)".into());
+        }
+        if self.edit_faces.is_some() && self.edit_protocol != EditProtocol::Reversal {
+            return Err("edit_faces is for edit_protocol = \"reversal\"".into());
         }
         if self.batch_size == 0 || self.kid_subsets == 0 || self.kid_subset_size < 2 {
             return Err(
@@ -262,22 +293,61 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             })
         })
         .collect();
+    // The reversal protocol's generators: the translation inputs.
+    let reversed: Vec<&InputStage> = if c.edit_protocol == EditProtocol::Reversal {
+        let g: Vec<&InputStage> = io
+            .inputs_of(StageKind::TrainGenerator)
+            .into_iter()
+            .filter(|g| {
+                g.model_file().is_ok_and(|m| {
+                    matches!(
+                        m.networks,
+                        crate::train::model_file::Networks::Translation { .. }
+                    )
+                })
+            })
+            .collect();
+        if g.is_empty() {
+            return Err(data_error!(
+                "stage `{}`: edit_protocol = \"reversal\" needs a `train_generator` input that is a translation generator (sggan, stargan, secgan); add one to `inputs`",
+                io.name
+            ));
+        }
+        g
+    } else {
+        Vec::new()
+    };
     let measured: Vec<&str> = synths
         .iter()
         .chain(&priors)
+        .chain(&reversed)
         .map(|s| s.name.as_str())
         .collect();
-    if let Some(weights) = fid_weights(&mut out, c, &measured)? {
+    let weights = fid_weights(&mut out, c, &measured)?;
+    if let Some(weights) = &weights {
         let mut sets: Vec<ImageSet> = synths.iter().map(|s| ImageSet::Synth(s)).collect();
         sets.extend(priors.iter().map(|g| ImageSet::Prior(g)));
-        fid_and_kid(&mut out, c, ingest, &sets, &weights, seed, &dev)?;
+        if !sets.is_empty() {
+            fid_and_kid(&mut out, c, ingest, &sets, weights, seed, &dev)?;
+        }
     }
 
     // Translation generators.
-    if !synths.is_empty() {
+    if !synths.is_empty() || !reversed.is_empty() {
         let judge = judge(&classifiers, &dev)?;
         for s in &synths {
             translation(&mut out, s, &faces, judge.as_ref(), c, seed, &dev)?;
+        }
+        let setting = reversal::Setting {
+            ingest,
+            judge: judge.as_ref(),
+            parser: io.optional_input(StageKind::ParseFaces),
+            weights: weights.as_deref(),
+            seed,
+            dev: &dev,
+        };
+        for g in &reversed {
+            reversal::reversal(&mut out, c, g, &setting)?;
         }
     }
 

@@ -187,22 +187,6 @@ fn mask_png(labels: &[u8], side: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Nearest-neighbour resize of a square label map.
-fn resize_labels(l: &[u8], from: usize, to: usize) -> Vec<u8> {
-    if from == to {
-        return l.to_vec();
-    }
-    let mut out = vec![0u8; to * to];
-    for y in 0..to {
-        let sy = ((y as f64 + 0.5) * from as f64 / to as f64) as usize;
-        for x in 0..to {
-            let sx = ((x as f64 + 0.5) * from as f64 / to as f64) as usize;
-            out[y * to + x] = l[sy.min(from - 1) * from + sx.min(from - 1)];
-        }
-    }
-    out
-}
-
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let seed = c.seed.unwrap_or(io.run_seed);
@@ -531,7 +515,7 @@ fn read_demo_masks(path: &std::path::Path, size: usize) -> Result<HashMap<String
                     m.h
                 ));
             }
-            out.insert(id.to_string(), resize_labels(&m.ids, m.w, size));
+            out.insert(id.to_string(), fp::resize_labels(&m.ids, m.w, size));
         }
     }
     Ok(out)
@@ -561,7 +545,7 @@ fn write_masks(
             .into_par_iter()
             .map(|k| {
                 mask_png(
-                    &resize_labels(&labels[k * hw..(k + 1) * hw], size, out_size),
+                    &fp::resize_labels(&labels[k * hw..(k + 1) * hw], size, out_size),
                     out_size,
                 )
             })
