@@ -18,7 +18,7 @@ fn sha256_file(p: &std::path::Path) -> String {
 
 /// About 4 minutes on 2 cores: a tiny parser at 32 px (4 epochs), then
 /// 600 SeCGAN steps (120 generator updates at batch 8), a plan edited by
-/// G_rgb alone, and the reversal protocol on 100 test faces with a tiny
+/// G_rgb alone, and the reversal protocol on 40 test faces with a tiny
 /// real-face judge, FID / KID per edit group and the background L1.
 #[test]
 fn secgan_trains_both_branches_through_a_frozen_parser_on_real_celeba() {
@@ -91,11 +91,11 @@ attributes = ["Male", "Smiling", "Young"]
 kind = "evaluate"
 inputs = ["ingest", "judge", "synth", "sec", "parser"]
 fid = true
-fid_samples = 200
+fid_samples = 50
 kid_subset_size = 50
 translation_samples = 100
 edit_protocol = "reversal"
-edit_faces = 100
+edit_faces = 40
 "#,
             hq.to_string_lossy()
         ))
@@ -169,7 +169,7 @@ edit_faces = 100
         "SELECT count(*) AS n FROM eval_metrics WHERE metric = 'background_ms_ssim'",
     );
     assert_ne!(out.lines().nth(1), Some("0"), "{out}");
-    // The reversal protocol (Sec. 4.4): 100 test faces, each attribute
+    // The reversal protocol (Sec. 4.4): 40 test faces, each attribute
     // reversed; per group and as the mean over the three groups.
     let out = sql_csv(
         d.path(),
@@ -181,11 +181,11 @@ edit_faces = 100
     assert_eq!(
         out.trim(),
         "metric,groups,means,nonneg,n\n\
-         editing_accuracy,3,1,true,300\n\
-         fid_edit,3,0,true,100\n\
-         fid_edit_mean,0,1,true,300\n\
-         kid_edit,3,0,true,100\n\
-         kid_edit_mean,0,1,true,300",
+         editing_accuracy,3,1,true,120\n\
+         fid_edit,3,0,true,40\n\
+         fid_edit_mean,0,1,true,120\n\
+         kid_edit,3,0,true,40\n\
+         kid_edit_mean,0,1,true,120",
         "{out}"
     );
     // The background L1 counts the faces whose parsed mask has `others`
@@ -193,7 +193,7 @@ edit_faces = 100
     let out = sql_csv(
         d.path(),
         "SELECT count(attribute) AS groups, count(*) - count(attribute) AS means, \
-         min(n) > 0 AND max(n) <= 300 AS n_ok FROM eval_metrics \
+         min(n) > 0 AND max(n) <= 120 AS n_ok FROM eval_metrics \
          WHERE stage = 'sec' AND metric = 'background_l1'",
     );
     assert_eq!(out.trim(), "groups,means,n_ok\n3,1,true", "{out}");

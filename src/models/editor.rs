@@ -10,6 +10,15 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::critic::{Critic, value_logit};
 use super::translator::{Condition, Kind, Translator};
 
+/// Labels (bit sets over all attributes) restricted to `attrs`, (B, n) in {0, 1}.
+pub fn attr_tensor(attrs: &[usize], labels: &[u64], dev: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = labels
+        .iter()
+        .flat_map(|l| attrs.iter().map(move |&a| ((l >> a) & 1) as f32))
+        .collect();
+    Tensor::from_vec(v, (labels.len(), attrs.len()), dev)
+}
+
 /// The translator together with its attributes: the inference side, shared
 /// by training samples, evaluation and the synthesize stage. Labels are
 /// bit sets over all attributes (bit `a` = attribute index `a`).
@@ -23,11 +32,7 @@ pub struct Editor<'a> {
 impl Editor<'_> {
     /// Labels of `rows` restricted to the edited attributes, (B, n) in {0, 1}.
     pub fn attr_tensor(&self, labels: &[u64], dev: &Device) -> Result<Tensor> {
-        let v: Vec<f32> = labels
-            .iter()
-            .flat_map(|l| self.attrs.iter().map(move |&a| ((l >> a) & 1) as f32))
-            .collect();
-        Tensor::from_vec(v, (labels.len(), self.attrs.len()), dev)
+        attr_tensor(self.attrs, labels, dev)
     }
 
     /// G's label maps for editing `source` to `target`: the target labels

@@ -710,12 +710,7 @@ pub fn train(
     if data.train.len() < 2 {
         bail!("bridgegan needs at least 2 training rows");
     }
-    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
-        bail!(
-            "the gradient penalty needs second-order gradients: call \
-             augment::train::enable_second_order_gradients() at start-up (the `augment` binary does)"
-        );
-    }
+    crate::train::require_second_order_gradients()?;
     let mut p = BridgePhase::new(cfg, attrs, opts, batch, seed, data, dev)?;
     let g0 = snapshot(&p.g_vm)?;
     let d0 = snapshot(&p.d_vm)?;

@@ -45,6 +45,19 @@ pub unsafe fn enable_second_order_gradients() {
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
 }
 
+/// Fails unless [`enable_second_order_gradients`] ran: every WGAN-GP phase
+/// checks this before training (a detached penalty trains the wrong
+/// function without any error).
+pub fn require_second_order_gradients() -> Result<()> {
+    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
+        anyhow::bail!(
+            "the gradient penalty needs second-order gradients: call \
+             augment::train::enable_second_order_gradients() at start-up (the `augment` binary does)"
+        );
+    }
+    Ok(())
+}
+
 pub mod accumulate;
 pub mod adam;
 pub mod attr2face;

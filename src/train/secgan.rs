@@ -543,11 +543,7 @@ impl<'a> SecganPhase<'a> {
 }
 
 fn attr_tensor(attrs: &[usize], labels: &[Labels], dev: &Device) -> Result<Tensor> {
-    let v: Vec<f32> = labels
-        .iter()
-        .flat_map(|l| attrs.iter().map(move |&a| ((l >> a) & 1) as f32))
-        .collect();
-    Ok(Tensor::from_vec(v, (labels.len(), attrs.len()), dev)?)
+    Ok(crate::models::editor::attr_tensor(attrs, labels, dev)?)
 }
 
 impl Phase for SecganPhase<'_> {
@@ -772,12 +768,7 @@ pub fn train(
     if data.train.is_empty() {
         bail!("no training rows");
     }
-    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
-        bail!(
-            "the gradient penalty needs second-order gradients: call \
-             augment::train::enable_second_order_gradients() at start-up (the `augment` binary does)"
-        );
-    }
+    crate::train::require_second_order_gradients()?;
     let p_sha = tensors_sha256(&p.tensors)?;
     let mut ph = SecganPhase::new(nets, attrs, opts, seed, data, p, dev)?;
     let inits = [
@@ -866,6 +857,22 @@ mod tests {
     use super::*;
     use crate::models::unet;
 
+    /// Σ |gradient| over `vm`'s variables that got one.
+    fn grad_sum(grads: &candle_core::backprop::GradStore, vm: &VarMap) -> f32 {
+        vm.all_vars()
+            .iter()
+            .filter_map(|v| grads.get(v.as_tensor()))
+            .map(|g| {
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .sum()
+    }
+
     fn tiny_parser(dev: &Device) -> Parser {
         let cfg = unet::Config {
             image_size: 32,
@@ -927,36 +934,14 @@ mod tests {
         let x_out = g.forward(&x, Some(&diff)).unwrap();
         let logits = gs.logits(&s_in, &diff).unwrap();
         let grads = sc_seg(&p, &x_out, &logits).unwrap().backward().unwrap();
-        let mut seg_grad = 0f32;
         for v in vm.all_vars() {
             assert!(grads.get(v.as_tensor()).is_none(), "eq. 12 reached G_rgb");
         }
-        for v in vm_s.all_vars() {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                seg_grad += g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-            }
-        }
+        let seg_grad = grad_sum(&grads, &vm_s);
         assert!(seg_grad > 0.0, "eq. 12 must train G_seg");
         let s_hat = candle_nn::ops::softmax(&logits, 1).unwrap();
         let grads = sc_rgb(&p, &x_out, &s_hat).unwrap().backward().unwrap();
-        let mut rgb_grad = 0f32;
-        for v in vm.all_vars() {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                rgb_grad += g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-            }
-        }
+        let rgb_grad = grad_sum(&grads, &vm);
         assert!(rgb_grad > 0.0, "eq. 11 must reach G_rgb through P");
         for v in vm_s.all_vars() {
             assert!(grads.get(v.as_tensor()).is_none(), "eq. 11 reached G_seg");

@@ -971,12 +971,7 @@ pub fn train(
     if data.train.is_empty() {
         bail!("no training rows");
     }
-    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
-        bail!(
-            "the gradient penalty needs second-order gradients: call \
-             augment::train::enable_second_order_gradients() at start-up (the `augment` binary does)"
-        );
-    }
+    crate::train::require_second_order_gradients()?;
     let mut p = StGanPhase::new(cfg, opts, batch, seed, env.cadence.log_every, data, dev)?;
     let val: Vec<usize> = if data.val.is_empty() {
         data.train.iter().copied().take(64).collect()

@@ -298,7 +298,7 @@ fn backgrounds(p: &InputStage, faces: &FaceSet) -> Result<HashMap<String, Vec<bo
         )
     })?;
     let others = pf.class_set.others();
-    let max_id = (pf.classes.len() - 1) as u8;
+    let max_id = pf.classes.len().saturating_sub(1).min(255) as u8;
     let wanted: std::collections::HashSet<&str> =
         faces.image_ids.iter().map(String::as_str).collect();
     let mut out = HashMap::new();

@@ -285,12 +285,7 @@ pub fn train(spec: &Spec, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<T
     if data.train.is_empty() {
         bail!("no training rows");
     }
-    if std::env::var_os("CANDLE_GRAD_DO_NOT_DETACH").is_none() {
-        bail!(
-            "the gradient penalty needs second-order gradients: call \
-             augment::train::enable_second_order_gradients() at start-up (the `augment` binary does)"
-        );
-    }
+    crate::train::require_second_order_gradients()?;
     let steps = opts.steps(kind);
     let train_labels: Vec<Labels> = data.train.iter().map(|&i| data.faces.labels[i]).collect();
     let mask_train = labelled_mask(&train_labels, attrs, opts, seed ^ 0x5EED);
