@@ -280,6 +280,9 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: first thing in main, before any thread exists (candle stops
+    // re-reading /proc/cpuinfo on every matrix product).
+    unsafe { augment::ops::fix_thread_count() };
     // Second-order gradients (the critic's penalty), as the binary sets it.
     // SAFETY: set before any thread is started.
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };

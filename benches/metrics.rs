@@ -20,6 +20,9 @@ fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, before any thread exists (candle stops
+    // re-reading /proc/cpuinfo on every matrix product).
+    unsafe { augment::ops::fix_thread_count() };
     println!("metrics benchmark (CPU)");
     for (w, h) in [(64, 64), (178, 218), (256, 256)] {
         let pairs: Vec<(Planar, Planar)> = (0..50)

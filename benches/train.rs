@@ -9,6 +9,9 @@ use std::time::Instant;
 use augment::pipeline::{config, runner};
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, before any thread exists (candle stops
+    // re-reading /proc/cpuinfo on every matrix product).
+    unsafe { augment::ops::fix_thread_count() };
     let device = std::env::var("AUGMENT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let dir = tempfile::tempdir()?;
     let steps = |preset: &str| if preset == "tiny" { 30 } else { 4 };

@@ -14,6 +14,9 @@
 use augment::pipeline::{config, runner};
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: first thing in main, before any thread exists (candle stops
+    // re-reading /proc/cpuinfo on every matrix product).
+    unsafe { augment::ops::fix_thread_count() };
     // SAFETY: first thing in main, before any thread exists.
     unsafe { augment::train::enable_second_order_gradients() };
     let device = std::env::var("AUGMENT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());

@@ -7,6 +7,8 @@ fn main() -> ExitCode {
     // gradients for the WGAN-GP penalty.
     // SAFETY: single-threaded here, nothing else reads the environment yet.
     unsafe { augment::train::enable_second_order_gradients() };
+    // SAFETY: as above. candle's matrix products stop re-reading /proc/cpuinfo.
+    unsafe { augment::ops::fix_thread_count() };
     augment::configure_allocator();
     let cli = augment::cli::Cli::parse();
     match augment::run(cli) {

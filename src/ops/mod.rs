@@ -99,6 +99,33 @@ pub fn set_kernels(k: Kernels) {
     KERNELS.store(v, Ordering::Relaxed);
 }
 
+/// Fixes candle's CPU thread count for the process: sets `RAYON_NUM_THREADS`
+/// to the CPUs this process may use (`available_parallelism`, which honours
+/// affinity masks and cgroup quotas) unless the user set it. candle 0.11.1
+/// asks for its thread count on every matrix product and, when
+/// `RAYON_NUM_THREADS` is unset, re-reads and parses `/proc/cpuinfo` each
+/// time (`num_cpus::get_physical`): perf on a tiny BridgeGAN run put that
+/// at about a fifth of the process's CPU time. A set variable is one
+/// environment lookup. Returns the count in force.
+///
+/// # Safety
+/// Modifies the process environment: call it while the process has one
+/// thread (the `augment` binary calls it first thing, as it does
+/// `enable_second_order_gradients`).
+pub unsafe fn fix_thread_count() -> usize {
+    let set = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    if let Some(n) = set {
+        return n;
+    }
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    // SAFETY: the caller guarantees no other thread reads the environment.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    n
+}
+
 /// Tells mimalloc never to hand freed pages back to the OS (`purge_delay` =
 /// −1), so that the next training step reuses them: a `paper_64` autoencoder
 /// step frees and re-allocates gigabytes, and with the default delay the
