@@ -31,6 +31,11 @@
 //! - **E** (Fig. 5): [X ‖ att_diff tiled as n maps] → 1×1 conv to
 //!   `d_channels` → one down block with instance norm to `map_channels` at
 //!   S/2 → three blocks with instance norm → 1×1 conv, instance norm, ReLU.
+//!   The first block does not normalise its input (its second norm is
+//!   instance norm): after the 1×1 conv the tiled att_diff is a constant
+//!   per channel, and an instance norm before the first non-linearity
+//!   subtracts it, which made E(X, att_diff) identical for every att_diff
+//!   (our first reading of Fig. 5; `the_encoder_reads_att_diff`).
 //!
 //! `paper_128`: S 128, n 14, w 32, map 64×64×32, D from 16 filters, M's
 //! linear layer 1024, SPADE hidden 128. `tiny`: S 32 and every width ÷ 4,
@@ -235,6 +240,8 @@ struct BlockSpec {
     cin: usize,
     cout: usize,
     norm: NormKind,
+    /// Normalise the block's input (norm1); only E's first block does not.
+    norm_input: bool,
     resample: Resample,
     leaky: bool,
 }
@@ -251,7 +258,11 @@ impl ResBlk {
             })
         };
         Ok(ResBlk {
-            norm1: norm(s.cin, "norm1")?,
+            norm1: if s.norm_input {
+                norm(s.cin, "norm1")?
+            } else {
+                Norm::None
+            },
             conv1: conv(s.cin, s.cout, 3, vb.pp("conv1"))?,
             norm2: norm(s.cout, "norm2")?,
             conv2: conv(s.cout, s.cout, 3, vb.pp("conv2"))?,
@@ -314,6 +325,7 @@ impl Generator {
             cin,
             cout,
             norm,
+            norm_input: true,
             resample,
             leaky,
         };
@@ -370,6 +382,7 @@ impl Mapping {
                 cin,
                 cout: cfg.map_channels,
                 norm: NormKind::Instance,
+                norm_input: true,
                 resample: Resample::Up,
                 leaky: false,
             };
@@ -413,18 +426,23 @@ impl Encoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let (d, c) = (cfg.d_channels, cfg.map_channels);
-        let spec = |cin, resample| BlockSpec {
+        // The first block does not normalise its input: the tiled att_diff
+        // is a per-channel constant after the 1×1 conv, and an instance norm
+        // there (or anywhere before a non-linearity sees it) subtracts it,
+        // which made E(X, att_diff) the same for every att_diff.
+        let spec = |cin, resample, norm_input| BlockSpec {
             cin,
             cout: c,
             norm: NormKind::Instance,
+            norm_input,
             resample,
             leaky: false,
         };
         let layout = [
-            spec(d, Resample::Down),
-            spec(c, Resample::Same),
-            spec(c, Resample::Same),
-            spec(c, Resample::Same),
+            spec(d, Resample::Down, false),
+            spec(c, Resample::Same, true),
+            spec(c, Resample::Same, true),
+            spec(c, Resample::Same, true),
         ];
         let blocks = layout
             .into_iter()
@@ -476,6 +494,7 @@ impl Critic {
                 cin: d << i,
                 cout: d << (i + 1),
                 norm: NormKind::None,
+                norm_input: false,
                 resample: Resample::Down,
                 leaky: true,
             };
@@ -584,6 +603,34 @@ mod tests {
             let s: f32 = gr.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(s > 0.0, "{name}: zero gradient");
         }
+    }
+
+    /// Fig. 5 concatenates att_diff to E's input. With an instance norm on
+    /// the first block's input the tiled att_diff was subtracted as a
+    /// per-channel constant and E gave the same map for every att_diff (max
+    /// difference 5e-6 here before the first block stopped normalising its
+    /// input).
+    #[test]
+    fn the_encoder_reads_att_diff() {
+        let dev = Device::Cpu;
+        let cfg = Config::tiny(3);
+        let vm = VarMap::new();
+        let e = Encoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        crate::models::seeded_init(&vm, 3).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 3, 32, 32), &dev).unwrap();
+        let d1 = Tensor::new(&[[1f32, 0., -1.], [0., -1., 1.]], &dev).unwrap();
+        let d2 = Tensor::new(&[[-1f32, 1., 1.], [1., 1., -1.]], &dev).unwrap();
+        let a = e.forward(&x, &d1).unwrap();
+        let b = e.forward(&x, &d2).unwrap();
+        let mean_abs: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(mean_abs > 0.05, "E ignores att_diff: mean |Δ| = {mean_abs}");
     }
 
     #[test]
