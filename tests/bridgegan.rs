@@ -21,15 +21,15 @@ fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-/// The mean of `loss` over its first and its last 20 logged values (of 60
-/// G updates: 300 steps, n_critic 5).
-fn first_last_20(dir: &std::path::Path, loss: &str) -> (f64, f64) {
+/// The mean of `loss` over its first and its last 50 logged values (of 120
+/// G updates: 600 steps, n_critic 5), the issue's window.
+fn first_last_50(dir: &std::path::Path, loss: &str) -> (f64, f64) {
     let q = |order: &str| {
         let out = sql_csv(
             dir,
             &format!(
                 "SELECT avg(value) AS v FROM (SELECT value FROM train_log WHERE loss = '{loss}' \
-                 AND step > 0 ORDER BY step {order} LIMIT 20)"
+                 AND step > 0 ORDER BY step {order} LIMIT 50)"
             ),
         );
         out.lines().nth(1).unwrap().parse::<f64>().unwrap()
@@ -37,7 +37,7 @@ fn first_last_20(dir: &std::path::Path, loss: &str) -> (f64, f64) {
     (q("ASC"), q("DESC"))
 }
 
-/// About 4 minutes on 2 cores (the 300-step stage: 221 s).
+/// About 5 minutes on 2 cores (the 600-step stage: about 220 s).
 #[test]
 fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
     let _one = one_trainer_at_a_time();
@@ -46,7 +46,7 @@ fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    // lr 5e-4 instead of the appendix's 2e-4: 300 steps have to show the direction.
+    // lr 5e-4 instead of the appendix's 2e-4: 600 steps have to show the direction.
     let run = PipelineFile::celeba("bg", 0, &root)
         .stages(
             r#"
@@ -56,9 +56,9 @@ inputs = ["ingest"]
 model = "bridgegan"
 preset = "tiny"
 log_every = 1
-sample_every = 300
-checkpoint_every = 300
-bridgegan.steps = 300
+sample_every = 600
+checkpoint_every = 600
+bridgegan.steps = 600
 bridgegan.lr = 5e-4
 bridgegan.d_lr = 5e-4
 bridgegan.attributes = ["Male", "Smiling", "Young"]
@@ -86,19 +86,32 @@ inputs = ["ingest", "dynamic", "bg"]
     assert!(c < c0, "C's loss on real val faces {c0} -> {c}");
     let (r0, r) = (f(&s["rec_l1_init"]), f(&s["rec_l1"]));
     assert!(r < 0.8 * r0, "L1(G(x, M(R, 0)), x) {r0} -> {r}");
-    // The attribute-keeping term falls by more than 30%; reconstruction,
-    // cycle and style fall (measured: to 0.38, 0.75, 0.78 and 0.68 of their
-    // first 20 values in 60 G updates; 0.77, 0.80, 0.72 for rec, cyc, sty
-    // over 50 of 120). G's classification loss under the final
-    // C does not fall yet at this scale (docs/stages.md), so it is not
-    // asserted.
+    // Under the final C, the trained G's one-attribute edits carry their
+    // targets better than the initial G's (the issue's criterion), and
+    // better than the trained G's own unedited reconstructions: G follows
+    // att_diff (measured here: 0.884 -> 0.762 against 0.816 unedited; at
+    // run seed 1, 1.842 -> 0.809 against 0.865).
+    let (g0, g) = (f(&s["g_cls_init"]), f(&s["g_cls"]));
+    assert!(
+        g < g0,
+        "G's classification loss under the final C {g0} -> {g}"
+    );
+    let kept = f(&s["g_cls_unedited"]);
+    assert!(
+        g < kept,
+        "edits {g} do not carry their targets better than unedited faces {kept}"
+    );
+    // Reconstruction and cycle fall by more than 30% (the issue's bound;
+    // measured 0.57-0.62 of their first 50 values); attribute keeping and
+    // style fall less at this scale (measured 0.66-0.75 and 0.79-0.82: E
+    // reads att_diff, docs/stages.md), so their bounds are 0.85 and 0.9.
     for (loss, ratio) in [
-        ("G/ak", 0.7),
-        ("G/rec", 0.9),
-        ("G/cyc", 0.9),
+        ("G/rec", 0.7),
+        ("G/cyc", 0.7),
+        ("G/ak", 0.85),
         ("G/sty", 0.9),
     ] {
-        let (a, b) = first_last_20(d.path(), loss);
+        let (a, b) = first_last_50(d.path(), loss);
         assert!(b < ratio * a, "{loss}: first 50 {a}, last 50 {b}");
     }
     // Synthesize: every generated row changes only BridgeGAN's attributes.
@@ -109,7 +122,7 @@ inputs = ["ingest", "dynamic", "bg"]
          FROM synth_synth s JOIN faces f ON s.source_image_id = f.image_id",
     );
     assert_eq!(out.trim(), "n,other,fraction\n390,0,true", "{out}");
-    for file in ["bg/samples/bridgegan_0000300.png", "synth/grid.png"] {
+    for file in ["bg/samples/bridgegan_0000600.png", "synth/grid.png"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
 

@@ -75,6 +75,30 @@ pub use crate::ops::spatial::upsample2x;
 /// (a one-dimensional `weight`) start as the identity, as in PyTorch: scale
 /// 1, shift 0, running mean 0 and running variance 1.
 pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
+    init_all(vm, seed, Init::PyTorch)
+}
+
+/// As [`seeded_init`], but weights are He-normal, N(0, 2/fan_in), and
+/// biases 0: StarGAN-v2's `he_init` (kaiming_normal_, fan_in, ReLU gain),
+/// which it applies to all of its networks.
+pub fn seeded_he_init(vm: &VarMap, seed: u64) -> Result<()> {
+    init_all(vm, seed, Init::He)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Init {
+    PyTorch,
+    He,
+}
+
+/// A standard normal draw (Box–Muller).
+pub fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+fn init_all(vm: &VarMap, seed: u64, init: Init) -> Result<()> {
     let data = vm.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
@@ -104,9 +128,14 @@ pub fn seeded_init(vm: &VarMap, seed: u64) -> Result<()> {
         let bound = 1.0 / (fan_in as f64).sqrt();
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(k as u64 * 0x9E37_79B9));
         let n: usize = dims.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| rng.random_range(-bound..bound) as f32)
-            .collect();
+        let he_std = (2.0 / fan_in as f64).sqrt() as f32;
+        let v: Vec<f32> = match init {
+            Init::PyTorch => (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect(),
+            Init::He if name.ends_with(".bias") => vec![0.0; n],
+            Init::He => (0..n).map(|_| standard_normal(&mut rng) * he_std).collect(),
+        };
         let t = Tensor::from_vec(v, dims.as_slice(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }

@@ -28,7 +28,12 @@
 //!   reading of App. Fig. 1).
 //!
 //! Adam (0.5, 0.999) at 2e-4 for all networks (App. C); both rates decay
-//! linearly to 0 from `decay_start` (default half of the steps).
+//! linearly to 0 from `decay_start` (default half of the steps). All
+//! networks start from StarGAN-v2's He-normal initialisation
+//! ([`seeded_he_init`]): with PyTorch's default (uniform, a third of the
+//! variance) the tiny critic, which has no normalisation, barely learned
+//! the attributes in 600 steps and G's edits did not follow att_diff
+//! (docs/stages.md, BridgeGAN).
 
 use std::path::Path;
 
@@ -49,7 +54,7 @@ use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, 
 use crate::data::celeba::Labels;
 use crate::data::tensors::{grid_of_columns, tensor_to_rgb};
 use crate::models::bridgegan::{Config, Critic, Encoder, Generator, Mapping, keep_code};
-use crate::models::seeded_init;
+use crate::models::seeded_he_init;
 
 /// The adversarial loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -355,10 +360,10 @@ impl<'a> BridgePhase<'a> {
     ) -> Result<Self> {
         let g_vm = VarMap::new();
         let ed = Editor::new(cfg, VarBuilder::from_varmap(&g_vm, DType::F32, dev))?;
-        seeded_init(&g_vm, seed + 61)?;
+        seeded_he_init(&g_vm, seed + 61)?;
         let d_vm = VarMap::new();
         let d = Critic::new(cfg, VarBuilder::from_varmap(&d_vm, DType::F32, dev))?;
-        seeded_init(&d_vm, seed + 62)?;
+        seeded_he_init(&d_vm, seed + 62)?;
         let pool = if data.val.is_empty() {
             &data.train
         } else {
@@ -651,8 +656,11 @@ pub fn reference_grid(
     Ok(crate::data::tensors::grid(&cells, b + 1))
 }
 
-/// Val measures: C's classification loss on real faces, G's classification
-/// loss on one-attribute label edits under `judge`, and L1(G(x, M(R, 0)), x).
+/// Val measures, in order: C's classification loss on real faces; under
+/// `judge`, G's classification loss on one-attribute label edits against
+/// their targets Y_t, and the same loss of the unedited reconstruction
+/// G(x, M(R, 0)) against Y_t (what an editor that ignores att_diff scores);
+/// and L1(G(x, M(R, 0)), x).
 #[allow(clippy::too_many_arguments)]
 fn measure(
     ed: &Editor,
@@ -664,10 +672,10 @@ fn measure(
     cfg: &Config,
     seed: u64,
     dev: &Device,
-) -> Result<(f64, f64, f64)> {
+) -> Result<[f64; 4]> {
     let n = attrs.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut c_real, mut g_cls, mut rec, mut count) = (0.0, 0.0, 0.0, 0.0);
+    let (mut c_real, mut g_cls, mut unedited, mut rec, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for chunk in rows.chunks(32) {
         let k = chunk.len();
         let x = data.faces.images(chunk, dev)?;
@@ -685,14 +693,18 @@ fn measure(
         let y = ed.by_labels(&x, &r, &t(diff)?)?;
         let (_, cls_real) = d.forward(&x)?;
         c_real += scalar(&bce_elements(&cls_real, &t(src)?)?.mean_all()?)? * k as f64;
+        let trg = t(trg)?;
         let (_, cls_fake) = judge.forward(&y)?;
-        g_cls += scalar(&bce_elements(&cls_fake, &t(trg)?)?.mean_all()?)? * k as f64;
+        g_cls += scalar(&bce_elements(&cls_fake, &trg)?.mean_all()?)? * k as f64;
         let zero = Tensor::zeros((k, n), DType::F32, dev)?;
-        rec += scalar(&l1(&ed.by_labels(&x, &r, &zero)?, &x)?)? * k as f64;
+        let kept = ed.by_labels(&x, &r, &zero)?;
+        let (_, cls_kept) = judge.forward(&kept)?;
+        unedited += scalar(&bce_elements(&cls_kept, &trg)?.mean_all()?)? * k as f64;
+        rec += scalar(&l1(&kept, &x)?)? * k as f64;
         count += k as f64;
     }
     let c = count.max(1.0);
-    Ok((c_real / c, g_cls / c, rec / c))
+    Ok([c_real / c, g_cls / c, unedited / c, rec / c])
 }
 
 /// Runs the `bridgegan` phase (resuming where `env.dir` has checkpoints).
@@ -726,8 +738,8 @@ pub fn train(
     let dc1 = Critic::new(cfg, vb_of(&frozen(&p.d_vm), dev))?;
     // Both G judged by the final C (the initial C's class head is untrained).
     let seed_m = seed + 64;
-    let (c0, g_cls0, rec0) = measure(&ed0, &dc0, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
-    let (c1, g_cls1, rec1) = measure(&ed1, &dc1, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
+    let [c0, g_cls0, kept0, rec0] = measure(&ed0, &dc0, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
+    let [c1, g_cls1, kept1, rec1] = measure(&ed1, &dc1, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
     let mut log = r.log;
     let steps = opts.steps;
     let mut summary = serde_json::json!({
@@ -739,6 +751,7 @@ pub fn train(
     for (name, a, b) in [
         ("val/critic_cls", c0, c1),
         ("val/g_cls", g_cls0, g_cls1),
+        ("val/g_cls_unedited", kept0, kept1),
         ("val/rec_l1", rec0, rec1),
     ] {
         log.push(log_row("bridgegan", 0, name, a));

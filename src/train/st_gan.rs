@@ -319,11 +319,7 @@ pub struct Latents {
 }
 
 /// A standard normal draw (Box–Muller), so that draws follow the seed.
-pub fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
+pub use crate::models::standard_normal;
 
 impl Latents {
     pub fn draw(cfg: &Config, rows: usize, rng: &mut ChaCha8Rng) -> Latents {

@@ -47,11 +47,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let trained = bridgegan::train(&cfg, &attrs, opts, batch, seed, &data, &dev, &env)?;
     let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
-        "val: C's classification loss on real faces {:.4} → {:.4}; G's classification loss on one-attribute label edits (final C) {:.4} → {:.4}; L1(G(x, M(R, 0)), x) {:.4} → {:.4}",
+        "val: C's classification loss on real faces {:.4} → {:.4}; G's classification loss on one-attribute label edits (final C) {:.4} → {:.4} (unedited faces: {:.4}); L1(G(x, M(R, 0)), x) {:.4} → {:.4}",
         f("critic_cls_init"),
         f("critic_cls"),
         f("g_cls_init"),
         f("g_cls"),
+        f("g_cls_unedited"),
         f("rec_l1_init"),
         f("rec_l1"),
     ));
