@@ -46,7 +46,7 @@ fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    // lr 5e-4 instead of the appendix's 2e-4: 600 steps have to show the direction.
+    // lr 1e-3 instead of the appendix's 2e-4: 600 steps have to show the direction.
     let run = PipelineFile::celeba("bg", 0, &root)
         .stages(
             r#"
@@ -59,8 +59,8 @@ log_every = 1
 sample_every = 600
 checkpoint_every = 600
 bridgegan.steps = 600
-bridgegan.lr = 5e-4
-bridgegan.d_lr = 5e-4
+bridgegan.lr = 1e-3
+bridgegan.d_lr = 1e-3
 bridgegan.attributes = ["Male", "Smiling", "Young"]
 
 [stages.dynamic]
@@ -89,8 +89,8 @@ inputs = ["ingest", "dynamic", "bg"]
     // Under the final C, the trained G's one-attribute edits carry their
     // targets better than the initial G's (the issue's criterion), and
     // better than the trained G's own unedited reconstructions: G follows
-    // att_diff (measured here: 0.884 -> 0.762 against 0.816 unedited; at
-    // run seed 1, 1.842 -> 0.809 against 0.865).
+    // att_diff (measured here: 1.128 -> 0.840 against 0.911 unedited; at
+    // run seed 1, 1.955 -> 0.749 against 0.806).
     let (g0, g) = (f(&s["g_cls_init"]), f(&s["g_cls"]));
     assert!(
         g < g0,
@@ -101,18 +101,12 @@ inputs = ["ingest", "dynamic", "bg"]
         g < kept,
         "edits {g} do not carry their targets better than unedited faces {kept}"
     );
-    // Reconstruction and cycle fall by more than 30% (the issue's bound;
-    // measured 0.57-0.62 of their first 50 values); attribute keeping and
-    // style fall less at this scale (measured 0.66-0.75 and 0.79-0.82: E
-    // reads att_diff, docs/stages.md), so their bounds are 0.85 and 0.9.
-    for (loss, ratio) in [
-        ("G/rec", 0.7),
-        ("G/cyc", 0.7),
-        ("G/ak", 0.85),
-        ("G/sty", 0.9),
-    ] {
+    // Reconstruction, cycle, style and attribute keeping each fall by more
+    // than 30% (the issue's bound; measured 0.50, 0.48, 0.66, 0.39 of their
+    // first 50 values, and 0.50, 0.47, 0.66, 0.53 at run seed 1).
+    for loss in ["G/rec", "G/cyc", "G/sty", "G/ak"] {
         let (a, b) = first_last_50(d.path(), loss);
-        assert!(b < ratio * a, "{loss}: first 50 {a}, last 50 {b}");
+        assert!(b < 0.7 * a, "{loss}: first 50 {a}, last 50 {b}");
     }
     // Synthesize: every generated row changes only BridgeGAN's attributes.
     let out = sql_csv(
