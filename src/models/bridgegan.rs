@@ -426,10 +426,7 @@ impl Encoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let (d, c) = (cfg.d_channels, cfg.map_channels);
-        // The first block does not normalise its input: the tiled att_diff
-        // is a per-channel constant after the 1×1 conv, and an instance norm
-        // there (or anywhere before a non-linearity sees it) subtracts it,
-        // which made E(X, att_diff) the same for every att_diff.
+        // The first block does not normalise its input (see the module docs).
         let spec = |cin, resample, norm_input| BlockSpec {
             cin,
             cout: c,
