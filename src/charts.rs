@@ -34,6 +34,37 @@ const COLOURS: [RGBColor; 12] = [
     RGBColor(128, 128, 0),
 ];
 
+/// Where a chart can be written: a `.png` or `.svg` file in an existing
+/// folder; otherwise the one line to show the user.
+pub fn check_output(path: &Path) -> std::result::Result<(), String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !matches!(ext, "png" | "svg") {
+        return Err(format!(
+            "{}: a chart is written as .png or .svg, not {:?}",
+            path.display(),
+            ext
+        ));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!(
+            "{}: the folder {} does not exist; create it first",
+            path.display(),
+            folder.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!(
+            "{}: is a folder; name a .png or .svg file",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 pub fn label_counts(path: &Path, title: &str, series: &[Series]) -> Result<()> {
     let bars: Vec<(String, Vec<f64>)> = series
         .iter()
@@ -104,7 +135,8 @@ fn draw<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+    // Display, not Debug: one line such as "Drawing backend error: ...".
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
     root.fill(&WHITE).map_err(err)?;
     let first = series
         .first()

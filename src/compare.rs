@@ -14,10 +14,10 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::config_error;
 use crate::data::images::decode_rgb;
 use crate::data::tensors::resize_square;
 use crate::metrics::msssim::{self, Planar};
+use crate::{config_error, data_error};
 
 /// Which pairwise metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,10 @@ pub fn load_encoded(path: &Path, opts: &Options) -> Result<BTreeMap<String, Vec<
             let name = e.file_name().to_string_lossy().to_string();
             let lower = name.to_ascii_lowercase();
             if [".png", ".jpg", ".jpeg"].iter().any(|x| lower.ends_with(x)) {
-                out.insert(stem(&name), std::fs::read(e.path())?);
+                let bytes =
+                    crate::limits::read_file(&e.path(), crate::limits::MAX_IMAGE_FILE_BYTES)
+                        .map_err(|err| data_error!("{}: {err}", e.path().display()))?;
+                out.insert(stem(&name), bytes);
             }
         }
         return Ok(out);

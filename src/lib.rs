@@ -20,7 +20,10 @@
 //!   conv layers every model uses.
 //! - [`progress`]: progress bars (hidden with `--quiet`).
 //! - [`error`]: user errors (one clear line) vs bugs (context chains).
+//! - [`limits`]: the bounds on every value that sizes memory or work.
 //! - [`fault`]: fault injection points for `tests/faults.rs` (inert otherwise).
+//! - [`fuzz`] (tests only): the property-based fuzz pass over parsers,
+//!   `--set` values and the image decoder.
 
 pub mod charts;
 pub mod cli;
@@ -28,6 +31,9 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod fault;
+#[cfg(test)]
+mod fuzz;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod ops;
@@ -89,6 +95,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             if n == 0 {
                 return Err(config_error!("--n must be at least 1"));
             }
+            limits::check("--n", n as f64, limits::DEMO_FACES).map_err(|e| config_error!("{e}"))?;
             data::demo::write_layout(&out, n, seed, cli.quiet)?;
             if !cli.quiet {
                 eprintln!(
@@ -149,6 +156,18 @@ fn fid(args: cli::FidArgs, quiet: bool) -> Result<()> {
         filter_b,
         json,
     } = args;
+    [
+        ("--batch-size", batch_size, limits::BATCH),
+        ("--kid-subsets", kid_subsets, limits::KID_SUBSETS),
+        (
+            "--kid-subset-size",
+            kid_subset_size,
+            limits::KID_SUBSET_SIZE,
+        ),
+    ]
+    .iter()
+    .try_for_each(|(key, v, l)| limits::check(key, *v as f64, *l))
+    .map_err(|e| config_error!("{e}"))?;
     let weights = weights::require(weights.as_deref(), "--weights")?;
     let device = stages::Device::parse(&device)
         .ok_or_else(|| config_error!("--device {device}: expected cpu or cuda:N"))?
@@ -208,6 +227,11 @@ fn pairwise(metric: compare::Pairwise, a: cli::PairArgs) -> Result<()> {
     if a.crop == Some(0) || a.resize == Some(0) {
         return Err(config_error!("--crop and --resize must be at least 1"));
     }
+    [("--crop", a.crop), ("--resize", a.resize)]
+        .iter()
+        .filter_map(|(key, v)| v.map(|v| (key, v)))
+        .try_for_each(|(key, v)| limits::check(key, v as f64, limits::IMAGE_SIDE))
+        .map_err(|e| config_error!("{e}"))?;
     let opts = compare::Options {
         key: a.key,
         filter: a.filter,

@@ -108,7 +108,15 @@ fn run_read_only(
         .build()
         .context("starting the query runtime")?;
     rt.block_on(async {
-        let ctx = SessionContext::new();
+        // Sorts, joins and aggregates fail with a message past this memory
+        // instead of growing until the OOM killer ends the process.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(crate::limits::SQL_MEMORY_BYTES, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(
+            datafusion::prelude::SessionConfig::new(),
+            runtime,
+        );
         for (name, paths) in tables {
             let ps: Vec<String> = paths
                 .iter()
@@ -143,9 +151,21 @@ fn run_read_only(
                 config_error!("SQL error: {}", one_line(&msg))
             }
         })?;
-        df.collect()
+        // One row past the limit tells an over-long result from one at it.
+        let max = crate::limits::MAX_SQL_ROWS;
+        let batches = df
+            .limit(0, Some(max + 1))
+            .map_err(|e| config_error!("SQL error: {}", one_line(&e.to_string())))?
+            .collect()
             .await
-            .map_err(|e| config_error!("SQL error: {}", one_line(&e.to_string())))
+            .map_err(|e| config_error!("SQL error: {}", one_line(&e.to_string())))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows > max {
+            return Err(config_error!(
+                "the result has more than {max} rows, the limit of augment sql; aggregate, add a LIMIT, or read the Parquet files themselves (augment show lists them)"
+            ));
+        }
+        Ok(batches)
     })
 }
 

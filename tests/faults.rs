@@ -61,7 +61,8 @@ fn face_pngs(run_dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// Real CelebA JPEGs cut inside the header, inside the first scan, halfway
 /// and one byte short of the end are rejected as truncated; so are a
 /// zero-byte file, an HTML page and gzip data saved as .jpg, a face of the
-/// wrong size and an unreadable file. A greyscale JPEG is converted and kept.
+/// wrong size and a folder named like an image (`not_a_file`, since issue
+/// #34; it was `unreadable`). A greyscale JPEG is converted and kept.
 /// The other faces come out byte for byte as from an untouched copy.
 #[test]
 fn broken_celeba_files_are_rejected_and_the_rest_is_unaffected() {
@@ -106,7 +107,7 @@ fn broken_celeba_files_are_rejected_and_the_rest_is_unaffected() {
     .unwrap();
     let grey = image::open(path(8)).unwrap().grayscale();
     std::fs::write(path(8), jpeg_bytes(grey)).unwrap();
-    // A directory where the file should be: unreadable whoever runs the test
+    // A directory where the file should be: a reject whoever runs the test
     // (root reads a chmod 000 file).
     std::fs::remove_file(path(9)).unwrap();
     std::fs::create_dir(path(9)).unwrap();
@@ -119,7 +120,7 @@ fn broken_celeba_files_are_rejected_and_the_rest_is_unaffected() {
     assert!(
         err.contains(
             "20 of 20 annotated images found; 9 rejected \
-             (empty 1, not_an_image 2, truncated 4, unreadable 1, wrong_size 1)"
+             (empty 1, not_a_file 1, not_an_image 2, truncated 4, wrong_size 1)"
         ),
         "{err}"
     );
@@ -155,7 +156,10 @@ fn broken_celeba_files_are_rejected_and_the_rest_is_unaffected() {
         "{out}"
     );
     assert!(
-        rows[8].starts_with(&format!("{},unreadable,", files[9])),
+        rows[8].starts_with(&format!(
+            "{},not_a_file,not a regular file: a folder",
+            files[9]
+        )),
         "{out}"
     );
 
@@ -667,4 +671,414 @@ fn sql_cannot_write_or_read_outside_the_run_folder() {
     // The run's own tables still answer.
     let out = sql_csv(d.path(), "SELECT count(*) > 0 AS ok FROM plan");
     assert_eq!(out.trim(), "ok\ntrue");
+}
+
+// ------------------------------------------- run-folder ownership (#34)
+
+/// Every file under `dir` with its sha256 (the user's files, to check that
+/// nothing was touched).
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = run_files(dir);
+    for f in ["manifest.json", "pipeline.toml"] {
+        if let Ok(bytes) = std::fs::read(dir.join(f)) {
+            out.insert(f.into(), hex::encode(Sha256::digest(bytes)));
+        }
+    }
+    out
+}
+
+/// `augment ARGS` must fail with exit 2 and one line containing `want`.
+fn refused(args: &[&str], dir: &Path, want: &str) {
+    let (code, out, err) = augment(args, dir);
+    assert_eq!(code, 2, "{args:?}: {out}{err}");
+    assert!(err.contains(want), "{args:?}: no `{want}` in {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+}
+
+/// A run folder that is not ours (a data folder, the CelebA-layout root,
+/// `/`, the pipeline's own folder) is refused before anything is written,
+/// with or without --force and --dry-run; a stage folder that the user put
+/// into a run folder is never replaced; a stage name too long for a file
+/// system is refused before any stage runs.
+#[test]
+fn a_run_never_writes_into_a_folder_it_does_not_own() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    augment_ok(&["demo-data", "--out", "faces", "--n", "12", "-q"], dir);
+    std::fs::create_dir_all(dir.join("mine/photos")).unwrap();
+    write(&dir.join("mine/photos/a.jpg"), "my photo");
+    write(&dir.join("mine/notes.txt"), "my notes");
+    let pipeline = |run_dir: &str, stage: &str| {
+        format!(
+            "[run]\nname = \"r\"\ndir = \"{run_dir}\"\n[stages.ingest]\nkind = \"ingest\"\nroot = \"faces\"\nimage_size = 32\n\
+             [stages.{stage}]\nkind = \"balance\"\ninputs = [\"ingest\"]\nstrategy = \"random_doubling\"\n"
+        )
+    };
+    let before = tree(dir);
+    let cases = [
+        // A user's folder, with a stage named like its subfolder.
+        (
+            "mine",
+            "photos",
+            "is not an augment run folder (it holds \"notes.txt\", \"photos\"",
+        ),
+        // The dataset root, with a stage named like its image folder.
+        ("faces", "img_align_celeba", "is [stages.ingest] root"),
+        (
+            "faces/img_align_celeba",
+            "balance",
+            "is inside [stages.ingest] root",
+        ),
+        ("/", "balance", "contains the pipeline file's folder"),
+        (".", "balance", "is the pipeline file's folder"),
+    ];
+    for (run_dir, stage, want) in cases {
+        write(&dir.join("p.toml"), &pipeline(run_dir, stage));
+        for extra in [&[][..], &["--force"], &["--dry-run"]] {
+            let mut args = vec!["run", "p.toml"];
+            args.extend_from_slice(extra);
+            refused(&args, dir, want);
+        }
+    }
+    let mut after = tree(dir);
+    after.remove("p.toml");
+    let mut want = before.clone();
+    want.remove("p.toml");
+    assert_eq!(after, want, "a refused run changed files");
+
+    // A run folder of ours: a folder the user put in it is not replaced by
+    // a stage of that name, even with --force.
+    write(&dir.join("p.toml"), &pipeline("run", "balance"));
+    augment_ok(&["run", "p.toml", "-q"], dir);
+    std::fs::create_dir(dir.join("run/extra")).unwrap();
+    write(&dir.join("run/extra/keep.txt"), "mine");
+    write(&dir.join("p.toml"), &pipeline("run", "extra"));
+    for extra in [&[][..], &["--force"]] {
+        let mut args = vec!["run", "p.toml"];
+        args.extend_from_slice(extra);
+        refused(&args, dir, "which augment did not write");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/extra/keep.txt")).unwrap(),
+        "mine"
+    );
+    // The user's own file beside our stages is left alone by reruns.
+    write(&dir.join("p.toml"), &pipeline("run", "balance"));
+    augment_ok(&["run", "p.toml", "-q", "--force"], dir);
+    assert!(dir.join("run/extra/keep.txt").is_file());
+
+    // A stage name longer than a folder name may be: refused up front.
+    let long = "s".repeat(101);
+    write(&dir.join("p.toml"), &pipeline("run2", &long));
+    refused(&["run", "p.toml"], dir, "at most 100 characters");
+    assert!(!dir.join("run2").exists(), "ran stages before refusing");
+}
+
+/// The run's commit has four steps (move the old stage folder aside,
+/// rename the new one into place, rename the manifest, drop the old one).
+/// A SIGKILL at each, after a config change, then a rerun with either
+/// config: the outputs equal an uninterrupted run's, byte for byte, and a
+/// stage folder that disagrees with the manifest is never reported fresh
+/// or queried.
+#[test]
+fn a_kill_at_every_commit_step_then_rerun_matches_an_uninterrupted_run() {
+    let d = tempfile::tempdir().unwrap();
+    let with_seed = |seed: u64| {
+        PipelineFile::demo("commit", 3, 120, 32)
+            .stages(&format!(
+                "\n[stages.balance]\nkind = \"balance\"\ninputs = [\"ingest\"]\nstrategy = \"random_doubling\"\nseed = {seed}\n"
+            ))
+            .text()
+    };
+    let (a, b) = (with_seed(1), with_seed(2));
+    let whole = |text: &str, name: &str| {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir.join("p.toml"), text);
+        augment_ok(&["run", "p.toml", "-q"], &dir);
+        run_files(&dir.join("run"))
+    };
+    let (files_a, files_b) = (whole(&a, "whole_a"), whole(&b, "whole_b"));
+    assert_ne!(
+        files_a["balance/plan.parquet"],
+        files_b["balance/plan.parquet"]
+    );
+
+    let k = d.path().join("killed");
+    std::fs::create_dir_all(&k).unwrap();
+    let run = k.join("run");
+    let use_config = |text: &str| write(&k.join("p.toml"), text);
+    use_config(&a);
+    augment_ok(&["run", "p.toml", "-q"], &k);
+    for step in ["aside", "swap", "manifest", "cleanup"] {
+        let point = format!("balance:commit:{step}");
+        for (rerun, want) in [(&a, &files_a), (&b, &files_b)] {
+            use_config(&b);
+            let _ = std::fs::remove_file(k.join(format!("paused-{}", point.replace(':', "_"))));
+            kill9(run_until(&k, &point));
+            if step == "manifest" {
+                // The new folder is in place, the manifest still names the
+                // old outputs: `show` says so and `sql` does not serve it.
+                let show = augment_ok(&["show", "run"], &k);
+                assert!(
+                    show.contains("balance (balance): missing")
+                        && show.contains("a run was stopped while committing it"),
+                    "{show}"
+                );
+                let (code, _, err) = augment(&["sql", "run", "SELECT count(*) FROM plan"], &k);
+                assert_ne!(code, 0, "{err}");
+            }
+            use_config(rerun);
+            let (code, _, err) = augment(&["run", "p.toml"], &k);
+            assert_eq!(code, 0, "{point}: {err}");
+            if step == "manifest" && std::ptr::eq(rerun, &a) {
+                assert!(
+                    err.contains("a run was stopped while committing it); rebuilding it"),
+                    "{point}: {err}"
+                );
+            }
+            assert_eq!(&run_files(&run), want, "{point}: outputs differ");
+            assert_eq!(dot_entries(&run), Vec::<String>::new(), "{point}");
+            if std::ptr::eq(rerun, &b) {
+                use_config(&a);
+                augment_ok(&["run", "p.toml", "-q"], &k);
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------- bounds (#34)
+
+/// Values that size memory or work, from pipeline keys, `--set` and flags,
+/// beyond their documented limits: one line naming the key and the limit,
+/// exit 2, before any work (never an allocation abort).
+#[test]
+fn sizes_beyond_their_limits_are_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    PipelineFile::demo("limits", 0, 12, 32)
+        .stages(
+            r#"
+[stages.balance]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "ml_ros"
+
+[stages.gen]
+kind = "train_generator"
+inputs = ["ingest"]
+model = "stargan"
+preset = "tiny"
+translation.steps = 2
+
+[stages.synth]
+kind = "synthesize"
+inputs = ["ingest", "balance", "gen"]
+"#,
+        )
+        .write(dir);
+    let cases = [
+        (
+            "stages.ingest.n=1000000000000",
+            "stages.ingest.n = 1,000,000,000,000: over the limit of 1,000,000 demo faces",
+        ),
+        (
+            "stages.gen.batch_size=100000000",
+            "stages.gen.batch_size = 100,000,000: over the limit of 4,096 rows per step",
+        ),
+        (
+            "stages.gen.translation.micro_batch=100000000",
+            "stages.gen.translation.micro_batch = 100,000,000: over the limit of 4,096 rows per step",
+        ),
+        (
+            "stages.gen.translation.steps=1000000000000",
+            "over the limit of 100,000,000 steps",
+        ),
+        (
+            "stages.synth.grid_rows=100000",
+            "stages.synth.grid_rows = 100,000: over the limit of 64 grid rows",
+        ),
+        (
+            "stages.synth.batch_size=99999999",
+            "over the limit of 4,096 rows per step",
+        ),
+        (
+            "stages.balance.sizes=[1.5,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]",
+            "[stages.balance] sizes: 17 sizes, over the limit of 16 sizes a sweep",
+        ),
+        (
+            "stages.balance.size=1e9",
+            "stages.balance.size = 1,000,000,000: over the limit of 100 times the original rows",
+        ),
+    ];
+    augment_ok(&["run", "p.toml", "--dry-run"], dir);
+    for (set, want) in cases {
+        refused(&["run", "p.toml", "--set", set], dir, want);
+        refused(&["run", "p.toml", "--dry-run", "--set", set], dir, want);
+    }
+    assert!(!dir.join("run").exists());
+    refused(
+        &["demo-data", "--out", "x", "--n", "1000000000000"],
+        dir,
+        "--n = 1,000,000,000,000: over the limit of 1,000,000 demo faces",
+    );
+    assert!(!dir.join("x").exists());
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    for flag in ["--resize", "--crop"] {
+        refused(
+            &["ms-ssim", "a", "a", flag, "1000000000"],
+            dir,
+            &format!("{flag} = 1,000,000,000: over the limit of 1,024 pixels a side"),
+        );
+    }
+    for (flag, want) in [
+        ("--batch-size", "over the limit of 4,096 rows per step"),
+        (
+            "--kid-subset-size",
+            "over the limit of 100,000 rows a subset",
+        ),
+        ("--kid-subsets", "over the limit of 10,000 subsets"),
+    ] {
+        refused(&["fid", "a", "a", "--kid", flag, "100000000000"], dir, want);
+    }
+    // `augment sql`: a result past its row limit (a cross join of 120³
+    // rows) stops with one line instead of filling memory.
+    PipelineFile::demo("limits", 0, 120, 32).write(dir);
+    augment_ok(&["run", "p.toml", "-q"], dir);
+    refused(
+        &[
+            "sql",
+            "run",
+            "SELECT a.image_id FROM faces a, faces b, faces c",
+        ],
+        dir,
+        "the result has more than 1000000 rows",
+    );
+}
+
+// ------------------------------------------- special files, messages (#34)
+
+/// A named pipe, a device and an over-large file among the images are
+/// rejects with their reason (ingest does not hang or read without end);
+/// a named pipe as an annotation file is one line; a UTF-8 byte-order mark
+/// at the start of an annotation file is accepted.
+#[test]
+fn special_files_among_the_inputs_are_rejects_not_hangs() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    augment_ok(&["demo-data", "--out", "faces", "--n", "20", "-q"], dir);
+    let imgs = dir.join("faces/img_align_celeba");
+    let mut names: Vec<String> = std::fs::read_dir(&imgs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mkfifo = |p: &Path| {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    };
+    std::fs::remove_file(imgs.join(&names[0])).unwrap();
+    mkfifo(&imgs.join(&names[0]));
+    std::fs::remove_file(imgs.join(&names[1])).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", imgs.join(&names[1])).unwrap();
+    let big = std::fs::File::create(imgs.join(&names[2])).unwrap();
+    big.set_len(65 << 20).unwrap(); // sparse: no disk used
+    // A byte-order mark before the count line.
+    let attr = dir.join("faces/list_attr_celeba.txt");
+    let mut text = b"\xEF\xBB\xBF".to_vec();
+    text.extend(std::fs::read(&attr).unwrap());
+    std::fs::write(&attr, text).unwrap();
+    write(
+        &dir.join("p.toml"),
+        "[run]\nname = \"s\"\ndir = \"run\"\n[stages.ingest]\nkind = \"ingest\"\nroot = \"faces\"\nimage_size = 32\nmax_reject_fraction = 0.5\n",
+    );
+    let start = Instant::now();
+    let (code, _, err) = augment(&["run", "p.toml"], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(120),
+        "slow: {:?}",
+        start.elapsed()
+    );
+    assert!(
+        err.contains("20 of 20 annotated images found; 3 rejected (not_a_file 2, too_large 1)"),
+        "{err}"
+    );
+    let out = sql_csv(
+        dir,
+        "SELECT image_id, reason, detail FROM rejects ORDER BY image_id",
+    );
+    assert!(
+        out.contains("not_a_file,not a regular file: a named pipe (FIFO)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not_a_file,not a regular file: a device"),
+        "{out}"
+    );
+    assert!(
+        out.contains("too_large,\"68157440 bytes or more, over the limit of 67108864"),
+        "{out}"
+    );
+
+    // A named pipe where an annotation file should be.
+    let part = dir.join("faces/list_eval_partition.txt");
+    std::fs::remove_file(&part).unwrap();
+    mkfifo(&part);
+    let (code, _, err) = augment(&["run", "p.toml", "--force"], dir);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("list_eval_partition.txt: cannot read: not a regular file: a named pipe"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// The messages of issue #34, each one line: `augment chart` into a
+/// missing folder (exit 2, no Debug dump), and `augment sql` on a manifest
+/// whose table path leads out of the run folder.
+#[test]
+fn messages_are_one_line_and_sql_stays_in_the_run_folder() {
+    let d = tempfile::tempdir().unwrap();
+    demo_balance(d.path(), "");
+    augment_ok(&["run", "p.toml", "-q"], d.path());
+    refused(
+        &["chart", "run", "--out", "no/such/folder/c.png"],
+        d.path(),
+        "the folder no/such/folder does not exist",
+    );
+    refused(
+        &["chart", "run", "--out", "c.jpg"],
+        d.path(),
+        "written as .png or .svg",
+    );
+    augment_ok(&["chart", "run", "--out", "c.svg"], d.path());
+
+    let outside = d.path().join("outside.parquet");
+    std::fs::copy(d.path().join("run/balance/plan.parquet"), &outside).unwrap();
+    let m = d.path().join("run/manifest.json");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let bad = text.replace(
+        "\"plan.parquet\"",
+        &format!("{:?}", outside.display().to_string()),
+    );
+    assert_ne!(bad, text);
+    write(&m, &bad);
+    refused(
+        &["sql", "run", "SELECT count(*) FROM plan"],
+        d.path(),
+        "which is not a path inside its folder",
+    );
+    write(
+        &m,
+        &text.replace("\"plan.parquet\"", "\"../../outside.parquet\""),
+    );
+    refused(
+        &["show", "run"],
+        d.path(),
+        "which is not a path inside its folder",
+    );
 }

@@ -76,9 +76,17 @@ impl Partition {
 
 /// Reads a text annotation file into lines (CR stripped), refusing HTML pages
 /// and binary files with a line the user can act on.
+/// A UTF-8 byte-order mark (as Windows editors save) is skipped.
 fn read_lines(path: &Path) -> Result<(Vec<u8>, Vec<String>)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| data_error!("{}: cannot read: {e}", path.display()))?;
+    let bytes = crate::limits::read_file(path, crate::limits::MAX_TEXT_FILE_BYTES)
+        .map_err(|e| data_error!("{}: cannot read: {e}", path.display()))?;
+    let lines = text_lines(path, &bytes)?;
+    Ok((bytes, lines))
+}
+
+/// The lines of an annotation file's bytes (see [`read_lines`]).
+fn text_lines(path: &Path, bytes: &[u8]) -> Result<Vec<String>> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let head: Vec<u8> = bytes
         .iter()
         .copied()
@@ -95,7 +103,7 @@ fn read_lines(path: &Path) -> Result<(Vec<u8>, Vec<String>)> {
             path.display()
         ));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         data_error!(
             "{}: not a text file ({e}); expected CelebA's plain-text annotations",
             path.display()
@@ -108,7 +116,7 @@ fn read_lines(path: &Path) -> Result<(Vec<u8>, Vec<String>)> {
     while lines.last().is_some_and(|l| l.trim().is_empty()) {
         lines.pop();
     }
-    Ok((bytes, lines))
+    Ok(lines)
 }
 
 pub fn md5_hex(bytes: &[u8]) -> String {

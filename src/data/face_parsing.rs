@@ -496,7 +496,8 @@ pub fn read_raw(dir: &Path, stem: &str) -> Result<(RgbImage, Mask)> {
     let mpath = dir.join("masks").join(format!("{stem}.png"));
     let img = crate::data::images::read_image(&ipath)
         .map_err(|r| data_error!("{}: {r}", ipath.display()))?;
-    let bytes = std::fs::read(&mpath).map_err(|e| data_error!("{}: {e}", mpath.display()))?;
+    let bytes = crate::limits::read_file(&mpath, crate::limits::MAX_IMAGE_FILE_BYTES)
+        .map_err(|e| data_error!("{}: {e}", mpath.display()))?;
     let mask = decode_mask(&bytes, &mpath.display().to_string(), 18)?;
     if (mask.w, mask.h) != (img.width() as usize, img.height() as usize) {
         return Err(data_error!(
@@ -517,7 +518,8 @@ pub fn mask_landmarks(dir: &Path, stems: &[String]) -> Result<Vec<Option<Landmar
         .par_iter()
         .map(|s| {
             let p = dir.join("masks").join(format!("{s}.png"));
-            let bytes = std::fs::read(&p).map_err(|e| data_error!("{}: {e}", p.display()))?;
+            let bytes = crate::limits::read_file(&p, crate::limits::MAX_IMAGE_FILE_BYTES)
+                .map_err(|e| data_error!("{}: {e}", p.display()))?;
             Ok(landmarks(&decode_mask(
                 &bytes,
                 &p.display().to_string(),

@@ -59,8 +59,8 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
 /// column users group by) and the `detail` that explains it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
-    /// `unreadable`, `empty`, `not_an_image`, `truncated`, `corrupt`,
-    /// `unsupported_color` or `wrong_size`.
+    /// `unreadable`, `not_a_file`, `too_large`, `empty`, `not_an_image`,
+    /// `truncated`, `corrupt`, `unsupported_color` or `wrong_size`.
     pub reason: &'static str,
     pub detail: String,
 }
@@ -86,8 +86,17 @@ impl std::fmt::Display for Reject {
 }
 
 /// Reads and strictly decodes an image file ([`decode_checked`]).
+/// Special files (FIFOs, devices) are `not_a_file` and files over
+/// [`crate::limits::MAX_IMAGE_FILE_BYTES`] are `too_large`, neither read.
 pub fn read_image(path: &std::path::Path) -> std::result::Result<RgbImage, Reject> {
-    let bytes = std::fs::read(path).map_err(|e| Reject::new("unreadable", e.to_string()))?;
+    let bytes =
+        crate::limits::read_file(path, crate::limits::MAX_IMAGE_FILE_BYTES).map_err(|e| match e
+            .kind()
+        {
+            std::io::ErrorKind::InvalidInput => Reject::new("not_a_file", e.to_string()),
+            std::io::ErrorKind::FileTooLarge => Reject::new("too_large", e.to_string()),
+            _ => Reject::new("unreadable", e.to_string()),
+        })?;
     decode_checked(&bytes)
 }
 
@@ -101,22 +110,37 @@ pub fn decode_checked(bytes: &[u8]) -> std::result::Result<RgbImage, Reject> {
         [] => Err(Reject::new("empty", "zero-byte file")),
         [0xFF, 0xD8, 0xFF, ..] => decode_jpeg(bytes),
         [0x89, b'P', b'N', b'G', ..] => {
-            image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-                .map(|img| img.into_rgb8())
-                .map_err(|e| {
-                    let msg = e.to_string();
-                    if msg.contains("EOF") || msg.contains("end of") || msg.contains("eof") {
-                        Reject::new(
-                            "truncated",
-                            format!("truncated at byte {}: {msg}", bytes.len()),
-                        )
-                    } else {
-                        Reject::new("corrupt", format!("PNG decoder: {msg}"))
-                    }
-                })
+            let mut reader = image::ImageReader::with_format(
+                std::io::Cursor::new(bytes),
+                image::ImageFormat::Png,
+            );
+            reader.limits(decoder_limits());
+            reader.decode().map(|img| img.into_rgb8()).map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("EOF") || msg.contains("end of") || msg.contains("eof") {
+                    Reject::new(
+                        "truncated",
+                        format!("truncated at byte {}: {msg}", bytes.len()),
+                    )
+                } else {
+                    Reject::new("corrupt", format!("PNG decoder: {msg}"))
+                }
+            })
         }
         _ => Err(Reject::new("not_an_image", sniff(bytes))),
     }
+}
+
+/// A header may declare any size: the decoders refuse more than
+/// [`crate::limits::MAX_IMAGE_SIDE`] a side before allocating for it.
+fn decoder_limits() -> image::Limits {
+    let side = crate::limits::MAX_IMAGE_SIDE;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(side);
+    l.max_image_height = Some(side);
+    // RGBA at the largest side, plus the decoder's own buffers.
+    l.max_alloc = Some(u64::from(side) * u64::from(side) * 4 + (64 << 20));
+    l
 }
 
 /// What a file that is neither JPEG nor PNG looks like, for the reject detail.
@@ -140,8 +164,11 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, Reject> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
+    let side = crate::limits::MAX_IMAGE_SIDE as usize;
     let opts = DecoderOptions::default()
         .set_strict_mode(true)
+        .set_max_width(side)
+        .set_max_height(side)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     let pixels = dec.decode().map_err(|e| {

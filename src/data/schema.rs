@@ -182,7 +182,7 @@ pub fn rejects() -> SchemaRef {
             "reason",
             DataType::Utf8,
             false,
-            "`missing` (annotated, not on disk), `not_annotated` (on disk, no labels), `unreadable` (permissions, I/O), `empty` (zero bytes), `not_an_image` (e.g. an HTML page or gzip saved as .jpg), `truncated` (cut off before its end-of-image marker), `corrupt` (the strict decoder's error), `unsupported_color` or `wrong_size` (not CelebA's aligned 178x218)",
+            "`missing` (annotated, not on disk), `not_annotated` (on disk, no labels), `unreadable` (permissions, I/O), `not_a_file` (a FIFO, socket, device or folder), `too_large` (over 64 MiB), `empty` (zero bytes), `not_an_image` (e.g. an HTML page or gzip saved as .jpg), `truncated` (cut off before its end-of-image marker), `corrupt` (the strict decoder's error, or over 8192 px a side), `unsupported_color` or `wrong_size` (not CelebA's aligned 178x218)",
         ),
         field(
             "detail",

@@ -73,10 +73,20 @@ impl Pipeline {
     }
 }
 
+/// A pipeline file is a few kilobytes of TOML.
+const MAX_PIPELINE_BYTES: u64 = 16 << 20;
+
 /// Loads a pipeline file, applies `--set KEY=VALUE` overrides and validates it.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline> {
-    let text = std::fs::read_to_string(path)
+    let bytes = crate::limits::read_file(path, MAX_PIPELINE_BYTES)
         .map_err(|e| config_error!("{}: cannot read pipeline file: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        config_error!(
+            "{}: a pipeline file is UTF-8 TOML text; byte {} is not UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
         config_error!(
             "{}: invalid TOML: {}",
@@ -135,9 +145,17 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn valid_stage_name(name: &str) -> bool {
+/// The longest stage name: the name becomes a folder, and the run's
+/// temporary siblings (`.<name>.tmp.<pid>`, `.<name>.resume`) must fit in
+/// every file system's 255-byte name limit.
+pub const MAX_STAGE_NAME: usize = 100;
+
+/// Lowercase letters, digits and `_`, starting with a letter, at most
+/// [`MAX_STAGE_NAME`] bytes: a portable folder name and a SQL identifier.
+pub fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z'))
+    name.len() <= MAX_STAGE_NAME
+        && matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
@@ -248,7 +266,7 @@ fn stage_def(
     let ctx = format!("{f}: [stages.{name}]");
     if !valid_stage_name(&name) {
         return Err(config_error!(
-            "{ctx}: stage names must be lowercase letters, digits and `_`, starting with a letter (they become SQL table prefixes)"
+            "{ctx}: stage names must be lowercase letters, digits and `_`, starting with a letter, at most {MAX_STAGE_NAME} characters (they become folder names and SQL table prefixes)"
         ));
     }
     let toml::Value::Table(mut t) = value else {
@@ -280,6 +298,9 @@ fn stage_def(
     };
     let config = stage_config(kind, toml::Value::Table(t), base)
         .map_err(|e| config_error!("{ctx}: {}", one_line(&e)))?;
+    let values = serde_json::to_value(&config)?;
+    crate::limits::check_config(&format!("stages.{name}"), &values)
+        .map_err(|e| config_error!("{f}: {e}"))?;
     Ok(StageDef {
         sweep_of: variant_of.get(&name).cloned(),
         name,
@@ -498,6 +519,16 @@ impl Sweeps {
                 .ok_or_else(|| {
                     format!("{ctx}: expected a list of numbers, e.g. sizes = [1.5, 2, 3]")
                 })?;
+            // Every size copies each stage downstream: checked before copying.
+            let l = crate::limits::SWEEP_SIZES;
+            if values.len() as f64 > l.max {
+                return Err(format!(
+                    "{ctx}: {} sizes, over the limit of {} {}",
+                    values.len(),
+                    l.max,
+                    l.what
+                ));
+            }
             let mut t = t.clone();
             t.remove("sizes");
             stages.remove(&name);

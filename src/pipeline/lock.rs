@@ -57,13 +57,15 @@ impl RunLock {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
                     match serde_json::from_str::<Owner>(&text) {
-                        Ok(o) if o.pid != me.pid && pid_alive(o.pid) => {
+                        Ok(o) if o.pid != me.pid && owner_alive(&o) => {
                             return Err(config_error!(
                                 "run folder {} is in use by pid {} (started {}); \
-                                 wait for it or pass a different run.dir",
+                                 wait for it or pass a different run.dir \
+                                 (if no augment run is using it, the pid now belongs to another program: delete {})",
                                 run_dir.display(),
                                 o.pid,
-                                describe_time(o.started_at)
+                                describe_time(o.started_at),
+                                path.display()
                             ));
                         }
                         // Dead owner, or a lock file cut short by a kill while
@@ -103,6 +105,42 @@ impl Drop for RunLock {
     }
 }
 
+/// Whether the lock's owner still runs: its pid exists and (where the
+/// start time can be read) that process started no later than the lock was
+/// taken; a later one got the pid after the owner died.
+fn owner_alive(o: &Owner) -> bool {
+    if !pid_alive(o.pid) {
+        return false;
+    }
+    // The lock's time is whole seconds, written just after the owner began.
+    process_start_unix(o.pid).is_none_or(|started| started <= o.started_at + 1)
+}
+
+/// When process `pid` started, in seconds since the Unix epoch (Linux:
+/// the boot time in `/proc/stat` plus the start tick in `/proc/<pid>/stat`).
+fn process_start_unix(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, starttime field 22.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a constant of the C library; no memory is shared.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    Some(boot + ticks / hz)
+}
+
 /// Whether process `pid` exists (Linux: `/proc/<pid>`; elsewhere `kill -0`).
 fn pid_alive(pid: u32) -> bool {
     if Path::new("/proc/self").exists() {
@@ -129,6 +167,14 @@ fn describe_time(unix: u64) -> String {
         120..7200 => format!("{} min ago", ago / 60),
         _ => format!("{:.1} h ago", ago as f64 / 3600.0),
     }
+}
+
+/// A name that a run leaves at the top of its folder while it works (or
+/// after a kill): `.<stage>.tmp.<pid>`, `.<stage>.old`, `.<stage>.resume`,
+/// `.<file>.tmp.<pid>` of an atomic write.
+pub fn is_leftover_name(name: &str) -> bool {
+    name.starts_with('.')
+        && (name.contains(".tmp") || name.ends_with(".old") || name.ends_with(".resume"))
 }
 
 /// The temporary output folder of stage `name` for this process.
@@ -188,7 +234,7 @@ mod tests {
         // The parent of this test process is alive: a lock it held is refused.
         let parent = Owner {
             pid: std::os::unix::process::parent_id(),
-            started_at: 0,
+            started_at: crate::pipeline::manifest::now_unix(),
         };
         drop(first);
         assert!(!dir.path().join(FILE).exists(), "released on drop");
@@ -213,6 +259,23 @@ mod tests {
         drop(lock);
         // A lock file cut short by a kill is taken over too.
         std::fs::write(dir.path().join(FILE), "{\"pid\": 12").unwrap();
+        RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_whose_pid_was_reused_by_a_later_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        // The parent lives, but started long after this (invented) lock.
+        let stale = Owner {
+            pid: std::os::unix::process::parent_id(),
+            started_at: 1_000_000,
+        };
+        assert!(process_start_unix(stale.pid).is_some_and(|t| t > 1_000_000));
+        std::fs::write(
+            dir.path().join(FILE),
+            serde_json::to_string(&stale).unwrap(),
+        )
+        .unwrap();
         RunLock::acquire(dir.path()).unwrap();
     }
 

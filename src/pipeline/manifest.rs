@@ -1,6 +1,12 @@
 //! The run manifest (`<run dir>/manifest.json`): per stage its fingerprint,
 //! the fingerprints of the inputs it was built from, its outputs with row
 //! counts, and its wall time. `augment show` and `augment sql` read only this.
+//!
+//! Each stage folder also carries a stamp ([`STAMP_FILE`]: the stage's name
+//! and fingerprint), written inside the temporary folder before it is renamed
+//! into place. The manifest's rename is the one commit point: a stage folder
+//! whose stamp does not match its manifest record (a run killed between the
+//! folder's rename and the manifest's) is never trusted, queried or skipped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,27 @@ use crate::stages::{Lineage, StageKind, Table};
 pub const FILE: &str = "manifest.json";
 /// The resolved pipeline of the latest `augment run` in this folder.
 pub const PIPELINE_FILE: &str = "pipeline.toml";
+/// In each stage folder: which stage and fingerprint its outputs are.
+pub const STAMP_FILE: &str = ".stage.json";
+
+/// The content of a stage folder's [`STAMP_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub stage: String,
+    pub fingerprint: String,
+}
+
+impl Stamp {
+    pub fn write(&self, stage_dir: &Path) -> Result<()> {
+        crate::data::write_atomic(&stage_dir.join(STAMP_FILE), &serde_json::to_vec(self)?)
+    }
+
+    /// The stamp of `stage_dir`, if it has a readable one.
+    pub fn read(stage_dir: &Path) -> Option<Stamp> {
+        let text = std::fs::read(stage_dir.join(STAMP_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
@@ -54,9 +81,16 @@ impl Manifest {
         }
         let text = std::fs::read_to_string(&p)
             .map_err(|e| config_error!("cannot read the run manifest {}: {e}", p.display()))?;
-        let m = serde_json::from_str(&text).map_err(|e| {
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
             config_error!(
                 "{} is damaged ({e}); it is the record of which stages are done: \
+                 delete it and `augment run` rebuilds every stage of this run folder",
+                p.display()
+            )
+        })?;
+        m.check_paths().map_err(|why| {
+            config_error!(
+                "{}: {why}; a manifest only names files inside its run folder: \
                  delete it and `augment run` rebuilds every stage of this run folder",
                 p.display()
             )
@@ -71,11 +105,40 @@ impl Manifest {
         crate::data::write_atomic(&dest, serde_json::to_string_pretty(self)?.as_bytes())
     }
 
-    /// Every table of every stage: (stage, table, absolute path, rows).
+    /// Every stage name is a plain folder name and every output a relative
+    /// path below it: `augment sql` and `show` never follow a (hand-edited)
+    /// manifest out of the run folder.
+    fn check_paths(&self) -> std::result::Result<(), String> {
+        for (name, rec) in &self.stages {
+            if !crate::pipeline::config::valid_stage_name(name) {
+                return Err(format!("stage {name:?} is not a stage name"));
+            }
+            let files = rec.tables.iter().map(|t| &t.file).chain(&rec.files);
+            for f in files {
+                let inside = Path::new(f)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if f.is_empty() || !inside {
+                    return Err(format!(
+                        "stage `{name}` records the output {f:?}, which is not a path inside its folder"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every table of every committed stage: (stage, table, absolute path,
+    /// rows). A stage whose folder's stamp disagrees with its record (a
+    /// commit interrupted by a kill) is left out.
     pub fn tables(&self, run_dir: &Path) -> Vec<(String, String, PathBuf, usize)> {
         let mut out = Vec::new();
         for name in self.ordered_names() {
             let rec = &self.stages[&name];
+            let stamp = Stamp::read(&run_dir.join(&name));
+            if stamp.is_none_or(|s| s.fingerprint != rec.fingerprint) {
+                continue;
+            }
             for t in &rec.tables {
                 out.push((
                     name.clone(),
@@ -119,6 +182,24 @@ impl StageRecord {
         if !stage_dir.is_dir() {
             return Err(format!("{} is missing", stage_dir.display()));
         }
+        match Stamp::read(stage_dir) {
+            Some(s) if s.fingerprint == self.fingerprint => {}
+            Some(s) => {
+                return Err(format!(
+                    "{} holds the outputs of fingerprint {}, the manifest records {} \
+                     (a run was stopped while committing it)",
+                    stage_dir.display(),
+                    short(&s.fingerprint),
+                    short(&self.fingerprint)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{} has no readable {STAMP_FILE} (written by an older augment, or damaged)",
+                    stage_dir.display()
+                ));
+            }
+        }
         for f in &self.files {
             let path = stage_dir.join(f);
             if !path.is_file() {
@@ -153,6 +234,11 @@ impl StageRecord {
         }
         Ok(())
     }
+}
+
+/// The first 12 hex digits of a fingerprint, as printed.
+pub fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..12).unwrap_or(fingerprint)
 }
 
 pub fn now_unix() -> u64 {

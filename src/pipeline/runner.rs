@@ -2,6 +2,15 @@
 //! fingerprint is unchanged and its outputs exist, each written into a
 //! temporary sibling folder and renamed into place only when it succeeded,
 //! so a killed run never leaves a half-written stage that looks complete.
+//!
+//! Committing a stage: its temporary folder gets the stage's stamp
+//! (name and fingerprint), the previous folder is moved aside, the new one
+//! renamed into place, then the manifest is renamed over the old one: that
+//! last rename is the commit. A kill before it leaves a folder whose stamp
+//! disagrees with the manifest, which every later run, `show` and `sql`
+//! treat as missing. Only a run folder that is ours is written to
+//! ([`super::ownership`]), and only stage folders that the manifest or a
+//! stamp say are ours are replaced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::config_error;
 use crate::pipeline::config::{Pipeline, StageDef};
 use crate::pipeline::lock::{self, RunLock};
-use crate::pipeline::manifest::{self, Manifest, StageRecord};
+use crate::pipeline::manifest::{self, Manifest, StageRecord, Stamp};
+use crate::pipeline::ownership;
 use crate::stages::{self, InputStage, StageIo};
 
 #[derive(Debug, Clone, Default)]
@@ -108,7 +118,9 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
         }
     }
     let fps = fingerprints(p)?;
+    ownership::check_run_dir(p)?;
     let existing = Manifest::load(&p.run.dir)?;
+    check_stage_folders(p, existing.as_ref())?;
     if opts.dry_run {
         print_plan(p, existing.as_ref(), &fps, opts);
         return Ok(());
@@ -126,7 +138,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
     }
     // Re-read under the lock: the manifest may have changed while we waited.
     let existing = Manifest::load(&p.run.dir)?;
-    std::fs::write(p.run.dir.join(manifest::PIPELINE_FILE), &p.resolved_toml)?;
+    check_stage_folders(p, existing.as_ref())?;
     let mut m = existing.unwrap_or_default();
     m.run_name = p.run.name.clone();
     // Pipelines may share a run folder (pipelines/no_augmentation.toml,
@@ -139,6 +151,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
         }
     }
     m.order = order;
+    // The manifest first: from now on the folder is recognisably a run folder.
+    m.save(&p.run.dir)?;
+    crate::data::write_atomic(
+        &p.run.dir.join(manifest::PIPELINE_FILE),
+        p.resolved_toml.as_bytes(),
+    )?;
 
     for def in &p.stages {
         let selected = opts.only.is_empty() || opts.only.contains(&def.name);
@@ -165,6 +183,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
             eprintln!("{}: {why}; rebuilding it", def.name);
         }
         if status == Status::Fresh && !opts.force {
+            drop_spent_resume_folder(&p.run.dir, &def.name, &fps[&def.name])?;
             if !opts.quiet {
                 eprintln!(
                     "{}: fresh (fingerprint {}), skipped; --force reruns it",
@@ -174,8 +193,10 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
             }
             continue;
         }
-        let rec = run_stage(p, def, &m, &fps, opts.quiet)
+        let (tmp_dir, rec) = run_stage(p, def, &m, &fps, opts.quiet)
             .with_context(|| format!("stage `{}` failed", def.name))?;
+        commit(p, &def.name, &tmp_dir, &mut m, rec.clone())
+            .with_context(|| format!("stage `{}` failed while committing", def.name))?;
         if !opts.quiet {
             let rows: Vec<String> = rec
                 .tables
@@ -189,8 +210,87 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
                 rows.join(", ")
             );
         }
-        m.stages.insert(def.name.clone(), rec);
-        m.save(&p.run.dir)?;
+    }
+    Ok(())
+}
+
+/// A fresh stage's resume folder is spent when it holds no checkpoints or
+/// only this very fingerprint's (a run killed after committing the stage):
+/// removed. One of another fingerprint may still serve a config change back.
+fn drop_spent_resume_folder(run_dir: &Path, name: &str, fingerprint: &str) -> Result<()> {
+    let dir = run_dir.join(format!(".{name}.resume"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let only_fingerprint = entries.flatten().all(|e| e.file_name() == "fingerprint");
+    let same = std::fs::read_to_string(dir.join("fingerprint")).is_ok_and(|f| f == fingerprint);
+    if only_fingerprint || same {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A stage folder that is in the way and not ours is refused before
+/// anything runs: neither the manifest records it nor does it carry our
+/// stamp for that stage (the user made it, or it is another tool's).
+fn check_stage_folders(p: &Pipeline, m: Option<&Manifest>) -> Result<()> {
+    for def in &p.stages {
+        let dir = p.run.dir.join(&def.name);
+        let recorded = m.is_some_and(|m| m.stages.contains_key(&def.name));
+        let stamped = Stamp::read(&dir).is_some_and(|s| s.stage == def.name);
+        if dir.symlink_metadata().is_ok() && !recorded && !stamped {
+            return Err(config_error!(
+                "{}: stage `{}` would replace {}, which augment did not write (no manifest record, no {}); move it away or rename the stage",
+                p.file.display(),
+                def.name,
+                dir.display(),
+                manifest::STAMP_FILE
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Publishes a stage whose outputs are complete in `tmp_dir`: stamp, move
+/// the previous folder aside, rename the new one into place, commit the
+/// manifest, then drop the previous folder and the resume checkpoints.
+/// Each step is a named fault point for `tests/faults.rs`.
+fn commit(
+    p: &Pipeline,
+    name: &str,
+    tmp_dir: &Path,
+    m: &mut Manifest,
+    rec: StageRecord,
+) -> Result<()> {
+    let point = |at: &str| crate::fault::point(|| format!("{name}:commit:{at}"));
+    Stamp {
+        stage: name.to_string(),
+        fingerprint: rec.fingerprint.clone(),
+    }
+    .write(tmp_dir)?;
+    let dest = p.run.dir.join(name);
+    let old = p.run.dir.join(format!(".{name}.old"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    point("aside");
+    if dest.exists() {
+        std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+    }
+    point("swap");
+    std::fs::rename(tmp_dir, &dest)
+        .with_context(|| format!("moving {} into place", dest.display()))?;
+    point("manifest");
+    m.stages.insert(name.to_string(), rec);
+    m.save(&p.run.dir)?;
+    point("cleanup");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    let resume_dir = p.run.dir.join(format!(".{name}.resume"));
+    if resume_dir.exists() {
+        std::fs::remove_dir_all(&resume_dir)
+            .with_context(|| format!("removing {}", resume_dir.display()))?;
     }
     Ok(())
 }
@@ -201,12 +301,12 @@ fn run_stage(
     m: &Manifest,
     fps: &BTreeMap<String, String>,
     quiet: bool,
-) -> Result<StageRecord> {
-    let final_dir = p.run.dir.join(&def.name);
+) -> Result<(PathBuf, StageRecord)> {
     let tmp_dir = lock::tmp_dir(&p.run.dir, &def.name);
     if tmp_dir.exists() {
         // Left by a killed run: never trusted.
-        std::fs::remove_dir_all(&tmp_dir)?;
+        std::fs::remove_dir_all(&tmp_dir)
+            .with_context(|| format!("removing {}", tmp_dir.display()))?;
     }
     std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
     // Checkpoints of long stages survive a kill here, but only for the same
@@ -216,10 +316,12 @@ fn run_stage(
     if resume_dir.exists()
         && std::fs::read_to_string(&resume_fp).ok().as_deref() != Some(fps[&def.name].as_str())
     {
-        std::fs::remove_dir_all(&resume_dir)?;
+        std::fs::remove_dir_all(&resume_dir)
+            .with_context(|| format!("removing {}", resume_dir.display()))?;
     }
-    std::fs::create_dir_all(&resume_dir)?;
-    std::fs::write(&resume_fp, &fps[&def.name])?;
+    std::fs::create_dir_all(&resume_dir)
+        .with_context(|| format!("creating {}", resume_dir.display()))?;
+    crate::data::write_atomic(&resume_fp, fps[&def.name].as_bytes())?;
     let inputs: Vec<InputStage> = def
         .inputs
         .iter()
@@ -262,9 +364,7 @@ fn run_stage(
         }
     };
     let wall = start.elapsed().as_secs_f64();
-    replace_dir(&tmp_dir, &final_dir)?;
-    std::fs::remove_dir_all(&resume_dir)?;
-    Ok(StageRecord {
+    let rec = StageRecord {
         kind: def.kind(),
         fingerprint: fps[&def.name].clone(),
         tool_version: crate::data::VERSION.to_string(),
@@ -280,27 +380,8 @@ fn run_stage(
         finished_at: manifest::now_unix(),
         summary: out.summary,
         lineage: out.lineage,
-    })
-}
-
-/// Moves `tmp` to `dest`, replacing a previous `dest`: the old one is moved
-/// aside first so that `dest` is always either the old or the new output.
-fn replace_dir(tmp: &Path, dest: &Path) -> Result<()> {
-    let old: PathBuf = dest.with_file_name(format!(
-        ".{}.old",
-        dest.file_name().and_then(|s| s.to_str()).unwrap_or("stage")
-    ));
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
-    }
-    if dest.exists() {
-        std::fs::rename(dest, &old)?;
-    }
-    std::fs::rename(tmp, dest).with_context(|| format!("moving {} into place", dest.display()))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
-    }
-    Ok(())
+    };
+    Ok((tmp_dir, rec))
 }
 
 fn print_plan(
@@ -413,7 +494,7 @@ pub fn show(run_dir: &Path) -> Result<String> {
             rec.kind,
             status.name(),
             rec.wall_time_s,
-            &rec.fingerprint[..12]
+            manifest::short(&rec.fingerprint)
         ));
         if let Some(why) = damage {
             out.push_str(&format!("  ! {why}; `augment run` rebuilds the stage\n"));

@@ -267,6 +267,21 @@ impl StageConfig {
         }
     }
 
+    /// The files and folders outside the run that the stage reads, with
+    /// the key that names each: a run folder may never be or hold one.
+    pub fn input_paths(&self) -> Vec<(&'static str, PathBuf)> {
+        let path = |key, p: &Option<PathBuf>| p.clone().map(|p| (key, p));
+        match self {
+            StageConfig::Ingest(c) => path("root", &c.root).into_iter().collect(),
+            StageConfig::ParseFaces(c) => path("data", &c.data).into_iter().collect(),
+            StageConfig::Evaluate(c) => path("weights", &c.weights).into_iter().collect(),
+            StageConfig::TrainClassifier(c) => path("weights", &c.weights).into_iter().collect(),
+            StageConfig::Balance(_)
+            | StageConfig::TrainGenerator(_)
+            | StageConfig::Synthesize(_) => Vec::new(),
+        }
+    }
+
     /// Fingerprint material from outside the run (e.g. the dataset files on disk).
     pub fn external_fingerprint(&self) -> Result<String> {
         match self {
