@@ -1056,6 +1056,21 @@ fn messages_are_one_line_and_sql_stays_in_the_run_folder() {
         "written as .png or .svg",
     );
     augment_ok(&["chart", "run", "--out", "c.svg"], d.path());
+    // A full disk while the stage's resume fingerprint is written: the
+    // message names the file.
+    let out = bin()
+        .args(["run", "p.toml", "--force", "--only", "balance"])
+        .current_dir(d.path())
+        .env("AUGMENT_TEST_FAIL_WRITE", "fingerprint")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(".balance.resume/fingerprint") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let outside = d.path().join("outside.parquet");
     std::fs::copy(d.path().join("run/balance/plan.parquet"), &outside).unwrap();

@@ -32,8 +32,9 @@ pub fn write_atomic(dest: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dest.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let written =
-        std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    let written = crate::fault::check_write(dest).and_then(|_| {
+        std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("writing {}", dest.display()));

@@ -34,6 +34,13 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    /// Creates `run_dir` if needed and takes its lock.
+    pub fn acquire_creating(run_dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| config_error!("cannot create run folder {}: {e}", run_dir.display()))?;
+        RunLock::acquire(run_dir)
+    }
+
     /// Takes the lock of `run_dir` (which must exist), or says who holds it.
     pub fn acquire(run_dir: &Path) -> Result<RunLock> {
         let path = run_dir.join(FILE);

@@ -21,6 +21,8 @@ use crate::stages::{Lineage, StageKind, Table};
 pub const FILE: &str = "manifest.json";
 /// The resolved pipeline of the latest `augment run` in this folder.
 pub const PIPELINE_FILE: &str = "pipeline.toml";
+/// A manifest records a few kilobytes per stage.
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// In each stage folder: which stage and fingerprint its outputs are.
 pub const STAMP_FILE: &str = ".stage.json";
 
@@ -38,7 +40,7 @@ impl Stamp {
 
     /// The stamp of `stage_dir`, if it has a readable one.
     pub fn read(stage_dir: &Path) -> Option<Stamp> {
-        let text = std::fs::read(stage_dir.join(STAMP_FILE)).ok()?;
+        let text = crate::limits::read_file(&stage_dir.join(STAMP_FILE), 1 << 20).ok()?;
         serde_json::from_slice(&text).ok()
     }
 }
@@ -79,9 +81,9 @@ impl Manifest {
         if !p.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&p)
+        let text = crate::limits::read_file(&p, MAX_MANIFEST_BYTES)
             .map_err(|e| config_error!("cannot read the run manifest {}: {e}", p.display()))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
             config_error!(
                 "{} is damaged ({e}); it is the record of which stages are done: \
                  delete it and `augment run` rebuilds every stage of this run folder",

@@ -125,38 +125,8 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
         print_plan(p, existing.as_ref(), &fps, opts);
         return Ok(());
     }
-    std::fs::create_dir_all(&p.run.dir)
-        .map_err(|e| config_error!("cannot create run folder {}: {e}", p.run.dir.display()))?;
-    let _lock = RunLock::acquire(&p.run.dir)?;
-    for line in lock::clean_leftovers(&p.run.dir)? {
-        if !opts.quiet {
-            eprintln!(
-                "{}: {line} (an earlier run was killed)",
-                p.run.dir.display()
-            );
-        }
-    }
-    // Re-read under the lock: the manifest may have changed while we waited.
-    let existing = Manifest::load(&p.run.dir)?;
-    check_stage_folders(p, existing.as_ref())?;
-    let mut m = existing.unwrap_or_default();
-    m.run_name = p.run.name.clone();
-    // Pipelines may share a run folder (pipelines/no_augmentation.toml,
-    // random_doubling.toml, ... share `ingest` and the real-data classifier):
-    // stages recorded by another pipeline stay listed after this one's.
-    let mut order: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
-    for old in &m.order {
-        if !order.contains(old) && m.stages.contains_key(old) {
-            order.push(old.clone());
-        }
-    }
-    m.order = order;
-    // The manifest first: from now on the folder is recognisably a run folder.
-    m.save(&p.run.dir)?;
-    crate::data::write_atomic(
-        &p.run.dir.join(manifest::PIPELINE_FILE),
-        p.resolved_toml.as_bytes(),
-    )?;
+    let _lock = RunLock::acquire_creating(&p.run.dir)?;
+    let mut m = open_manifest(p, opts.quiet)?;
 
     for def in &p.stages {
         let selected = opts.only.is_empty() || opts.only.contains(&def.name);
@@ -212,6 +182,41 @@ pub fn run(p: &Pipeline, opts: &RunOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Under the lock: removes what a killed run left, re-reads the manifest
+/// (it may have changed while we waited), orders it by this pipeline, and
+/// writes it with the resolved pipeline before any stage runs, so that the
+/// folder is recognisably a run folder from now on.
+fn open_manifest(p: &Pipeline, quiet: bool) -> Result<Manifest> {
+    for line in lock::clean_leftovers(&p.run.dir)? {
+        if !quiet {
+            eprintln!(
+                "{}: {line} (an earlier run was killed)",
+                p.run.dir.display()
+            );
+        }
+    }
+    let existing = Manifest::load(&p.run.dir)?;
+    check_stage_folders(p, existing.as_ref())?;
+    let mut m = existing.unwrap_or_default();
+    m.run_name = p.run.name.clone();
+    // Pipelines may share a run folder (pipelines/no_augmentation.toml,
+    // random_doubling.toml, ... share `ingest` and the real-data classifier):
+    // stages recorded by another pipeline stay listed after this one's.
+    let mut order: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
+    for old in &m.order {
+        if !order.contains(old) && m.stages.contains_key(old) {
+            order.push(old.clone());
+        }
+    }
+    m.order = order;
+    m.save(&p.run.dir)?;
+    crate::data::write_atomic(
+        &p.run.dir.join(manifest::PIPELINE_FILE),
+        p.resolved_toml.as_bytes(),
+    )?;
+    Ok(m)
 }
 
 /// A fresh stage's resume folder is spent when it holds no checkpoints or
