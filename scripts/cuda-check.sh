@@ -10,7 +10,9 @@
 # .ci/run, with CUDA_HOME pointing at it) and CUDA_COMPUTE_CAP for the GPU
 # (90 for H100/H200). Not yet run on a GPU: none has been lent to this
 # project so far. Expect the build to dominate (nvcc compiling candle's
-# kernels takes ~10 min of CI's `cargo check --features cuda`).
+# kernels takes ~10 min of CI's `cargo check --features cuda`). For a GPU
+# machine without Rust, build scripts/cuda-bundle.sh's bundle elsewhere and
+# run scripts/cuda-device-check.sh there instead (docs/cuda.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_dir=${1:-$(mktemp -d)/cuda-quickstart}
@@ -26,23 +28,10 @@ cargo build --features cuda --quiet
 echo "== build --features cuda: $((SECONDS - t)) s"
 
 t=$SECONDS
+mapfile -t reduced < <(scripts/cuda-device-check.sh --reduced-quickstart-flags)
 target/debug/augment run pipelines/quickstart.toml --quiet \
   --set run.device=cuda:0 \
-  --set run.dir="$run_dir" \
-  --set stages.ingest.n=400 \
-  --set stages.generator.autoencoder.steps=20 \
-  --set stages.generator.classifier.steps=20 \
-  --set stages.generator.mapping.steps=20 \
-  --set stages.classifier_real.epochs=1 \
-  --set stages.classifier_real_resnet.epochs=1 \
-  --set stages.classifier_dynamic.epochs=1 \
-  --set stages.classifier_doubling.epochs=1 \
-  --set stages.classifier_flip.epochs=1 \
-  --set stages.classifier_erase.epochs=1 \
-  --set stages.dynamic.sizes=[1.5] \
-  --set stages.sggan.translation.steps=20 \
-  --set stages.sggan.translation.labelled_per_value=50 \
-  --set stages.stargan.translation.steps=20
+  --set run.dir="$run_dir" "${reduced[@]}"
 echo "== quickstart on cuda:0 (reduced sizes): $((SECONDS - t)) s"
 target/debug/augment show "$run_dir"
 
