@@ -17,8 +17,9 @@
 #   that the binary can start on a machine without a driver (the CPU check).
 #
 # Output: target/cuda-bundle/augment-cuda.tar.xz (the stripped binary, the
-# stub, BUNDLE.txt with versions and sha256), then a CPU check: the bundled
-# binary runs the reduced quickstart on the CPU here.
+# stub, fontconfig/FreeType and a font for charts, BUNDLE.txt with versions
+# and sha256), then a CPU check: the bundled binary runs the reduced
+# quickstart on the CPU here, in the environment the device script sets.
 #
 # Usage: scripts/cuda-bundle.sh [--no-check]
 # Takes ~30 min from cold on 2 cores (most of it nvcc on candle's kernels and
@@ -72,13 +73,23 @@ rm -rf "$stage" && mkdir -p "$stage/stub"
 cp "$out/target/debug/augment" "$stage/augment"
 strip "$stage/augment"
 cp "$stub/libcuda.so.1" "$stage/stub/"
+# Charts need fontconfig, FreeType and a font; a slim GPU image may have
+# none of them: this machine's copies travel (glibc 2.36 here, the GPU
+# image's is newer) with DejaVu Sans, which the device script's fonts.conf
+# names as every generic family.
+mkdir -p "$stage/lib" "$stage/fonts"
+for so in libfontconfig.so.1 libfreetype.so.6 libexpat.so.1 libpng16.so.16 libbrotlidec.so.1 libbrotlicommon.so.1; do
+  cp -L "$(ldconfig -p | awk -v n="$so" '$1 == n {print $NF; exit}')" "$stage/lib/"
+done
+cp -L /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf "$stage/fonts/"
 {
   echo "augment $(git describe --always --dirty) built $(date -u +%FT%TZ) with --features cuda (dev profile)"
   echo "CUDA from PyPI: ${wheels[*]}; CUDA_COMPUTE_CAP=90 (PTX, loaded by the driver)"
   echo "needs at run time: libcuda.so.1 (the driver), libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13, libcudart.so.13 (candle's MoE kernels link the runtime)"
-  (cd "$stage" && sha256sum augment stub/libcuda.so.1)
+  echo "lib/: fontconfig, FreeType and their libraries from the build machine; fonts/: DejaVu Sans (for charts)"
+  (cd "$stage" && sha256sum augment stub/* lib/* fonts/*)
 } >"$stage/BUNDLE.txt"
-tar -C "$stage" -cJf "$out/augment-cuda.tar.xz" augment stub BUNDLE.txt
+tar -C "$stage" -cJf "$out/augment-cuda.tar.xz" augment stub lib fonts BUNDLE.txt
 size=$(stat -c %s "$out/augment-cuda.tar.xz")
 echo "== bundle: $out/augment-cuda.tar.xz, $((size / 1048576)) MiB ($(stat -c %s "$stage/augment") bytes unpacked binary), after $((SECONDS - start)) s"
 [ "$size" -lt $((48 << 20)) ] || { echo "== the bundle is over 48 MiB: it would not travel with the tree" >&2; exit 1; }
@@ -89,9 +100,13 @@ echo "== bundle: $out/augment-cuda.tar.xz, $((size / 1048576)) MiB ($(stat -c %s
 check=$(mktemp -d)
 trap 'rm -rf "$check"' EXIT
 tar -C "$check" -xJf "$out/augment-cuda.tar.xz"
+# The environment the device script sets, with the driver stub first.
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh "$check" "$CU/lib"
+export LD_LIBRARY_PATH="$check/stub:$LD_LIBRARY_PATH"
 mapfile -t reduced < <(scripts/cuda-device-check.sh --reduced-quickstart-flags)
 t=$SECONDS
-LD_LIBRARY_PATH="$check/stub:$CU/lib" "$check/augment" run pipelines/quickstart.toml --quiet \
-  --set run.dir="$check/quickstart" "${reduced[@]}"
-LD_LIBRARY_PATH="$check/stub:$CU/lib" "$check/augment" show "$check/quickstart" | head -20
+"$check/augment" run pipelines/quickstart.toml --quiet --set run.dir="$check/quickstart" "${reduced[@]}"
+"$check/augment" show "$check/quickstart" | head -20
+ls "$check/quickstart"/*/label_counts.png >/dev/null
 echo "== the bundled binary ran the reduced quickstart on the CPU in $((SECONDS - t)) s"

@@ -62,12 +62,16 @@ trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 log() { echo "$*" | tee -a "$out/summary.txt"; }
 
-tar -C "$work" -xJf "$bundle"
+# Python's tarfile, not tar: the GPU image may lack xz.
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$bundle" "$work"
+chmod +x "$work/augment"
 aug=$work/augment
-# cuBLAS, cuRAND and NVRTC: from Python's nvidia packages (PyTorch's), unless
-# AUGMENT_CUDA_LIBS names a folder; the driver's libcuda.so.1 from the system.
+# cuBLAS, cuRAND, NVRTC, the CUDA runtime: from Python's nvidia packages
+# (PyTorch's), unless AUGMENT_CUDA_LIBS names a folder; the driver's
+# libcuda.so.1 from the system; fontconfig and a font from the bundle.
 libs=${AUGMENT_CUDA_LIBS:-$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'lib'))")}
-export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh "$work" "$libs"
 if [ "$dev" = "cpu" ]; then
   # No driver here: the bundle's stub lets the binary start.
   export LD_LIBRARY_PATH="$work/stub:$LD_LIBRARY_PATH"
