@@ -119,8 +119,9 @@ fn owner_alive(o: &Owner) -> bool {
     if !pid_alive(o.pid) {
         return false;
     }
-    // The lock's time is whole seconds, written just after the owner began.
-    process_start_unix(o.pid).is_none_or(|started| started <= o.started_at + 1)
+    // The lock's time is whole seconds, written just after the owner began;
+    // the boot time in /proc/stat is whole seconds too: 2 s of slack.
+    process_start_unix(o.pid).is_none_or(|started| started <= o.started_at + 2)
 }
 
 /// When process `pid` started, in seconds since the Unix epoch (Linux:
