@@ -180,7 +180,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         do_cut in any::<bool>(),
     ) {
-        let mut bytes = if png { sample_png() } else { sample_jpeg() };
+        let mut bytes = sample(if png { image::ImageFormat::Png } else { image::ImageFormat::Jpeg });
         for (at, v) in edits {
             let i = at.index(bytes.len());
             bytes[i] = v;
@@ -198,21 +198,11 @@ fn sample_image() -> image::DynamicImage {
     }))
 }
 
-fn sample_jpeg() -> Vec<u8> {
+/// The sample image encoded as `format`.
+fn sample(format: image::ImageFormat) -> Vec<u8> {
     let mut out = Vec::new();
     sample_image()
-        .write_to(
-            &mut std::io::Cursor::new(&mut out),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
-    out
-}
-
-fn sample_png() -> Vec<u8> {
-    let mut out = Vec::new();
-    sample_image()
-        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .write_to(&mut std::io::Cursor::new(&mut out), format)
         .unwrap();
     out
 }
@@ -222,7 +212,7 @@ fn sample_png() -> Vec<u8> {
 #[test]
 fn images_declaring_huge_sizes_are_rejected_without_allocating() {
     // PNG: the IHDR's width and height, then its CRC recomputed.
-    let mut png = sample_png();
+    let mut png = sample(image::ImageFormat::Png);
     png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
     png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
     let crc = crc32(&png[12..29]);
@@ -230,7 +220,7 @@ fn images_declaring_huge_sizes_are_rejected_without_allocating() {
     let r = decode_checked(&png).unwrap_err();
     assert_eq!(r.reason, "corrupt", "{r}");
     // JPEG: the SOF0 marker's height and width.
-    let mut jpeg = sample_jpeg();
+    let mut jpeg = sample(image::ImageFormat::Jpeg);
     let sof = jpeg
         .windows(2)
         .position(|w| w == [0xFF, 0xC0])
