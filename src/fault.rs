@@ -1,4 +1,4 @@
-//! Fault injection for `tests/faults.rs`: named points where a test can
+//! Fault injection for `tests/it/faults.rs`: named points where a test can
 //! stop the process (and then SIGKILL it there, at a known moment), and a
 //! write that fails as on a full disk. Inert unless the variables below are
 //! set; they are not for users.

@@ -2,7 +2,7 @@
 //! labelled images.
 //!
 //! Modules, top to bottom (`docs/design.md` has the map and the direction
-//! of dependencies, which `tests/architecture.rs` checks):
+//! of dependencies, which `tests/it/architecture.rs` checks):
 //!
 //! - [`cli`]: the command line (parsing only).
 //! - [`report`]: the HTML report over runs and `augment chart`.
@@ -21,7 +21,7 @@
 //! - [`progress`]: progress bars (hidden with `--quiet`).
 //! - [`error`]: user errors (one clear line) vs bugs (context chains).
 //! - [`limits`]: the bounds on every value that sizes memory or work.
-//! - [`fault`]: fault injection points for `tests/faults.rs` (inert otherwise).
+//! - [`fault`]: fault injection points for `tests/it/faults.rs` (inert otherwise).
 //! - [`fuzz`] (tests only): the property-based fuzz pass over parsers,
 //!   `--set` values and the image decoder.
 

@@ -2,7 +2,7 @@
 //!
 //! Column names are lowercase so that DataFusion's unquoted identifiers match
 //! them (`SELECT smiling FROM faces`). `schemas/*.md` is generated from
-//! [`all_tables`]; `tests/schemas.rs` fails when the two drift apart.
+//! [`all_tables`]; `tests/it/schemas.rs` fails when the two drift apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -753,8 +753,8 @@ pub fn all_tables() -> Vec<(&'static str, &'static str, SchemaRef)> {
 pub fn render_markdown(table: &str, stage: &str, schema: &Schema) -> String {
     let mut s = format!(
         "# `{table}` (written by the `{stage}` stage)\n\n\
-         Generated from `src/data/schema.rs`; `tests/schemas.rs` fails when they drift \
-         (regenerate with `UPDATE_SCHEMAS=1 cargo test --test schemas`).\n\n\
+         Generated from `src/data/schema.rs`; `tests/it/schemas.rs` fails when they drift \
+         (regenerate with `UPDATE_SCHEMAS=1 cargo test --test it schemas::`).\n\n\
          | column | type | nullable | meaning |\n| --- | --- | --- | --- |\n"
     );
     for f in schema.fields() {

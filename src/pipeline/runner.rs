@@ -259,7 +259,7 @@ fn check_stage_folders(p: &Pipeline, m: Option<&Manifest>) -> Result<()> {
 /// Publishes a stage whose outputs are complete in `tmp_dir`: stamp, move
 /// the previous folder aside, rename the new one into place, commit the
 /// manifest, then drop the previous folder and the resume checkpoints.
-/// Each step is a named fault point for `tests/faults.rs`.
+/// Each step is a named fault point for `tests/it/faults.rs`.
 fn commit(
     p: &Pipeline,
     name: &str,

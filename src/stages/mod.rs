@@ -167,102 +167,10 @@ impl StageConfig {
                 "`balance` needs one `ingest` stage as input, got {}",
                 kind_list(inputs)
             )),
-            StageConfig::TrainGenerator(c) => {
-                let k = sorted(inputs);
-                if c.model == train_generator::Model::Secgan {
-                    return if k == sorted(&[StageKind::Ingest, StageKind::ParseFaces]) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "`train_generator` with model = \"secgan\" needs one `ingest` stage and one `parse_faces` stage (its frozen parser P), got {}",
-                            kind_list(inputs)
-                        ))
-                    };
-                }
-                let st_gan = c.model == train_generator::Model::StGan;
-                let ok = k == [StageKind::Ingest]
-                    || (!st_gan && k == [StageKind::Balance, StageKind::Ingest])
-                    || (st_gan && k == [StageKind::Ingest, StageKind::TrainClassifier]);
-                if !ok && st_gan {
-                    return Err(format!(
-                        "`train_generator` with model = \"st_gan\" needs one `ingest` stage and optionally one `train_classifier` stage trained on real faces (the judge of its attribute map), got {}",
-                        kind_list(inputs)
-                    ));
-                }
-                if !ok {
-                    return Err(format!(
-                        "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
-                        kind_list(inputs)
-                    ));
-                }
-                Ok(())
-            }
-            StageConfig::Synthesize(_) => {
-                let k = sorted(inputs);
-                let ok = k == [StageKind::Balance, StageKind::Ingest]
-                    || k == [
-                        StageKind::Balance,
-                        StageKind::Ingest,
-                        StageKind::TrainGenerator,
-                    ];
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "`synthesize` needs one `ingest`, one `balance` and (for generated rows) one `train_generator` stage, got {}",
-                        kind_list(inputs)
-                    ))
-                }
-            }
-            StageConfig::TrainClassifier(c) => {
-                let k = sorted(inputs);
-                let ok = [
-                    vec![StageKind::Ingest],
-                    vec![StageKind::Ingest, StageKind::Synthesize],
-                    vec![StageKind::Ingest, StageKind::TrainGenerator],
-                    vec![
-                        StageKind::Ingest,
-                        StageKind::Synthesize,
-                        StageKind::TrainGenerator,
-                    ],
-                ]
-                .contains(&k);
-                let probe_on_encoder = c.features() == Some(train_classifier::Features::Encoder);
-                if ok && c.real_fraction.is_some() && !k.contains(&StageKind::Synthesize) {
-                    Err("real_fraction mixes the real and added rows of a `synthesize` stage's `augmented` table; add one to `inputs`, or leave real_fraction out".into())
-                } else if ok && probe_on_encoder && !k.contains(&StageKind::TrainGenerator) {
-                    Err("`linear_probe` with features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or set features = \"inception\"".into())
-                } else if ok {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation), optionally one `synthesize` stage (train on its `augmented` table) and, for a `linear_probe` on encoder features, one `train_generator` stage, got {}",
-                        kind_list(inputs)
-                    ))
-                }
-            }
-            StageConfig::Evaluate(_) => {
-                let ingests = inputs.iter().filter(|k| **k == StageKind::Ingest).count();
-                let measured = inputs.iter().any(|k| {
-                    matches!(
-                        k,
-                        StageKind::TrainClassifier
-                            | StageKind::Synthesize
-                            | StageKind::TrainGenerator
-                    )
-                });
-                let others = inputs
-                    .iter()
-                    .any(|k| matches!(k, StageKind::Balance | StageKind::Evaluate));
-                if ingests == 1 && measured && !others {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "`evaluate` needs one `ingest` stage (the real test images) and the `train_classifier`, `synthesize` and `train_generator` stages to measure, got {}",
-                        kind_list(inputs)
-                    ))
-                }
-            }
+            StageConfig::TrainGenerator(c) => generator_inputs(c, inputs),
+            StageConfig::Synthesize(_) => synthesize_inputs(inputs),
+            StageConfig::TrainClassifier(c) => classifier_inputs(c, inputs),
+            StageConfig::Evaluate(_) => evaluate_inputs(inputs),
             _ => Ok(()),
         }
     }
@@ -293,6 +201,103 @@ impl StageConfig {
             | StageConfig::Synthesize(_)
             | StageConfig::TrainClassifier(_) => Ok(String::new()),
         }
+    }
+}
+
+/// `train_generator`: an `ingest` stage, plus what its model needs.
+fn generator_inputs(
+    c: &train_generator::Config,
+    inputs: &[StageKind],
+) -> std::result::Result<(), String> {
+    use StageKind::{Balance, Ingest, ParseFaces, TrainClassifier};
+    let k = sorted(inputs);
+    if c.model == train_generator::Model::Secgan {
+        return if k == sorted(&[Ingest, ParseFaces]) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`train_generator` with model = \"secgan\" needs one `ingest` stage and one `parse_faces` stage (its frozen parser P), got {}",
+                kind_list(inputs)
+            ))
+        };
+    }
+    let st_gan = c.model == train_generator::Model::StGan;
+    let ok = k == [Ingest]
+        || (!st_gan && k == [Balance, Ingest])
+        || (st_gan && k == [Ingest, TrainClassifier]);
+    if ok {
+        Ok(())
+    } else if st_gan {
+        Err(format!(
+            "`train_generator` with model = \"st_gan\" needs one `ingest` stage and optionally one `train_classifier` stage trained on real faces (the judge of its attribute map), got {}",
+            kind_list(inputs)
+        ))
+    } else {
+        Err(format!(
+            "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
+            kind_list(inputs)
+        ))
+    }
+}
+
+/// `synthesize`: `ingest` + `balance`, and a `train_generator` for generated rows.
+fn synthesize_inputs(inputs: &[StageKind]) -> std::result::Result<(), String> {
+    use StageKind::{Balance, Ingest, TrainGenerator};
+    let k = sorted(inputs);
+    if k == [Balance, Ingest] || k == [Balance, Ingest, TrainGenerator] {
+        Ok(())
+    } else {
+        Err(format!(
+            "`synthesize` needs one `ingest`, one `balance` and (for generated rows) one `train_generator` stage, got {}",
+            kind_list(inputs)
+        ))
+    }
+}
+
+/// `train_classifier`: `ingest`, optionally `synthesize` and `train_generator`.
+fn classifier_inputs(
+    c: &train_classifier::Config,
+    inputs: &[StageKind],
+) -> std::result::Result<(), String> {
+    use StageKind::{Ingest, Synthesize, TrainGenerator};
+    let k = sorted(inputs);
+    let allowed: [&[StageKind]; 4] = [
+        &[Ingest],
+        &[Ingest, Synthesize],
+        &[Ingest, TrainGenerator],
+        &[Ingest, Synthesize, TrainGenerator],
+    ];
+    if !allowed.contains(&k.as_slice()) {
+        return Err(format!(
+            "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation), optionally one `synthesize` stage (train on its `augmented` table) and, for a `linear_probe` on encoder features, one `train_generator` stage, got {}",
+            kind_list(inputs)
+        ));
+    }
+    let probe_on_encoder = c.features() == Some(train_classifier::Features::Encoder);
+    if c.real_fraction.is_some() && !k.contains(&Synthesize) {
+        Err("real_fraction mixes the real and added rows of a `synthesize` stage's `augmented` table; add one to `inputs`, or leave real_fraction out".into())
+    } else if probe_on_encoder && !k.contains(&TrainGenerator) {
+        Err("`linear_probe` with features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or set features = \"inception\"".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// `evaluate`: one `ingest` (the real test images) and at least one stage to measure.
+fn evaluate_inputs(inputs: &[StageKind]) -> std::result::Result<(), String> {
+    use StageKind::{Balance, Evaluate, Ingest, Synthesize, TrainClassifier, TrainGenerator};
+    let ingests = inputs.iter().filter(|k| **k == Ingest).count();
+    let measured = inputs
+        .iter()
+        .any(|k| matches!(k, TrainClassifier | Synthesize | TrainGenerator));
+    let others = inputs.iter().any(|k| matches!(k, Balance | Evaluate));
+    if ingests == 1 && measured && !others {
+        Ok(())
+    } else {
+        Err(format!(
+            "`evaluate` needs one `ingest` stage (the real test images) and the `train_classifier`, `synthesize` and `train_generator` stages to measure, got {}",
+            kind_list(inputs)
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 /// Held by a binary's long training tests so that they run one after
 /// another while its short tests still run beside them: each training run
 /// already spreads over every core (rayon), and two of them side by side
-/// oversubscribe the cores (tests/bridgegan.rs's two long tests: 195 s and
+/// oversubscribe the cores (tests/it/bridgegan.rs's two long tests: 195 s and
 /// 52 s alone, 393 s together on 2 cores). A failed test poisons nothing.
 pub fn one_trainer_at_a_time() -> MutexGuard<'static, ()> {
     static TRAINER: Mutex<()> = Mutex::new(());

@@ -8,9 +8,8 @@
 //! stops at a named point and writes a marker file; the test then sends
 //! SIGKILL, so the moment is known and the kill is a real `kill -9`.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

@@ -3,13 +3,12 @@
 //! (The download itself, `augment weights fetch`, needs the package registry:
 //! `.ci/run` runs it into an empty cache and checks the file's sha256.)
 
-mod common;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use common::bin;
+use crate::common::bin;
 
 /// `augment` with the user's weights and cache settings removed and HOME set
 /// to `home`.
@@ -185,7 +184,7 @@ inputs = ["ingest", "synth"]
     // `augment weights fetch` leaves it) make `evaluate` stale: the rerun
     // computes FID.
     if let Some(weights) =
-        common::fid_weights("evaluate_without_weights_records_the_skip, after fetch")
+        crate::common::fid_weights("evaluate_without_weights_records_the_skip, after fetch")
     {
         let cache = home.path().join(".cache/augment");
         std::fs::create_dir_all(&cache).unwrap();

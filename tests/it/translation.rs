@@ -6,9 +6,8 @@
 //! metrics, and a plan that changes an attribute the generator does not
 //! edit fails with one clear line.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))

@@ -1,5 +1,5 @@
 //! `schemas/*.md` is generated from `src/data/schema.rs`; this test fails when
-//! the two drift apart. Regenerate with `UPDATE_SCHEMAS=1 cargo test --test schemas`.
+//! the two drift apart. Regenerate with `UPDATE_SCHEMAS=1 cargo test --test it schemas::`.
 
 use std::path::Path;
 
@@ -19,6 +19,6 @@ fn schema_files_match_the_code() {
     }
     assert!(
         stale.is_empty(),
-        "out of date (run UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}"
+        "out of date (run UPDATE_SCHEMAS=1 cargo test --test it schemas::): {stale:?}"
     );
 }

@@ -1,11 +1,10 @@
 //! End-to-end tests of the binary on the procedural demo faces: pipeline
 //! validation, fingerprint skipping, atomic stage outputs, `show`, and SQL
 //! answers as golden files (`tests/golden/*.sql` → `*.out`; regenerate with
-//! `UPDATE_GOLDEN=1 cargo test --test cli`).
+//! `UPDATE_GOLDEN=1 cargo test --test it cli::`).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const PIPELINE: &str = r#"

@@ -5,9 +5,8 @@
 //! them, the label columns do not touch training, and bad configs get one
 //! clear line.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))

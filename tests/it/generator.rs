@@ -3,9 +3,8 @@
 //! resumes from its checkpoint, the ablations run, and the synthesize stage
 //! turns plans into the `synth` and `augmented` tables.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -203,7 +202,7 @@ reconstruction_samples = 64
         let (kid, _) = row("synth", "kid");
         assert!(kid.is_finite(), "KID {kid}");
     } else {
-        common::skip("the FID part of this test", "set AUGMENT_FID_WEIGHTS");
+        crate::common::skip("the FID part of this test", "set AUGMENT_FID_WEIGHTS");
     }
 }
 

@@ -2,12 +2,11 @@
 //! real attribute file: all 162,770 train rows of `$AUGMENT_CELEBA_DIR`.
 //! Expected values are computed here from the text file, not with the stage's code.
 
-mod common;
 
 use std::collections::HashMap;
 
 use arrow::array::AsArray;
-use common::*;
+use crate::common::*;
 
 /// (source id, strategy, 40 labels) of every plan row, in sample_id order.
 fn read_plan(path: &std::path::Path) -> Vec<(String, String, [bool; 40])> {

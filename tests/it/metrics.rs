@@ -1,12 +1,11 @@
 //! Metrics against their reference implementations, on committed fixtures
 //! (values written once by the script next to them; CI only reads them).
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
 use augment::metrics::msssim::{Planar, ms_ssim, psnr, ssim};
-use common::*;
+use crate::common::*;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/msssim")
@@ -182,7 +181,7 @@ fn inception_pool3_features_match_the_pytorch_reference() {
     let Some(celeba) = celeba_dir("inception_pool3_features_match_the_pytorch_reference") else {
         return;
     };
-    let Some(weights) = common::fid_weights("inception_pool3_features_match_the_pytorch_reference")
+    let Some(weights) = crate::common::fid_weights("inception_pool3_features_match_the_pytorch_reference")
     else {
         return;
     };
@@ -227,7 +226,7 @@ fn inception_pool3_features_match_the_pytorch_reference() {
 /// set positive; KID is reported with its settings.
 #[test]
 fn fid_command_on_folders() {
-    let Some(weights) = common::fid_weights("fid_command_on_folders") else {
+    let Some(weights) = crate::common::fid_weights("fid_command_on_folders") else {
         return;
     };
     let d = tempfile::tempdir().unwrap();

@@ -6,9 +6,8 @@
 //! Mouth_Slightly_Open). Bad data folders get one clear line before any
 //! training.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 
 /// `$AUGMENT_FACE_PARSING_DIR`, or None after printing why the test is skipped.

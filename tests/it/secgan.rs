@@ -3,9 +3,8 @@
 //! measured initial → final on real CelebA; the ablation of the semantic
 //! consistency loss and the one-line errors run on demo faces.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -35,7 +34,7 @@ fn secgan_trains_both_branches_through_a_frozen_parser_on_real_celeba() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    // tests/translation.rs's settings: lr 5e-4 and a raised λ_cls, so that a
+    // tests/it/translation.rs's settings: lr 5e-4 and a raised λ_cls, so that a
     // short CPU run shows the direction of training. The parser without
     // class weights: at 32 px median-frequency weights paint small classes
     // (earrings) over the background (pixel accuracy 0.24 against 0.76).

@@ -1,9 +1,8 @@
 //! Downstream classifiers: trained on real or augmented rows, measured on
 //! the real test split only, metrics consistent with their definitions.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn classifiers_on_real_and_augmented_rows_are_measured_on_real_test_rows() {
