@@ -26,6 +26,7 @@
 //! Every row records N and, in `details`, the reference set and settings.
 
 mod reversal;
+mod statistics;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,8 +50,6 @@ use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
-use crate::metrics::accuracy::Counts;
-use crate::metrics::stats::{self, Interval};
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
 use crate::models::began;
@@ -276,7 +275,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     // Classifiers, and the size sweep over them.
     let classifiers: Vec<&InputStage> = io.inputs_of(StageKind::TrainClassifier);
     classifier_metrics(&mut out, &classifiers, &mut summary)?;
-    classifier_statistics(&mut out, &classifiers, c, seed)?;
+    statistics::classifier_statistics(&mut out, &classifiers, c, seed)?;
 
     // Synthesized images: label agreement, FID and KID.
     let synths = io.inputs_of(StageKind::Synthesize);
@@ -284,39 +283,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         label_agreement(&mut out, s)?;
     }
     // ST-GAN generators: FID of their prior samples G(z, c).
-    let priors: Vec<&InputStage> = io
-        .inputs_of(StageKind::TrainGenerator)
-        .into_iter()
-        .filter(|g| {
-            g.model_file().is_ok_and(|m| {
-                matches!(m.networks, crate::train::model_file::Networks::StGan { .. })
-            })
-        })
-        .collect();
-    // The reversal protocol's generators: the translation inputs.
-    let reversed: Vec<&InputStage> = if c.edit_protocol == EditProtocol::Reversal {
-        let g: Vec<&InputStage> = io
-            .inputs_of(StageKind::TrainGenerator)
-            .into_iter()
-            .filter(|g| {
-                g.model_file().is_ok_and(|m| {
-                    matches!(
-                        m.networks,
-                        crate::train::model_file::Networks::Translation { .. }
-                    )
-                })
-            })
-            .collect();
-        if g.is_empty() {
-            return Err(data_error!(
-                "stage `{}`: edit_protocol = \"reversal\" needs a `train_generator` input that is a translation generator (sggan, stargan, secgan); add one to `inputs`",
-                io.name
-            ));
-        }
-        g
-    } else {
-        Vec::new()
-    };
+    let priors = prior_generators(io);
+    let reversed = reversal_generators(c, io)?;
     let measured: Vec<&str> = synths
         .iter()
         .chain(&priors)
@@ -370,6 +338,45 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary: summary.into(),
         lineage: Lineage::default(),
     })
+}
+
+/// The generator inputs that sample from a prior (ST-GAN): FID of G(z, c).
+fn prior_generators(io: &StageIo) -> Vec<&InputStage> {
+    io.inputs_of(StageKind::TrainGenerator)
+        .into_iter()
+        .filter(|g| {
+            g.model_file().is_ok_and(|m| {
+                matches!(m.networks, crate::train::model_file::Networks::StGan { .. })
+            })
+        })
+        .collect()
+}
+
+/// The reversal protocol's generators: the translation inputs (none
+/// unless `edit_protocol = "reversal"`, which needs at least one).
+fn reversal_generators<'a>(c: &Config, io: &'a StageIo) -> Result<Vec<&'a InputStage>> {
+    if c.edit_protocol != EditProtocol::Reversal {
+        return Ok(Vec::new());
+    }
+    let g: Vec<&InputStage> = io
+        .inputs_of(StageKind::TrainGenerator)
+        .into_iter()
+        .filter(|g| {
+            g.model_file().is_ok_and(|m| {
+                matches!(
+                    m.networks,
+                    crate::train::model_file::Networks::Translation { .. }
+                )
+            })
+        })
+        .collect();
+    if g.is_empty() {
+        return Err(data_error!(
+            "stage `{}`: edit_protocol = \"reversal\" needs a `train_generator` input that is a translation generator (sggan, stargan, secgan); add one to `inputs`",
+            io.name
+        ));
+    }
+    Ok(g)
 }
 
 /// The classifiers' own metrics rows, and per size sweep the size with the
@@ -829,17 +836,105 @@ fn editing(
     dev: &Device,
 ) -> Result<()> {
     let (rows, source, generator) = (&t.rows, &t.source, &t.generator);
-    let (judge_name, saved, net) = (&judge.name, &judge.saved, &judge.net);
-    let io = out.io;
-    let size = match &saved.network {
-        crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
-        crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
-    };
+    let (judge_name, saved) = (&judge.name, &judge.saved);
     let k = saved.attributes.len();
-    let (mut edit_hit, mut edit_n, mut keep_hit, mut keep_n) = (0.0, 0usize, 0.0, 0usize);
-    let mut per_attr = vec![(0.0f64, 0usize); k];
+    let mut tally = EditTally {
+        per_attr: vec![(0.0, 0); k],
+        ..EditTally::default()
+    };
+    let bits = |l: Labels| -> Vec<bool> {
+        saved
+            .attributes
+            .iter()
+            .map(|&a| (l >> a) & 1 == 1)
+            .collect()
+    };
     for chunk in rows.chunks(batch_size.max(1)) {
-        let imgs: Vec<RgbImage> = chunk
+        let probs = judge.probabilities(chunk, dev)?;
+        for (r, p) in chunk.iter().zip(&probs) {
+            let Some(src_labels) = source.labels.get(&r.source) else {
+                continue;
+            };
+            let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
+            tally.add(&pred, &bits(r.labels), &bits(*src_labels));
+        }
+    }
+    let details = serde_json::json!({"judge": judge_name, "generator": generator,
+        "judge_attributes": k, "rows": rows.len()});
+    let EditTally {
+        edit_hit,
+        edit_n,
+        keep_hit,
+        keep_n,
+        per_attr,
+    } = tally;
+    if edit_n > 0 {
+        let v = edit_hit / edit_n as f64;
+        out.push(&s.name, "editing_accuracy", v, edit_n, details.clone());
+        for (j, &(hit, n)) in per_attr.iter().enumerate() {
+            if n > 0 {
+                let col = Some(attribute_column(saved.attributes[j]));
+                let v = hit / n as f64;
+                out.push_attr(&s.name, "editing_accuracy", col, v, n, details.clone());
+            }
+        }
+    }
+    if keep_n > 0 {
+        let v = keep_hit / keep_n as f64;
+        out.push(&s.name, "untouched_accuracy", v, keep_n, details);
+    }
+    out.io.say(format!(
+        "`{}`: editing accuracy {:.4} over {edit_n} edits, untouched-attribute accuracy {:.4} (judge `{judge_name}`)",
+        s.name,
+        edit_hit / edit_n.max(1) as f64,
+        keep_hit / keep_n.max(1) as f64
+    ));
+    Ok(())
+}
+
+/// Running sums of editing and untouched-attribute accuracy over generated rows.
+#[derive(Default)]
+struct EditTally {
+    edit_hit: f64,
+    edit_n: usize,
+    keep_hit: f64,
+    keep_n: usize,
+    /// Per judge attribute: (hits, edits).
+    per_attr: Vec<(f64, usize)>,
+}
+
+impl EditTally {
+    /// One row: the judge's calls, the row's target labels and its source's
+    /// labels, each over the judge's attributes.
+    fn add(&mut self, pred: &[bool], target: &[bool], src: &[bool]) {
+        let (edited, kept): (Vec<usize>, Vec<usize>) =
+            (0..target.len()).partition(|&j| target[j] != src[j]);
+        let pred = [pred.to_vec()];
+        if !edited.is_empty() {
+            let a = editing_accuracy(&pred, &[target.to_vec()], &edited);
+            self.edit_hit += a * edited.len() as f64;
+            self.edit_n += edited.len();
+            for &j in &edited {
+                self.per_attr[j].0 += f64::from(u8::from(pred[0][j] == target[j]));
+                self.per_attr[j].1 += 1;
+            }
+        }
+        if !kept.is_empty() {
+            let a = untouched_accuracy(&pred, &[src.to_vec()], &kept);
+            self.keep_hit += a * kept.len() as f64;
+            self.keep_n += kept.len();
+        }
+    }
+}
+
+impl Judge {
+    /// The judge's probabilities for generated rows, resized to its input.
+    fn probabilities(&self, rows: &[GenRow], dev: &Device) -> Result<Vec<Vec<f64>>> {
+        let size = match &self.saved.network {
+            crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
+            crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
+        };
+        let imgs: Vec<RgbImage> = rows
             .iter()
             .map(|r| {
                 Ok(resize_square(
@@ -848,87 +943,11 @@ fn editing(
                 ))
             })
             .collect::<Result<_>>()?;
-        let probs = crate::train::classifier::SavedClassifier::probabilities(
-            net,
+        crate::train::classifier::SavedClassifier::probabilities(
+            &self.net,
             &images_tensor(&imgs, dev)?,
-        )?;
-        for (r, p) in chunk.iter().zip(&probs) {
-            let Some(src_labels) = source.labels.get(&r.source) else {
-                continue;
-            };
-            let pred: Vec<bool> = p.iter().map(|&v| v > 0.5).collect();
-            let bit = |l: Labels, a: usize| (l >> a) & 1 == 1;
-            let target: Vec<bool> = saved.attributes.iter().map(|&a| bit(r.labels, a)).collect();
-            let src: Vec<bool> = saved
-                .attributes
-                .iter()
-                .map(|&a| bit(*src_labels, a))
-                .collect();
-            let (edited, kept): (Vec<usize>, Vec<usize>) =
-                (0..k).partition(|&j| target[j] != src[j]);
-            if !edited.is_empty() {
-                let a = editing_accuracy(
-                    std::slice::from_ref(&pred),
-                    std::slice::from_ref(&target),
-                    &edited,
-                );
-                edit_hit += a * edited.len() as f64;
-                edit_n += edited.len();
-                for &j in &edited {
-                    per_attr[j].0 += f64::from(u8::from(pred[j] == target[j]));
-                    per_attr[j].1 += 1;
-                }
-            }
-            if !kept.is_empty() {
-                let a = untouched_accuracy(
-                    std::slice::from_ref(&pred),
-                    std::slice::from_ref(&src),
-                    &kept,
-                );
-                keep_hit += a * kept.len() as f64;
-                keep_n += kept.len();
-            }
-        }
+        )
     }
-    let details = serde_json::json!({"judge": judge_name, "generator": generator,
-        "judge_attributes": k, "rows": rows.len()});
-    if edit_n > 0 {
-        out.push(
-            &s.name,
-            "editing_accuracy",
-            edit_hit / edit_n as f64,
-            edit_n,
-            details.clone(),
-        );
-        for (j, &(hit, n)) in per_attr.iter().enumerate() {
-            if n > 0 {
-                out.push_attr(
-                    &s.name,
-                    "editing_accuracy",
-                    Some(attribute_column(saved.attributes[j])),
-                    hit / n as f64,
-                    n,
-                    details.clone(),
-                );
-            }
-        }
-    }
-    if keep_n > 0 {
-        out.push(
-            &s.name,
-            "untouched_accuracy",
-            keep_hit / keep_n as f64,
-            keep_n,
-            details,
-        );
-    }
-    io.say(format!(
-        "`{}`: editing accuracy {:.4} over {edit_n} edits, untouched-attribute accuracy {:.4} (judge `{judge_name}`)",
-        s.name,
-        edit_hit / edit_n.max(1) as f64,
-        keep_hit / keep_n.max(1) as f64
-    ));
-    Ok(())
 }
 
 /// Size-sweep copies grouped by the stage they were copied from (the
@@ -1207,366 +1226,5 @@ fn reconstruction(
         mean(&ps),
         ms.len()
     ));
-    Ok(())
-}
-
-// ------------------------------------------------ intervals and differences
-
-/// One classifier's test predictions, attribute-major, for each repeat.
-struct Predictions {
-    faces: Vec<String>,
-    attributes: Vec<String>,
-    /// `[attribute][face]`
-    truth: Vec<Vec<bool>>,
-    /// `[repeat][attribute][face]`
-    pred: Vec<Vec<Vec<bool>>>,
-}
-
-impl Predictions {
-    fn read(path: &Path) -> Result<Predictions> {
-        // (attribute, face) → label; (repeat, attribute, face) → prediction.
-        let mut labels_of: BTreeMap<(String, String), bool> = BTreeMap::new();
-        let mut repeated: BTreeMap<(i64, String, String), bool> = BTreeMap::new();
-        // Written before `repeat` existed: one training.
-        let has_repeat = crate::data::parquet::column_names(path)?
-            .iter()
-            .any(|c| c == "repeat");
-        let cols = ["image_id", "attribute", "label", "probability", "repeat"];
-        for b in read_columns(path, &cols[..if has_repeat { 5 } else { 4 }])? {
-            let ids = strings(&b, 0)?;
-            let attrs = strings(&b, 1)?;
-            let labels = b
-                .column(2)
-                .as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .with_context(|| format!("{}: `label` is not boolean", path.display()))?;
-            let probs = b
-                .column(3)
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .with_context(|| format!("{}: `probability` is not a float", path.display()))?;
-            let reps = if has_repeat {
-                Some(
-                    b.column(4)
-                        .as_any()
-                        .downcast_ref::<arrow::array::Int64Array>()
-                        .with_context(|| {
-                            format!("{}: `repeat` is not an integer", path.display())
-                        })?,
-                )
-            } else {
-                None
-            };
-            for i in 0..b.num_rows() {
-                let key = (attrs.value(i).to_string(), ids.value(i).to_string());
-                repeated.insert(
-                    (reps.map_or(0, |c| c.value(i)), key.0.clone(), key.1.clone()),
-                    probs.value(i) > 0.5,
-                );
-                labels_of.insert(key, labels.value(i));
-            }
-        }
-        fn distinct<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
-            it.collect::<std::collections::BTreeSet<T>>()
-                .into_iter()
-                .collect()
-        }
-        let repeats = distinct(repeated.keys().map(|k| k.0));
-        let attributes = distinct(labels_of.keys().map(|k| k.0.clone()));
-        let faces = distinct(labels_of.keys().map(|k| k.1.clone()));
-        let mut truth = vec![vec![false; faces.len()]; attributes.len()];
-        let mut pred = vec![truth.clone(); repeats.len()];
-        for (a, attr) in attributes.iter().enumerate() {
-            for (f, face) in faces.iter().enumerate() {
-                let t = labels_of
-                    .get(&(attr.clone(), face.clone()))
-                    .with_context(|| {
-                        format!("{}: no prediction of `{attr}` for {face}", path.display())
-                    })?;
-                truth[a][f] = *t;
-                for (k, r) in repeats.iter().enumerate() {
-                    pred[k][a][f] = *repeated
-                        .get(&(*r, attr.clone(), face.clone()))
-                        .with_context(|| {
-                            format!(
-                                "{}: repeat {r} has no prediction of `{attr}` for {face}",
-                                path.display()
-                            )
-                        })?;
-                }
-            }
-        }
-        Ok(Predictions {
-            faces,
-            attributes,
-            truth,
-            pred,
-        })
-    }
-}
-
-/// The three test metrics, as `train_classifier` computes them.
-const STAT_METRICS: [&str; 3] = ["accuracy", "balanced_accuracy", "f1"];
-
-fn metric_of(name: &str, c: &Counts) -> f64 {
-    match name {
-        "accuracy" => c.accuracy(),
-        "balanced_accuracy" => c.balanced_accuracy(),
-        _ => c.f1(),
-    }
-}
-
-fn counts_on(pred: &[bool], truth: &[bool], idx: &[usize]) -> Counts {
-    let mut c = Counts::default();
-    for &i in idx {
-        c.add(pred[i], truth[i]);
-    }
-    c
-}
-
-/// `metric` of attribute `a` (or the mean over attributes, `None`) on
-/// faces `idx`, averaged over the classifier's repeats.
-fn stat_on(p: &Predictions, metric: &str, a: Option<usize>, idx: &[usize]) -> f64 {
-    let one = |pred: &Vec<Vec<bool>>| match a {
-        Some(a) => metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)),
-        None => {
-            let k = p.attributes.len();
-            (0..k)
-                .map(|a| metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)))
-                .sum::<f64>()
-                / k as f64
-        }
-    };
-    p.pred.iter().map(one).sum::<f64>() / p.pred.len() as f64
-}
-
-/// The difference `a − b` of `metric` with the two classifiers'
-/// predictions swapped on the faces `mask` marks.
-fn swapped_diff(
-    (pa, pb): (&Predictions, &Predictions),
-    metric: &str,
-    attr: Option<usize>,
-    mask: &[bool],
-) -> f64 {
-    // Repeat r of one classifier is paired with repeat r of the other.
-    let reps = pa.pred.len();
-    let one = |a: usize| {
-        let mut total = 0.0;
-        for r in 0..reps {
-            let (mut ca, mut cb) = (Counts::default(), Counts::default());
-            for (f, &swap) in mask.iter().enumerate() {
-                let (x, y) = if swap {
-                    (pb.pred[r][a][f], pa.pred[r][a][f])
-                } else {
-                    (pa.pred[r][a][f], pb.pred[r][a][f])
-                };
-                ca.add(x, pa.truth[a][f]);
-                cb.add(y, pa.truth[a][f]);
-            }
-            total += metric_of(metric, &ca) - metric_of(metric, &cb);
-        }
-        total / reps as f64
-    };
-    match attr {
-        Some(a) => one(a),
-        None => {
-            let k = pa.attributes.len();
-            (0..k).map(one).sum::<f64>() / k as f64
-        }
-    }
-}
-
-/// What a classifier was trained on, from its `metrics` details: the
-/// architecture key (architecture, size, probe features) and whether the
-/// rows were real faces only.
-fn classifier_kind(s: &InputStage) -> Result<(String, bool)> {
-    let rows = metrics_table::read(&s.table("metrics")?)?;
-    let d = rows.first().map(|r| r.details_json()).unwrap_or_default();
-    let key = format!("{} {} {}", d["architecture"], d["size"], d["features"]);
-    let real = d["training_table"]
-        .as_str()
-        .is_some_and(|t| t.ends_with(".faces (train)"));
-    Ok((key, real))
-}
-
-/// 95% percentile-bootstrap intervals of every classifier's test metrics
-/// (overall and per attribute), and for every classifier trained on
-/// augmented rows its paired difference to the real-data classifier of the
-/// same architecture: the difference, its paired-bootstrap interval, the
-/// paired permutation p-value, and Holm-adjusted p-values across attributes.
-fn classifier_statistics(
-    out: &mut Rows,
-    classifiers: &[&InputStage],
-    c: &Config,
-    seed: u64,
-) -> Result<()> {
-    if c.bootstrap == 0 || classifiers.is_empty() {
-        return Ok(());
-    }
-    let mut preds: Vec<(&InputStage, Predictions, String, bool)> = Vec::new();
-    for s in classifiers {
-        let p = Predictions::read(&s.table("predictions")?)?;
-        let (key, real) = classifier_kind(s)?;
-        preds.push((s, p, key, real));
-    }
-    let method = serde_json::json!({
-        "interval": "95% percentile bootstrap over test faces",
-        "resamples": c.bootstrap,
-        "seed": seed,
-    });
-    for (s, p, _, _) in &preds {
-        let n = p.faces.len();
-        let rows: Vec<(Option<usize>, &str, Interval)> = std::iter::once(None)
-            .chain((0..p.attributes.len()).map(Some))
-            .flat_map(|a| STAT_METRICS.iter().map(move |m| (a, *m)))
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|(a, m)| {
-                (
-                    a,
-                    m,
-                    stats::bootstrap(n, c.bootstrap, seed, |idx| stat_on(p, m, a, idx)),
-                )
-            })
-            .collect();
-        for (a, m, iv) in rows {
-            let attr = a.map(|a| p.attributes[a].clone());
-            out.push_attr(
-                &s.name,
-                &format!("{m}_low95"),
-                attr.clone(),
-                iv.low,
-                n,
-                method.clone(),
-            );
-            out.push_attr(
-                &s.name,
-                &format!("{m}_high95"),
-                attr,
-                iv.high,
-                n,
-                method.clone(),
-            );
-        }
-    }
-    for (s, p, key, real) in &preds {
-        if *real {
-            continue;
-        }
-        let Some((base, bp, _, _)) = preds.iter().find(|(_, bp, k, r)| {
-            *r && k == key
-                && bp.faces == p.faces
-                && bp.attributes == p.attributes
-                && bp.pred.len() == p.pred.len()
-        }) else {
-            out.io.say(format!(
-                "`{}`: no real-data classifier of the same architecture, test faces and \
-                 number of repeats among the inputs; no paired difference",
-                s.name
-            ));
-            continue;
-        };
-        let n = p.faces.len();
-        // The faces where swapping the two classifiers changes anything.
-        let differ = |attr: Option<usize>| -> Vec<bool> {
-            (0..n)
-                .map(|f| {
-                    (0..p.pred.len()).any(|r| match attr {
-                        Some(a) => p.pred[r][a][f] != bp.pred[r][a][f],
-                        None => {
-                            (0..p.attributes.len()).any(|a| p.pred[r][a][f] != bp.pred[r][a][f])
-                        }
-                    })
-                })
-                .collect()
-        };
-        let details = serde_json::json!({
-            "baseline": base.name,
-            "difference": format!("{} − {}", s.name, base.name),
-            "interval": "95% paired percentile bootstrap over test faces",
-            "p_value": "two-sided paired permutation test (the two classifiers' predictions swapped on random test faces)",
-            "resamples": c.bootstrap,
-            "permutations": c.permutations,
-            "seed": seed,
-        });
-        for m in STAT_METRICS {
-            let results: Vec<(Option<usize>, Interval, f64)> = std::iter::once(None)
-                .chain((0..p.attributes.len()).map(Some))
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|a| {
-                    let iv = stats::paired_bootstrap(
-                        n,
-                        c.bootstrap,
-                        seed,
-                        |idx| stat_on(p, m, a, idx),
-                        |idx| stat_on(bp, m, a, idx),
-                    );
-                    let pv = stats::paired_permutation(&differ(a), c.permutations, seed, |mask| {
-                        swapped_diff((p, bp), m, a, mask)
-                    });
-                    (a, iv, pv)
-                })
-                .collect();
-            let per_attr: Vec<f64> = results
-                .iter()
-                .filter(|r| r.0.is_some())
-                .map(|r| r.2)
-                .collect();
-            let holm = stats::holm(&per_attr);
-            for (k, (a, iv, pv)) in results.iter().enumerate() {
-                let attr = a.map(|a| p.attributes[a].clone());
-                let name = format!("{m}_diff");
-                out.push_attr(
-                    &s.name,
-                    &name,
-                    attr.clone(),
-                    iv.estimate,
-                    n,
-                    details.clone(),
-                );
-                out.push_attr(
-                    &s.name,
-                    &format!("{name}_low95"),
-                    attr.clone(),
-                    iv.low,
-                    n,
-                    details.clone(),
-                );
-                out.push_attr(
-                    &s.name,
-                    &format!("{name}_high95"),
-                    attr.clone(),
-                    iv.high,
-                    n,
-                    details.clone(),
-                );
-                out.push_attr(
-                    &s.name,
-                    &format!("{name}_p"),
-                    attr.clone(),
-                    *pv,
-                    n,
-                    details.clone(),
-                );
-                if a.is_some() {
-                    out.push_attr(
-                        &s.name,
-                        &format!("{name}_p_holm"),
-                        attr,
-                        holm[k - 1],
-                        n,
-                        details.clone(),
-                    );
-                }
-            }
-            if let Some((_, iv, pv)) = results.first() {
-                out.io.say(format!(
-                    "`{}` − `{}`: {m} {:+.4} (95% CI {:+.4} to {:+.4}, p = {:.3})",
-                    s.name, base.name, iv.estimate, iv.low, iv.high, pv
-                ));
-            }
-        }
-    }
     Ok(())
 }

@@ -187,71 +187,175 @@ fn mask_png(labels: &[u8], side: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// What `run` reads from its `ingest` input.
+struct Inputs {
+    ingest_name: String,
+    /// The ingest's image side and the parser's (`image_size`, default the ingest's).
+    ingest_size: usize,
+    size: usize,
+    crop: Crop,
+    /// The demo faces' class maps at the parser's size (None unless the
+    /// ingest rendered demo faces).
+    demo_masks: Option<HashMap<String, Vec<u8>>>,
+    /// Every ingested face at the parser's size, read once: the demo
+    /// training pairs, the demo scores and the masks table all use it.
+    faces: FaceSet,
+}
+
+/// The trained parser and its held-out scores.
+struct Fit {
+    trained: parser::Trained,
+    epochs: usize,
+    scores: Scores,
+    /// The per-pixel class prior of the training masks, scored the same way.
+    prior_scores: Scores,
+    /// The parser against the renderer's class maps on the demo test split.
+    demo_scores: Option<Scores>,
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let seed = c.seed.unwrap_or(io.run_seed);
-    let ingest = io.input(StageKind::Ingest)?;
-    let ingest_size = ingest.lineage.image_size.unwrap_or(64) as usize;
-    let size = c.image_size.unwrap_or(ingest_size);
-    let net_cfg = c.network(size);
+    let input = load_inputs(c, io)?;
+    let net_cfg = c.network(input.size);
     net_cfg
         .validate()
         .map_err(|e| config_error!("stage `{}`: {e}", io.name))?;
-    // The demo faces' class maps, at the parser's size (None unless the
-    // ingest rendered demo faces).
-    let demo_masks = match ingest.tables.iter().any(|t| t.name == "demo_masks") {
-        true => Some(read_demo_masks(&ingest.table("demo_masks")?, size)?),
-        false => None,
-    };
-    // Every ingested face at the parser's size, read once: the demo
-    // training pairs, the demo scores and the masks table all use it.
-    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
     let (train_pairs, val_pairs, place) = match c.train_on {
-        TrainOn::Hq => hq_pairs(c, io, seed, size, ingest.lineage.crop.unwrap_or_default())?,
-        TrainOn::Demo => {
-            let Some(masks) = &demo_masks else {
-                return Err(config_error!(
-                    "stage `{}`: train_on = \"demo\" needs an ingest of demo faces (source = \"demo\"), whose class maps it learns",
-                    io.name
-                ));
-            };
-            let pairs = |part: &str| -> Result<Vec<fp::Pair>> {
-                faces
-                    .rows_in(part)
-                    .into_iter()
-                    .map(|i| {
-                        let id = &faces.image_ids[i];
-                        let m = masks
-                            .get(id)
-                            .ok_or_else(|| data_error!("demo_masks has no row for face {id}"))?;
-                        Ok(fp::Pair::from_parts(id, faces.rgb(i), m.clone()))
-                    })
-                    .collect()
-            };
-            let (t, v) = (pairs("train")?, pairs("val")?);
-            io.say(format!(
-                "training on {} demo faces with the renderer's class maps ({} val), {} classes at {size} px",
-                t.len(),
-                v.len(),
-                c.classes.len()
-            ));
-            if t.is_empty() || v.is_empty() {
-                return Err(data_error!(
-                    "train_on = \"demo\" needs demo faces in train and val; ingest more (n)"
-                ));
-            }
-            (t, v, Placement::Whole)
-        }
+        TrainOn::Hq => hq_pairs(c, io, seed, input.size, input.crop)?,
+        TrainOn::Demo => demo_pairs(c, io, &input)?,
     };
     let data = Data {
         pairs: &train_pairs,
         place,
         classes: c.classes,
-        size,
+        size: input.size,
     };
+    let mut fit = fit(c, io, seed, &net_cfg, &data, &val_pairs, &dev)?;
+    fit.demo_scores = demo_test_scores(io, c.classes.len(), &fit.trained.net, &input, &dev)?;
+
+    let out = &io.out_dir;
+    let sha = write_parser(c, io, &net_cfg, &fit.trained, place, input.size)?;
+    let rows = metric_rows(c, io, &fit);
+    let n_metrics = metrics_table::write(&out.join("parser_metrics.parquet"), &rows)?;
+    let n_log = super::write_train_log(&out.join("train_log.parquet"), &fit.trained.log)?;
+    // Every ingested face.
+    if input.faces.is_empty() {
+        return Err(data_error!(
+            "ingest stage `{}` has no faces with images to parse",
+            input.ingest_name
+        ));
+    }
+    let net = &fit.trained.net;
+    let n_masks = write_masks(
+        io,
+        c.classes,
+        net,
+        &input.faces,
+        input.size,
+        input.ingest_size,
+        &dev,
+    )?;
+    overlay(net, &input.faces, &dev)?.save(out.join("overlay.png"))?;
+    let summary = summary(
+        c,
+        &fit,
+        (train_pairs.len(), val_pairs.len()),
+        input.size,
+        &sha,
+    );
+    Ok(StageOutput {
+        tables: vec![
+            Table::new("parser_metrics", "parser_metrics.parquet", n_metrics),
+            Table::new("masks", "masks.parquet", n_masks),
+            Table::new("train_log", "train_log.parquet", n_log),
+        ],
+        files: vec![
+            "parser.safetensors".into(),
+            "model.json".into(),
+            "overlay.png".into(),
+        ],
+        summary,
+        lineage: Lineage::inherit(&io.inputs),
+    })
+}
+
+/// The ingest's faces (and demo class maps) at the parser's size.
+fn load_inputs(c: &Config, io: &StageIo) -> Result<Inputs> {
+    let ingest = io.input(StageKind::Ingest)?;
+    let ingest_size = ingest.lineage.image_size.unwrap_or(64) as usize;
+    let size = c.image_size.unwrap_or(ingest_size);
+    let demo_masks = match ingest.tables.iter().any(|t| t.name == "demo_masks") {
+        true => Some(read_demo_masks(&ingest.table("demo_masks")?, size)?),
+        false => None,
+    };
+    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
+    Ok(Inputs {
+        ingest_name: ingest.name.clone(),
+        ingest_size,
+        size,
+        crop: ingest.lineage.crop.unwrap_or_default(),
+        demo_masks,
+        faces,
+    })
+}
+
+/// `train_on = "demo"`: the demo faces of `train` and `val` with the
+/// renderer's class maps.
+fn demo_pairs(
+    c: &Config,
+    io: &StageIo,
+    input: &Inputs,
+) -> Result<(Vec<fp::Pair>, Vec<fp::Pair>, Placement)> {
+    let Some(masks) = &input.demo_masks else {
+        return Err(config_error!(
+            "stage `{}`: train_on = \"demo\" needs an ingest of demo faces (source = \"demo\"), whose class maps it learns",
+            io.name
+        ));
+    };
+    let faces = &input.faces;
+    let pairs = |part: &str| -> Result<Vec<fp::Pair>> {
+        faces
+            .rows_in(part)
+            .into_iter()
+            .map(|i| {
+                let id = &faces.image_ids[i];
+                let m = masks
+                    .get(id)
+                    .ok_or_else(|| data_error!("demo_masks has no row for face {id}"))?;
+                Ok(fp::Pair::from_parts(id, faces.rgb(i), m.clone()))
+            })
+            .collect()
+    };
+    let (t, v) = (pairs("train")?, pairs("val")?);
+    io.say(format!(
+        "training on {} demo faces with the renderer's class maps ({} val), {} classes at {} px",
+        t.len(),
+        v.len(),
+        c.classes.len(),
+        input.size
+    ));
+    if t.is_empty() || v.is_empty() {
+        return Err(data_error!(
+            "train_on = \"demo\" needs demo faces in train and val; ingest more (n)"
+        ));
+    }
+    Ok((t, v, Placement::Whole))
+}
+
+/// Trains the parser on `data` and scores it, and the class prior, on the held-out pairs.
+fn fit(
+    c: &Config,
+    io: &StageIo,
+    seed: u64,
+    net_cfg: &unet::Config,
+    data: &Data,
+    val_pairs: &[fp::Pair],
+    dev: &candle_core::Device,
+) -> Result<Fit> {
     let val = Data {
-        pairs: &val_pairs,
-        ..data
+        pairs: val_pairs,
+        ..*data
     };
     let val_samples = val.plain();
     let train_plain = data.plain();
@@ -264,7 +368,6 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     for s in &val_samples {
         prior_scores.add(&s.labels, &prior);
     }
-
     let opts = Options {
         epochs: c.epochs(),
         batch_size: c.batch_size,
@@ -278,20 +381,37 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         cadence: Cadence {
             log_every: 1,
             sample_every: usize::MAX,
-            checkpoint_every: train_pairs.len().div_ceil(c.batch_size).max(1),
+            checkpoint_every: data.pairs.len().div_ceil(c.batch_size).max(1),
         },
         quiet: io.quiet,
         label: &io.name,
     };
-    let trained = parser::train(&net_cfg, &opts, &data, &val_samples, &class_w, &dev, &env)?;
-    let scores = parser::score(&trained.net, &val_samples, n_classes, &dev)?;
+    let trained = parser::train(net_cfg, &opts, data, &val_samples, &class_w, dev, &env)?;
+    let scores = parser::score(&trained.net, &val_samples, n_classes, dev)?;
     io.say(format!(
         "held out: mean IoU {:.3}, pixel accuracy {:.3} (per-pixel prior: mean IoU {:.3})",
         scores.mean_iou(),
         scores.pixel_accuracy(),
         prior_scores.mean_iou()
     ));
+    Ok(Fit {
+        trained,
+        epochs: opts.epochs,
+        scores,
+        prior_scores,
+        demo_scores: None,
+    })
+}
 
+/// Writes `parser.safetensors` and `model.json`; returns the weights' sha256.
+fn write_parser(
+    c: &Config,
+    io: &StageIo,
+    net_cfg: &unet::Config,
+    trained: &parser::Trained,
+    place: Placement,
+    size: usize,
+) -> Result<String> {
     let out = &io.out_dir;
     let weights_path = out.join("parser.safetensors");
     trained
@@ -314,8 +434,42 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         sha256: sha.clone(),
     };
     std::fs::write(out.join("model.json"), serde_json::to_string_pretty(&file)?)?;
+    Ok(sha)
+}
 
-    // Metrics.
+/// Demo faces: the parser against the renderer's class maps on the test split.
+fn demo_test_scores(
+    io: &StageIo,
+    n_classes: usize,
+    net: &unet::UNet,
+    input: &Inputs,
+    dev: &candle_core::Device,
+) -> Result<Option<Scores>> {
+    let Some(masks) = &input.demo_masks else {
+        return Ok(None);
+    };
+    let (faces, size) = (&input.faces, input.size);
+    let test = faces.rows_in("test");
+    let imgs: Vec<RgbImage> = test.iter().map(|&i| faces.rgb(i)).collect();
+    let (pred, _) = parser::predict(net, &imgs, dev)?;
+    let mut sc = Scores::new(n_classes);
+    for (k, &i) in test.iter().enumerate() {
+        if let Some(m) = masks.get(&faces.image_ids[i]) {
+            sc.add(m, &pred[k * size * size..(k + 1) * size * size]);
+        }
+    }
+    io.say(format!(
+        "demo test faces ({}): mean IoU {:.3}, pixel accuracy {:.3}",
+        test.len(),
+        sc.mean_iou(),
+        sc.pixel_accuracy()
+    ));
+    Ok(Some(sc))
+}
+
+/// The `parser_metrics` rows: mean IoU, pixel accuracy and per-class IoU
+/// of each scored split.
+fn metric_rows(c: &Config, io: &StageIo, fit: &Fit) -> Vec<MetricRow> {
     let names = c.classes.names();
     let row = |metric: &str, class: Option<&str>, value: f64, n: u64, split: &str| MetricRow {
         run: io.run_name.clone(),
@@ -327,40 +481,15 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         details: serde_json::json!({"split": split}).to_string(),
         repeat: None,
     };
-    // Demo faces: the parser against the renderer's class maps on the test split.
-    let demo_scores = match &demo_masks {
-        Some(masks) => {
-            let test = faces.rows_in("test");
-            let imgs: Vec<RgbImage> = test.iter().map(|&i| faces.rgb(i)).collect();
-            let (pred, _) = parser::predict(&trained.net, &imgs, &dev)?;
-            let mut sc = Scores::new(n_classes);
-            for (k, &i) in test.iter().enumerate() {
-                if let Some(m) = masks.get(&faces.image_ids[i]) {
-                    sc.add(m, &pred[k * size * size..(k + 1) * size * size]);
-                }
-            }
-            io.say(format!(
-                "demo test faces ({}): mean IoU {:.3}, pixel accuracy {:.3}",
-                test.len(),
-                sc.mean_iou(),
-                sc.pixel_accuracy()
-            ));
-            Some(sc)
-        }
-        None => None,
+    let (val_name, prior_name) = match c.train_on {
+        TrainOn::Hq => ("val_hq", "val_hq_prior"),
+        TrainOn::Demo => ("val_demo", "val_demo_prior"),
     };
-    let val_name = match c.train_on {
-        TrainOn::Hq => "val_hq",
-        TrainOn::Demo => "val_demo",
-    };
-    let mut rows = Vec::new();
-    let mut splits = vec![(val_name, &scores), ("val_hq_prior", &prior_scores)];
-    if c.train_on == TrainOn::Demo {
-        splits[1].0 = "val_demo_prior";
-    }
-    if let Some(d) = &demo_scores {
+    let mut splits = vec![(val_name, &fit.scores), (prior_name, &fit.prior_scores)];
+    if let Some(d) = &fit.demo_scores {
         splits.push(("demo", d));
     }
+    let mut rows = Vec::new();
     for (split, sc) in splits {
         rows.push(row("mean_iou", None, sc.mean_iou(), sc.pixels(), split));
         rows.push(row(
@@ -377,51 +506,36 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             }
         }
     }
-    let n_metrics = metrics_table::write(&out.join("parser_metrics.parquet"), &rows)?;
-    let n_log = super::write_train_log(&out.join("train_log.parquet"), &trained.log)?;
+    rows
+}
 
-    // Every ingested face.
-    if faces.is_empty() {
-        return Err(data_error!(
-            "ingest stage `{}` has no faces with images to parse",
-            ingest.name
-        ));
-    }
-    let n_masks = write_masks(io, c.classes, &trained.net, &faces, size, ingest_size, &dev)?;
-    overlay(&trained.net, &faces, &dev)?.save(out.join("overlay.png"))?;
-
-    let iou = scores.iou();
+/// The stage summary: pair counts, schedule, held-out scores, per-class IoU.
+fn summary(
+    c: &Config,
+    fit: &Fit,
+    (train_pairs, val_pairs): (usize, usize),
+    size: usize,
+    sha: &str,
+) -> serde_json::Value {
     let mut summary = serde_json::json!({
         "train_on": c.train_on,
-        "train_pairs": train_pairs.len(),
-        "val_pairs": val_pairs.len(),
+        "train_pairs": train_pairs,
+        "val_pairs": val_pairs,
         "image_size": size,
-        "epochs": opts.epochs,
-        "steps": trained.steps,
-        "val_mean_iou": scores.mean_iou(),
-        "val_pixel_accuracy": scores.pixel_accuracy(),
-        "demo_mean_iou": demo_scores.as_ref().map(|d| d.mean_iou()),
-        "prior_mean_iou": prior_scores.mean_iou(),
-        "wall_time_s": trained.wall_time_s,
+        "epochs": fit.epochs,
+        "steps": fit.trained.steps,
+        "val_mean_iou": fit.scores.mean_iou(),
+        "val_pixel_accuracy": fit.scores.pixel_accuracy(),
+        "demo_mean_iou": fit.demo_scores.as_ref().map(|d| d.mean_iou()),
+        "prior_mean_iou": fit.prior_scores.mean_iou(),
+        "wall_time_s": fit.trained.wall_time_s,
         "sha256": sha,
     });
-    for (k, v) in iou.iter().enumerate() {
+    let names = c.classes.names();
+    for (k, v) in fit.scores.iou().iter().enumerate() {
         summary[format!("iou_{}", names[k])] = serde_json::json!(v);
     }
-    Ok(StageOutput {
-        tables: vec![
-            Table::new("parser_metrics", "parser_metrics.parquet", n_metrics),
-            Table::new("masks", "masks.parquet", n_masks),
-            Table::new("train_log", "train_log.parquet", n_log),
-        ],
-        files: vec![
-            "parser.safetensors".into(),
-            "model.json".into(),
-            "overlay.png".into(),
-        ],
-        summary,
-        lineage: Lineage::inherit(&io.inputs),
-    })
+    summary
 }
 
 /// The HQ pairs of `data`: (train, held out) and their placement.

@@ -2,11 +2,10 @@
 //! real attribute file: all 162,770 train rows of `$AUGMENT_CELEBA_DIR`.
 //! Expected values are computed here from the text file, not with the stage's code.
 
-
 use std::collections::HashMap;
 
-use arrow::array::AsArray;
 use crate::common::*;
+use arrow::array::AsArray;
 
 /// (source id, strategy, 40 labels) of every plan row, in sample_id order.
 fn read_plan(path: &std::path::Path) -> Vec<(String, String, [bool; 40])> {

@@ -7,12 +7,11 @@
 //! shapes (Fig. 2–5 at paper_128), the att_ak worked example and the
 //! penalty's gradient check are unit tests and `tests/gradient_penalty.rs`.
 
-
+use crate::common::*;
 use augment::models::bridgegan::Config;
 use augment::train::bridgegan::{Editor, noise};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use crate::common::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

@@ -2,11 +2,10 @@
 //! the full attribute file, the 2,000 shared images, and each failure mode of
 //! ingest on a small copy. Skipped, with a line saying why, when the variable is unset.
 
-
 use std::path::Path;
 
-use arrow::array::{Array, AsArray};
 use crate::common::*;
+use arrow::array::{Array, AsArray};
 
 fn pipeline(dir: &Path, root: &Path, extra: &str) {
     let text = format!(

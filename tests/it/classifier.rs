@@ -1,7 +1,6 @@
 //! Downstream classifiers: trained on real or augmented rows, measured on
 //! the real test split only, metrics consistent with their definitions.
 
-
 use crate::common::*;
 
 #[test]

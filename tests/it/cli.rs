@@ -3,7 +3,6 @@
 //! answers as golden files (`tests/golden/*.sql` → `*.out`; regenerate with
 //! `UPDATE_GOLDEN=1 cargo test --test it cli::`).
 
-
 use crate::common::*;
 use std::path::Path;
 

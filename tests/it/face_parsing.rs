@@ -6,7 +6,6 @@
 //! Mouth_Slightly_Open). Bad data folders get one clear line before any
 //! training.
 
-
 use crate::common::*;
 use std::path::{Path, PathBuf};
 

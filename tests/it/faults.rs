@@ -8,7 +8,6 @@
 //! stops at a named point and writes a marker file; the test then sends
 //! SIGKILL, so the moment is known and the kill is a real `kill -9`.
 
-
 use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

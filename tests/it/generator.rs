@@ -3,7 +3,6 @@
 //! resumes from its checkpoint, the ablations run, and the synthesize stage
 //! turns plans into the `synth` and `augmented` tables.
 
-
 use crate::common::*;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,10 @@
 //! Metrics against their reference implementations, on committed fixtures
 //! (values written once by the script next to them; CI only reads them).
 
-
 use std::path::{Path, PathBuf};
 
-use augment::metrics::msssim::{Planar, ms_ssim, psnr, ssim};
 use crate::common::*;
+use augment::metrics::msssim::{Planar, ms_ssim, psnr, ssim};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/msssim")
@@ -181,7 +180,8 @@ fn inception_pool3_features_match_the_pytorch_reference() {
     let Some(celeba) = celeba_dir("inception_pool3_features_match_the_pytorch_reference") else {
         return;
     };
-    let Some(weights) = crate::common::fid_weights("inception_pool3_features_match_the_pytorch_reference")
+    let Some(weights) =
+        crate::common::fid_weights("inception_pool3_features_match_the_pytorch_reference")
     else {
         return;
     };

@@ -3,7 +3,6 @@
 //! measured initial → final on real CelebA; the ablation of the semantic
 //! consistency loss and the one-line errors run on demo faces.
 
-
 use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {

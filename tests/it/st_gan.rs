@@ -5,7 +5,6 @@
 //! them, the label columns do not touch training, and bad configs get one
 //! clear line.
 
-
 use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {

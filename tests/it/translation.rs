@@ -6,7 +6,6 @@
 //! metrics, and a plan that changes an attribute the generator does not
 //! edit fails with one clear line.
 
-
 use crate::common::*;
 
 fn f(v: &serde_json::Value) -> f64 {

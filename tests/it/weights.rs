@@ -3,7 +3,6 @@
 //! (The download itself, `augment weights fetch`, needs the package registry:
 //! `.ci/run` runs it into an empty cache and checks the file's sha256.)
 
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;

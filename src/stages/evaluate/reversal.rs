@@ -31,6 +31,7 @@ use crate::data::tensors::{
     FaceSet, image_bytes, images_tensor, resize_square, strings, tensor_to_rgb,
 };
 use crate::data_error;
+use crate::metrics::translation::editing_accuracy;
 use crate::metrics::{fid, inception::FidInception};
 use crate::models::editor::Editor;
 use crate::models::translator::Translator;
@@ -51,6 +52,57 @@ pub(super) struct Setting<'a> {
     pub dev: &'a Device,
 }
 
+/// The test faces and what each edit is measured against.
+struct Reference {
+    faces: FaceSet,
+    /// Per face, its `others` pixels (with a parse_faces input).
+    backgrounds: Option<HashMap<String, Vec<bool>>>,
+    inception: Option<FidInception>,
+    /// The real faces' Inception features, mean and covariance.
+    real: Option<(
+        Vec<Vec<f64>>,
+        nalgebra::DVector<f64>,
+        nalgebra::DMatrix<f64>,
+    )>,
+}
+
+/// The judge's output column of each CelebA attribute it predicts, and its input size.
+struct JudgeView<'a> {
+    judge: &'a Judge,
+    column: HashMap<usize, usize>,
+    size: usize,
+}
+
+/// What every group of one generator is measured with.
+struct Protocol<'a> {
+    c: &'a Config,
+    g: &'a InputStage,
+    cx: &'a Setting<'a>,
+    refs: &'a Reference,
+}
+
+/// One edit group (one attribute reversed on every face).
+struct Group {
+    /// The CelebA index of the reversed attribute.
+    attribute: usize,
+    edits: Vec<RgbImage>,
+    /// The judge's call on the edited attribute, and the target value, per edit.
+    predicted: Vec<Vec<bool>>,
+    target: Vec<Vec<bool>>,
+    /// Σ per-face background L1 and the faces that had a mask.
+    bg_sum: f64,
+    bg_n: usize,
+}
+
+/// Per-group values kept for the means over groups: (value, n).
+#[derive(Default)]
+struct Means {
+    accuracy: Vec<(f64, usize)>,
+    fid: Vec<(f64, usize)>,
+    kid: Vec<(f64, usize)>,
+    background: Vec<(f64, usize)>,
+}
+
 /// Runs the protocol for generator stage `g` (skipped, with a line, when it
 /// is not a translation generator).
 pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting) -> Result<()> {
@@ -68,26 +120,67 @@ pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting)
         ));
         return Ok(());
     };
-    let dev = cx.dev;
-    let attrs: Vec<usize> = attributes
-        .iter()
-        .map(|n| {
-            crate::data::schema::attribute_by_any_name(n)
-                .ok_or_else(|| data_error!("{}/model.json: unknown attribute `{n}`", g.name))
-        })
-        .collect::<Result<_>>()?;
-    let gt = candle_core::safetensors::load(g.dir.join("generator.safetensors"), dev)
-        .with_context(|| format!("reading {}", g.dir.join("generator.safetensors").display()))?;
-    let net = Translator::new(
-        translator,
-        candle_nn::VarBuilder::from_tensors(gt, DType::F32, dev),
-    )?;
+    let attrs = attribute_indices(g, attributes)?;
+    let net = load_translator(g, translator, cx.dev)?;
     let ed = Editor {
         g: &net,
         kind: translator.kind,
         attrs: &attrs,
     };
-    let size = translator.image_size;
+    let refs = reference(out, c, cx, translator.image_size)?;
+    io.say(format!(
+        "reversal protocol: {} test faces × {} attributes through `{}`",
+        refs.faces.len(),
+        attrs.len(),
+        g.name
+    ));
+    let judge = cx.judge.map(JudgeView::new);
+    let protocol = Protocol {
+        c,
+        g,
+        cx,
+        refs: &refs,
+    };
+    let mut means = Means::default();
+    let pb = io.progress((attrs.len() * refs.faces.len()) as u64, "edits");
+    for &a in &attrs {
+        let group = edit_group(&ed, a, &refs, judge.as_ref(), cx.dev, &pb)?;
+        push_group(out, &protocol, &group, &mut means)?;
+    }
+    pb.finish_and_clear();
+    push_means(out, &protocol, attrs.len(), &means);
+    Ok(())
+}
+
+/// CelebA indices of the attributes a generator's `model.json` names.
+fn attribute_indices(g: &InputStage, names: &[String]) -> Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|n| {
+            crate::data::schema::attribute_by_any_name(n)
+                .ok_or_else(|| data_error!("{}/model.json: unknown attribute `{n}`", g.name))
+        })
+        .collect()
+}
+
+/// G of a translation generator stage.
+fn load_translator(
+    g: &InputStage,
+    cfg: &crate::models::translator::Config,
+    dev: &Device,
+) -> Result<Translator> {
+    let path = g.dir.join("generator.safetensors");
+    let gt = candle_core::safetensors::load(&path, dev)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Translator::new(
+        cfg,
+        candle_nn::VarBuilder::from_tensors(gt, DType::F32, dev),
+    )?)
+}
+
+/// The test faces at the generator's size, their backgrounds and Inception statistics.
+fn reference(out: &Rows, c: &Config, cx: &Setting, size: usize) -> Result<Reference> {
+    let io = out.io;
     let faces = FaceSet::load(&cx.ingest.table("faces")?, &["test"], c.edit_faces, size)?;
     if faces.is_empty() {
         return Err(data_error!(
@@ -101,7 +194,7 @@ pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting)
         None => None,
     };
     let inception = match cx.weights {
-        Some(w) => Some(FidInception::load(w, dev)?),
+        Some(w) => Some(FidInception::load(w, cx.dev)?),
         None => None,
     };
     let real = match &inception {
@@ -109,173 +202,205 @@ pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting)
             let imgs: Vec<Vec<u8>> = (0..faces.len())
                 .map(|i| png(&faces.rgb(i)))
                 .collect::<Result<_>>()?;
-            let f = features(io, net, &imgs, c.batch_size, dev)?;
+            let f = features(io, net, &imgs, c.batch_size, cx.dev)?;
             let (m, s) = fid::statistics(&f)?;
             Some((f, m, s))
         }
         None => None,
     };
-    io.say(format!(
-        "reversal protocol: {} test faces × {} attributes through `{}`",
-        faces.len(),
-        attrs.len(),
-        g.name
-    ));
-    let judge_attrs: HashMap<usize, usize> = cx
-        .judge
-        .map(|j| {
-            j.saved
-                .attributes
-                .iter()
-                .enumerate()
-                .map(|(k, &a)| (a, k))
-                .collect()
-        })
-        .unwrap_or_default();
-    let judge_size = cx.judge.map(|j| match &j.saved.network {
-        crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
-        crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
-    });
+    Ok(Reference {
+        faces,
+        backgrounds,
+        inception,
+        real,
+    })
+}
+
+impl<'a> JudgeView<'a> {
+    fn new(judge: &'a Judge) -> JudgeView<'a> {
+        let column = judge
+            .saved
+            .attributes
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| (a, k))
+            .collect();
+        let size = match &judge.saved.network {
+            crate::train::classifier::NetConfig::PaperCnn(c) => c.image_size,
+            crate::train::classifier::NetConfig::ResNet18(c) => c.image_size,
+        };
+        JudgeView {
+            judge,
+            column,
+            size,
+        }
+    }
+
+    /// The judge's call on attribute `a` (its column `k`) for each image.
+    fn predict(&self, k: usize, images: &[RgbImage], dev: &Device) -> Result<Vec<bool>> {
+        let imgs: Vec<RgbImage> = images
+            .iter()
+            .map(|im| resize_square(im.clone(), self.size))
+            .collect();
+        let p = crate::train::classifier::SavedClassifier::probabilities(
+            &self.judge.net,
+            &images_tensor(&imgs, dev)?,
+        )?;
+        Ok(p.iter().map(|r| r[k] > 0.5).collect())
+    }
+}
+
+/// Every test face with attribute `a` reversed: the edits, the judge's calls
+/// and the background L1 sums.
+fn edit_group(
+    ed: &Editor,
+    a: usize,
+    refs: &Reference,
+    judge: Option<&JudgeView>,
+    dev: &Device,
+    pb: &indicatif::ProgressBar,
+) -> Result<Group> {
+    let faces = &refs.faces;
+    let mut group = Group {
+        attribute: a,
+        edits: Vec::with_capacity(faces.len()),
+        predicted: Vec::new(),
+        target: Vec::new(),
+        bg_sum: 0.0,
+        bg_n: 0,
+    };
+    let column = judge.and_then(|j| j.column.get(&a).map(|&k| (j, k)));
     let idx: Vec<usize> = (0..faces.len()).collect();
-    let (mut acc, mut fids, mut kids, mut bgs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let pb = io.progress((attrs.len() * faces.len()) as u64, "edits");
-    for &a in &attrs {
-        let col = attribute_column(a);
-        let mut edits: Vec<RgbImage> = Vec::with_capacity(faces.len());
-        let (mut hit, mut n) = (0usize, 0usize);
-        let (mut bg_sum, mut bg_n) = (0.0f64, 0usize);
-        for chunk in idx.chunks(32) {
-            let x = faces.images(chunk, dev)?;
-            let src: Vec<u64> = chunk.iter().map(|&i| faces.labels[i]).collect();
-            let trg: Vec<u64> = src.iter().map(|l| l ^ (1 << a)).collect();
-            let y = tensor_to_rgb(&ed.edit(&x, &src, &trg)?)?;
-            if let (Some(j), Some(&k), Some(js)) = (cx.judge, judge_attrs.get(&a), judge_size) {
-                let imgs: Vec<RgbImage> =
-                    y.iter().map(|im| resize_square(im.clone(), js)).collect();
-                let p = crate::train::classifier::SavedClassifier::probabilities(
-                    &j.net,
-                    &images_tensor(&imgs, dev)?,
-                )?;
-                for (r, t) in p.iter().zip(&trg) {
-                    hit += usize::from((r[k] > 0.5) == ((t >> a) & 1 == 1));
-                    n += 1;
-                }
+    for chunk in idx.chunks(32) {
+        let x = faces.images(chunk, dev)?;
+        let src: Vec<u64> = chunk.iter().map(|&i| faces.labels[i]).collect();
+        let trg: Vec<u64> = src.iter().map(|l| l ^ (1 << a)).collect();
+        let y = tensor_to_rgb(&ed.edit(&x, &src, &trg)?)?;
+        if let Some((j, k)) = column {
+            for (p, t) in j.predict(k, &y, dev)?.into_iter().zip(&trg) {
+                group.predicted.push(vec![p]);
+                group.target.push(vec![(t >> a) & 1 == 1]);
             }
-            if let Some(bg) = &backgrounds {
-                for (k, &i) in chunk.iter().enumerate() {
-                    if let Some(mask) = bg.get(&faces.image_ids[i]) {
-                        let s = faces.rgb(i);
-                        let (sum, cnt) = masked_l1(&s, &y[k], mask);
-                        if cnt > 0 {
-                            bg_sum += sum / cnt as f64;
-                            bg_n += 1;
-                        }
+        }
+        if let Some(bg) = &refs.backgrounds {
+            for (k, &i) in chunk.iter().enumerate() {
+                if let Some(mask) = bg.get(&faces.image_ids[i]) {
+                    let (sum, cnt) = masked_l1(&faces.rgb(i), &y[k], mask);
+                    if cnt > 0 {
+                        group.bg_sum += sum / cnt as f64;
+                        group.bg_n += 1;
                     }
                 }
             }
-            pb.inc(chunk.len() as u64);
-            edits.extend(y);
         }
-        let details =
-            serde_json::json!({"protocol": "reversal", "generator": g.name, "faces": faces.len()});
-        if n > 0 {
-            let v = hit as f64 / n as f64;
-            let mut d = details.clone();
-            d["judge"] = cx.judge.map(|j| j.name.clone()).into();
-            out.push_attr(&g.name, "editing_accuracy", Some(col.clone()), v, n, d);
-            acc.push((v, n));
-        }
-        if bg_n > 0 {
-            let v = bg_sum / bg_n as f64;
-            out.push_attr(
-                &g.name,
-                "background_l1",
-                Some(col.clone()),
-                v,
-                bg_n,
-                details.clone(),
-            );
-            bgs.push((v, bg_n));
-        }
-        if let (Some(net), Some((rf, m2, s2))) = (&inception, &real) {
-            let encoded: Vec<Vec<u8>> = edits.iter().map(png).collect::<Result<_>>()?;
-            let f = features(io, net, &encoded, c.batch_size, dev)?;
-            if f.len() >= 2 {
-                let (m1, s1) = fid::statistics(&f)?;
-                let v = fid::frechet_distance(&m1, &s1, m2, s2)?;
-                let n = f.len().min(rf.len());
-                out.push_attr(
-                    &g.name,
-                    "fid_edit",
-                    Some(col.clone()),
-                    v,
-                    n,
-                    details.clone(),
-                );
-                fids.push((v, n));
-                if c.kid {
-                    let (k, _) = fid::kid(&f, rf, c.kid_subsets, c.kid_subset_size.min(n), cx.seed);
-                    out.push_attr(
-                        &g.name,
-                        "kid_edit",
-                        Some(col.clone()),
-                        k,
-                        n,
-                        details.clone(),
-                    );
-                    kids.push((k, n));
-                }
-            }
-        }
+        pb.inc(chunk.len() as u64);
+        group.edits.extend(y);
     }
-    pb.finish_and_clear();
+    Ok(group)
+}
+
+/// The per-group rows of attribute `a`: editing accuracy, background L1,
+/// FID and KID of the edits against the real test faces.
+fn push_group(out: &mut Rows, p: &Protocol, group: &Group, means: &mut Means) -> Result<()> {
+    let Protocol { c, g, cx, refs } = *p;
+    let col = attribute_column(group.attribute);
+    let details =
+        serde_json::json!({"protocol": "reversal", "generator": g.name, "faces": refs.faces.len()});
+    let n = group.predicted.len();
+    if n > 0 {
+        let v = editing_accuracy(&group.predicted, &group.target, &[0]);
+        let mut d = details.clone();
+        d["judge"] = cx.judge.map(|j| j.name.clone()).into();
+        out.push_attr(&g.name, "editing_accuracy", Some(col.clone()), v, n, d);
+        means.accuracy.push((v, n));
+    }
+    if group.bg_n > 0 {
+        let v = group.bg_sum / group.bg_n as f64;
+        let d = details.clone();
+        out.push_attr(
+            &g.name,
+            "background_l1",
+            Some(col.clone()),
+            v,
+            group.bg_n,
+            d,
+        );
+        means.background.push((v, group.bg_n));
+    }
+    let (Some(net), Some((rf, m2, s2))) = (&refs.inception, &refs.real) else {
+        return Ok(());
+    };
+    let encoded: Vec<Vec<u8>> = group.edits.iter().map(png).collect::<Result<_>>()?;
+    let f = features(out.io, net, &encoded, c.batch_size, cx.dev)?;
+    if f.len() < 2 {
+        return Ok(());
+    }
+    let (m1, s1) = fid::statistics(&f)?;
+    let v = fid::frechet_distance(&m1, &s1, m2, s2)?;
+    let n = f.len().min(rf.len());
+    out.push_attr(
+        &g.name,
+        "fid_edit",
+        Some(col.clone()),
+        v,
+        n,
+        details.clone(),
+    );
+    means.fid.push((v, n));
+    if c.kid {
+        let (k, _) = fid::kid(&f, rf, c.kid_subsets, c.kid_subset_size.min(n), cx.seed);
+        out.push_attr(&g.name, "kid_edit", Some(col), k, n, details);
+        means.kid.push((k, n));
+    }
+    Ok(())
+}
+
+/// The means over edit groups (Fig. 4, Table 1), and one line saying them.
+fn push_means(out: &mut Rows, p: &Protocol, groups: usize, means: &Means) {
+    let (io, g, cx, faces) = (out.io, p.g, p.cx, p.refs.faces.len());
     let mean = |v: &[(f64, usize)]| v.iter().map(|x| x.0).sum::<f64>() / v.len().max(1) as f64;
     let total = |v: &[(f64, usize)]| v.iter().map(|x| x.1).sum::<usize>();
     let details = serde_json::json!({
         "protocol": "reversal",
         "generator": g.name,
-        "faces": faces.len(),
-        "groups": attrs.len(),
+        "faces": faces,
+        "groups": groups,
         "mean": "unweighted over the edit groups",
         "inception_score": NO_IS,
     });
     let mut said = Vec::new();
+    let acc = &means.accuracy;
     if !acc.is_empty() {
         let mut d = details.clone();
         d["judge"] = cx.judge.map(|j| j.name.clone()).into();
-        out.push(&g.name, "editing_accuracy", mean(&acc), total(&acc), d);
-        said.push(format!("editing accuracy {:.4}", mean(&acc)));
+        out.push(&g.name, "editing_accuracy", mean(acc), total(acc), d);
+        said.push(format!("editing accuracy {:.4}", mean(acc)));
     } else {
         io.say("reversal protocol: no train_classifier input trained on real faces (or none predicting these attributes): no editing accuracy");
     }
+    let fids = &means.fid;
     if !fids.is_empty() {
         let mut d = details.clone();
         d["features"] = NO_SSFID.into();
-        out.push(
-            &g.name,
-            "fid_edit_mean",
-            mean(&fids),
-            total(&fids),
-            d.clone(),
-        );
-        said.push(format!("fid_edit_mean {:.3}", mean(&fids)));
-        if !kids.is_empty() {
-            out.push(&g.name, "kid_edit_mean", mean(&kids), total(&kids), d);
+        out.push(&g.name, "fid_edit_mean", mean(fids), total(fids), d.clone());
+        said.push(format!("fid_edit_mean {:.3}", mean(fids)));
+        if !means.kid.is_empty() {
+            let kids = &means.kid;
+            out.push(&g.name, "kid_edit_mean", mean(kids), total(kids), d);
         }
     }
+    let bgs = &means.background;
     if !bgs.is_empty() {
         let mut d = details.clone();
         d["pixels"] = "the source mask's `others` class; values in [0, 1]".into();
-        out.push(&g.name, "background_l1", mean(&bgs), total(&bgs), d);
-        said.push(format!("background L1 {:.4}", mean(&bgs)));
+        out.push(&g.name, "background_l1", mean(bgs), total(bgs), d);
+        said.push(format!("background L1 {:.4}", mean(bgs)));
     }
     io.say(format!(
-        "`{}` (reversal, {} faces): {}",
+        "`{}` (reversal, {faces} faces): {}",
         g.name,
-        faces.len(),
         said.join(", ")
     ));
-    Ok(())
 }
 
 fn png(img: &RgbImage) -> Result<Vec<u8>> {
