@@ -226,6 +226,16 @@ struct Outcome {
     details: serde_json::Value,
 }
 
+/// The faces a classifier reads: val/test from the ingest, training rows
+/// from it or from a synthesize stage's `augmented` table.
+struct Sets {
+    eval: FaceSet,
+    train: FaceSet,
+    /// Where the training rows came from (`<stage>.augmented` or `<stage>.faces (train)`).
+    table: String,
+    mix: Option<Mix>,
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let attrs = c.attribute_indices().map_err(|e| data_error!("{e}"))?;
@@ -239,10 +249,84 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         Some(Extractor::Inception(_)) => 64,
         None => c.network().image_size(),
     };
+    let Sets {
+        eval,
+        train,
+        table,
+        mix,
+    } = load_sets(c, io, image_size)?;
+    let (eval, table) = (&eval, &table);
+    let splits = Splits {
+        mix,
+        train: Split {
+            faces: &train,
+            rows: (0..train.len()).collect(),
+        },
+        val: Split {
+            faces: eval,
+            rows: eval.rows_in("val"),
+        },
+        test: Split {
+            faces: eval,
+            rows: eval.rows_in("test"),
+        },
+    };
+    say_setup(c, io, &attrs, &splits, table)?;
+    let (outcomes, saved) = train_repeats(c, io, &attrs, &splits, extractor.as_ref(), &dev, table)?;
+    let rows = all_metric_rows(c, io, &attrs, &outcomes, &splits, table);
+    let acc = rows[0].value;
+    let outcome = &outcomes[0];
+    let out = &io.out_dir;
+    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
+    let probs: Vec<&[Vec<f64>]> = outcomes.iter().map(|o| o.probs.as_slice()).collect();
+    let test_rows = &splits.test.rows;
+    let n_pred = write_predictions(
+        &out.join("predictions.parquet"),
+        eval,
+        test_rows,
+        &attrs,
+        &probs,
+    )?;
+    let mean_bal = rows[1].value;
+    io.say(format!(
+        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; val accuracy {:.4}{}",
+        outcome.val_accuracy,
+        outcome.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default()
+    ));
+    Ok(StageOutput {
+        tables: vec![
+            Table::new("predictions", "predictions.parquet", n_pred),
+            Table::new("metrics", "metrics.parquet", n_metrics),
+        ],
+        files: if saved {
+            vec!["classifier.json".into(), "classifier.safetensors".into()]
+        } else {
+            vec![]
+        },
+        summary: serde_json::json!({
+            "repeats": c.repeats,
+            "test_accuracy": acc,
+            "test_balanced_accuracy": mean_bal,
+            "architecture": c.architecture,
+            "best_epoch": outcome.best_epoch,
+            "val_accuracy": outcome.val_accuracy,
+            "training_table": table,
+            "training_rows": splits.train.rows.len(),
+            "steps": c.steps,
+            "real_fraction": c.real_fraction,
+            "wall_time_s": outcome.wall_time_s,
+        }),
+        lineage: Lineage::inherit(&io.inputs),
+    })
+}
+
+/// Val/test faces from the ingest; training rows from the synthesize
+/// input's `augmented` table (and its real/added mix) or the ingest's train split.
+fn load_sets(c: &Config, io: &StageIo, image_size: usize) -> Result<Sets> {
     let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table("faces")?;
     let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
-    let (train_set, table, mix) = match io.optional_input(StageKind::Synthesize) {
+    let (train, table, mix) = match io.optional_input(StageKind::Synthesize) {
         Some(s) => {
             let path = s.table("augmented")?;
             let set = FaceSet::load(&path, &[], c.limit, image_size)?;
@@ -258,21 +342,22 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             None,
         ),
     };
-    let splits = Splits {
+    Ok(Sets {
+        eval,
+        train,
+        table,
         mix,
-        train: Split {
-            faces: &train_set,
-            rows: (0..train_set.len()).collect(),
-        },
-        val: Split {
-            faces: &eval,
-            rows: eval.rows_in("val"),
-        },
-        test: Split {
-            faces: &eval,
-            rows: eval.rows_in("test"),
-        },
-    };
+    })
+}
+
+/// Refuses empty splits; says what is trained on what.
+fn say_setup(
+    c: &Config,
+    io: &StageIo,
+    attrs: &[usize],
+    splits: &Splits,
+    table: &str,
+) -> Result<()> {
     let (train_split, val, test) = (&splits.train, &splits.val, &splits.test);
     if train_split.rows.is_empty() || val.rows.is_empty() || test.rows.is_empty() {
         return Err(data_error!(
@@ -304,21 +389,35 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             m.pools[1].len()
         ));
     }
+    Ok(())
+}
+
+/// Trains (or fits the probe) `repeats` times; the first network is saved
+/// as the stage's classifier. Returns the outcomes and whether one was saved.
+fn train_repeats(
+    c: &Config,
+    io: &StageIo,
+    attrs: &[usize],
+    splits: &Splits,
+    extractor: Option<&Extractor>,
+    dev: &candle_core::Device,
+    table: &str,
+) -> Result<(Vec<Outcome>, bool)> {
     let mut saved = false;
     let mut outcomes = Vec::with_capacity(c.repeats);
     for r in 0..c.repeats {
         if c.repeats > 1 {
             io.say(format!("repeat {} of {}", r + 1, c.repeats));
         }
-        let outcome = match (&extractor, c.features()) {
-            (Some(ex), Some(f)) => fit_probe(c, io, (ex, f), &attrs, &splits, &dev)?,
+        let outcome = match (extractor, c.features()) {
+            (Some(ex), Some(f)) => fit_probe(c, io, (ex, f), attrs, splits, dev)?,
             _ => {
-                let (outcome, weights) = train_network(c, io, &attrs, &splits, &dev, r)?;
+                let (outcome, weights) = train_network(c, io, attrs, splits, dev, r)?;
                 // The first repeat's network is the stage's classifier file.
                 if r == 0 {
                     SavedClassifier {
                         network: c.network(),
-                        attributes: attrs.clone(),
+                        attributes: attrs.to_vec(),
                         trained_on_real: !table.ends_with(".augmented"),
                     }
                     .save(&io.out_dir, &weights)?;
@@ -329,64 +428,34 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         };
         outcomes.push(outcome);
     }
+    Ok((outcomes, saved))
+}
+
+/// The `metrics` rows: one repeat's as they are; several repeats' mean and
+/// standard deviation first, then each repeat's rows.
+fn all_metric_rows(
+    c: &Config,
+    io: &StageIo,
+    attrs: &[usize],
+    outcomes: &[Outcome],
+    splits: &Splits,
+    table: &str,
+) -> Vec<MetricRow> {
     let repeat_rows: Vec<(Vec<MetricRow>, f64)> = outcomes
         .iter()
         .enumerate()
         .map(|(r, o)| {
             let repeat = (c.repeats > 1).then_some(r as i64);
-            metric_rows(c, io, &attrs, o, &splits, &table, repeat)
+            metric_rows(c, io, attrs, o, splits, table, repeat)
         })
         .collect();
-    let rows = if c.repeats > 1 {
+    if c.repeats > 1 {
         let mut rows = mean_and_std(&repeat_rows);
         rows.extend(repeat_rows.iter().flat_map(|(r, _)| r.iter().cloned()));
         rows
     } else {
         repeat_rows[0].0.clone()
-    };
-    let acc = rows[0].value;
-    let outcome = &outcomes[0];
-    let out = &io.out_dir;
-    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
-    let probs: Vec<&[Vec<f64>]> = outcomes.iter().map(|o| o.probs.as_slice()).collect();
-    let n_pred = write_predictions(
-        &out.join("predictions.parquet"),
-        &eval,
-        &test.rows,
-        &attrs,
-        &probs,
-    )?;
-    let mean_bal = rows[1].value;
-    io.say(format!(
-        "test accuracy {acc:.4} (the paper's definition), mean balanced accuracy {mean_bal:.4}; val accuracy {:.4}{}",
-        outcome.val_accuracy,
-        outcome.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default()
-    ));
-    Ok(StageOutput {
-        tables: vec![
-            Table::new("predictions", "predictions.parquet", n_pred),
-            Table::new("metrics", "metrics.parquet", n_metrics),
-        ],
-        files: if saved {
-            vec!["classifier.json".into(), "classifier.safetensors".into()]
-        } else {
-            vec![]
-        },
-        summary: serde_json::json!({
-            "repeats": c.repeats,
-            "test_accuracy": acc,
-            "test_balanced_accuracy": mean_bal,
-            "architecture": c.architecture,
-            "best_epoch": outcome.best_epoch,
-            "val_accuracy": outcome.val_accuracy,
-            "training_table": table,
-            "training_rows": train_split.rows.len(),
-            "steps": c.steps,
-            "real_fraction": c.real_fraction,
-            "wall_time_s": outcome.wall_time_s,
-        }),
-        lineage: Lineage::inherit(&io.inputs),
-    })
+    }
 }
 
 /// The train, val and test rows of a classifier, and how batches mix the

@@ -32,6 +32,16 @@ use crate::train::secgan::{self, Nets, Parser};
 /// The segment classes SeCGAN's semantic branch works on (Sec. 3).
 const SEGMENTS: usize = 12;
 
+/// The frozen parser P of the `parse_faces` input, checked against its record.
+struct FrozenParser<'a> {
+    stage: &'a crate::stages::InputStage,
+    file: ParserFile,
+    /// `parser.safetensors` and its sha256 (as `model.json` records it).
+    path: std::path::PathBuf,
+    sha256: String,
+    net: Parser,
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let tiny = c.preset() == Preset::Tiny;
     let opts = &c.secgan;
@@ -39,8 +49,59 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let nets = Nets::preset(tiny, attrs.len(), SEGMENTS);
     let size = nets.image_size();
     let dev = io.candle_device()?;
+    let parser = load_parser(c, io, size, &dev)?;
+    let (faces, train) = load_faces(c, io, size, 2)?;
+    check_masks(parser.stage, &faces.image_ids, &train)?;
+    let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
+    say_setup(
+        c,
+        io,
+        &parser,
+        (train.len(), faces.rows_in("val").len()),
+        &names,
+    );
+    let data = secgan::Data {
+        faces: &faces,
+        train,
+        val: faces.rows_in("val"),
+    };
+    let env = phase_env(c, io);
+    let seed = c.seed.unwrap_or(io.run_seed);
+    let trained = secgan::train(&nets, &attrs, opts, seed, &parser.net, &data, &dev, &env)?;
+    say_trained(io, &trained.summary);
 
-    // The parser: its record, its size and classes, its weights' checksum.
+    // P's weights are checked again after training: in no optimiser, they
+    // cannot have changed; the file on disk still matches too.
+    let after = hex::encode(Sha256::digest(std::fs::read(&parser.path)?));
+    if after != parser.sha256 {
+        return Err(data_error!(
+            "{} changed while `{}` trained; rerun both stages",
+            parser.path.display(),
+            io.name
+        ));
+    }
+    let (g_sha, files) = save_networks(c, io, &nets, &trained, &parser, &names)?;
+    let rows = write_log(&io.out_dir.join("train_log.parquet"), &trained.log)?;
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = g_sha.into();
+    summary["parser_sha256"] = parser.sha256.into();
+    summary["parser_sha256_after"] = after.into();
+    summary["attributes"] = names.into();
+    Ok(StageOutput {
+        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        files,
+        summary,
+        lineage: Lineage::default(),
+    })
+}
+
+/// The parser: its record, its size and classes, its weights' checksum.
+fn load_parser<'a>(
+    c: &Config,
+    io: &'a StageIo,
+    size: usize,
+    dev: &candle_core::Device,
+) -> Result<FrozenParser<'a>> {
     let pstage = io.input(StageKind::ParseFaces)?;
     let pfile_path = pstage.dir.join("model.json");
     let pf: ParserFile = serde_json::from_str(
@@ -81,22 +142,33 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             pstage.name
         ));
     }
-    let parser = Parser::new(
+    let net = Parser::new(
         &pf.network,
-        candle_core::safetensors::load_buffer(&bytes, &dev)?,
-        &dev,
+        candle_core::safetensors::load_buffer(&bytes, dev)?,
+        dev,
     )?;
+    Ok(FrozenParser {
+        stage: pstage,
+        file: pf,
+        path: ppath,
+        sha256: sha,
+        net,
+    })
+}
 
-    let (faces, train) = load_faces(c, io, size, 2)?;
-    check_masks(pstage, &faces.image_ids, &train)?;
-    let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
+fn say_setup(
+    c: &Config,
+    io: &StageIo,
+    parser: &FrozenParser,
+    (train, val): (usize, usize),
+    names: &[&str],
+) {
+    let opts = &c.secgan;
     io.say(format!(
-        "secgan `{}` on {} train / {} val faces, attributes {}, parser `{}`, preset {}, {} steps at batch {}, λ_sc {}{}, device {}",
+        "secgan `{}` on {train} train / {val} val faces, attributes {}, parser `{}`, preset {}, {} steps at batch {}, λ_sc {}{}, device {}",
         io.name,
-        train.len(),
-        faces.rows_in("val").len(),
         names.join(", "),
-        pstage.name,
+        parser.stage.name,
         c.preset().name(),
         opts.steps,
         opts.batch_size,
@@ -104,15 +176,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         if opts.semantic_consistency { "" } else { " (semantic consistency off)" },
         io.device
     ));
-    let data = secgan::Data {
-        faces: &faces,
-        train,
-        val: faces.rows_in("val"),
-    };
-    let env = phase_env(c, io);
-    let seed = c.seed.unwrap_or(io.run_seed);
-    let trained = secgan::train(&nets, &attrs, opts, seed, &parser, &data, &dev, &env)?;
-    let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
+}
+
+/// One line of what training reached, from its summary.
+fn say_trained(io: &StageIo, summary: &serde_json::Value) {
+    let f = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
         "val: Wasserstein estimates rgb {:.4} → {:.4}, seg {:.4} → {:.4}; G_rgb classification loss {:.4} → {:.4}; L1(G_rgb(x, 0), x) {:.4} → {:.4}; CE(G_seg(s, 0), s) {:.4} → {:.4}; L_sc rgb {:.4} → {:.4}, seg {:.4} → {:.4}",
         f("wasserstein_init"),
@@ -130,18 +198,18 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         f("sc_seg_init"),
         f("sc_seg"),
     ));
+}
 
-    let out = &io.out_dir;
-    // P's weights are checked again after training: in no optimiser, they
-    // cannot have changed; the file on disk still matches too.
-    let after = hex::encode(Sha256::digest(std::fs::read(&ppath)?));
-    if after != sha {
-        return Err(data_error!(
-            "{} changed while `{}` trained; rerun both stages",
-            ppath.display(),
-            io.name
-        ));
-    }
+/// G_rgb, D_rgb and `model.json`, then G_seg and D_seg and the resume
+/// folder's files; returns G_rgb's sha256 and the files written.
+fn save_networks(
+    c: &Config,
+    io: &StageIo,
+    nets: &Nets,
+    trained: &secgan::Trained,
+    parser: &FrozenParser,
+    names: &[&str],
+) -> Result<(String, Vec<String>)> {
     let (g_sha, mut files) = save_generator(
         c,
         io,
@@ -154,9 +222,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             semantic: Some(Semantic {
                 generator: nets.g_seg.clone(),
                 critic: nets.d_seg.clone(),
-                classes: pf.classes.clone(),
-                parser_stage: pstage.name.clone(),
-                parser_sha256: sha.clone(),
+                classes: parser.file.classes.clone(),
+                parser_stage: parser.stage.name.clone(),
+                parser_sha256: parser.sha256.clone(),
             }),
         },
     )?;
@@ -164,22 +232,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ("semantic_generator.safetensors", &trained.g_seg),
         ("semantic_critic.safetensors", &trained.d_seg),
     ] {
-        candle_core::safetensors::save(t, out.join(file))?;
+        candle_core::safetensors::save(t, io.out_dir.join(file))?;
         files.push(file.to_string());
     }
     files.extend(copy_resume_folder(io)?);
-    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
-    let mut summary = trained.summary;
-    summary["generator_sha256"] = g_sha.into();
-    summary["parser_sha256"] = sha.into();
-    summary["parser_sha256_after"] = after.into();
-    summary["attributes"] = names.into();
-    Ok(StageOutput {
-        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
-        files,
-        summary,
-        lineage: Lineage::default(),
-    })
+    Ok((g_sha, files))
 }
 
 /// The parser's `masks` table must hold every training face: otherwise it

@@ -31,46 +31,23 @@ use crate::train::latent_map::{AttributeRow, LatentRow, map_latents, setting_nam
 use crate::train::model_file::Networks;
 use crate::train::st_gan::{self, Nets, prior_grid, traversal_grid};
 
+/// The judge of the attribute map: a `train_classifier` input trained on real faces.
+struct Judge {
+    name: String,
+    saved: SavedClassifier,
+    net: crate::train::classifier::Net,
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let tiny = c.preset() == Preset::Tiny;
     let opts = &c.st_gan;
     let cfg = opts.network(tiny);
     let batch = opts.batch(tiny);
-    let size = cfg.image_size;
     let dev = io.candle_device()?;
-    let judge = match io.optional_input(StageKind::TrainClassifier) {
-        Some(s) => {
-            let (saved, net) = SavedClassifier::load(&s.dir, &dev)?.ok_or_else(|| {
-                data_error!(
-                    "input `{}` saved no classifier (classifier.json); st_gan's attribute map needs a paper_cnn or resnet18 classifier",
-                    s.name
-                )
-            })?;
-            if !saved.trained_on_real {
-                return Err(data_error!(
-                    "input `{}` was trained on augmented data; st_gan's attribute map needs a train_classifier stage trained on real faces only",
-                    s.name
-                ));
-            }
-            Some((s.name.clone(), saved, net))
-        }
-        None => None,
-    };
-    let (faces, train) = load_faces(c, io, size, 1)?;
+    let judge = load_judge(io, &dev)?;
+    let (faces, train) = load_faces(c, io, cfg.image_size, 1)?;
     let val = faces.rows_in("val");
-    io.say(format!(
-        "st_gan ({}) `{}` on {} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
-        opts.variant,
-        io.name,
-        train.len(),
-        cfg.categorical,
-        cfg.continuous,
-        cfg.z_dim,
-        c.preset().name(),
-        opts.steps,
-        opts.n_critic,
-        io.device
-    ));
+    say_setup(c, io, &cfg, train.len(), batch);
     let data = st_gan::Data {
         faces: &faces,
         train,
@@ -79,7 +56,93 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);
     let trained = st_gan::train(&cfg, opts, batch, seed, &data, &dev, &env)?;
-    let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
+    say_trained(io, &cfg, &trained.summary);
+
+    let (sha, mut files) = save_networks(c, io, &cfg, &trained)?;
+    let nets = Nets::from_tensors(
+        &cfg,
+        &trained.generator,
+        &trained.critic,
+        &trained.encoder,
+        &dev,
+    )?;
+    files.extend(write_grids(io, &cfg, &nets, seed + 46, &dev)?);
+    files.extend(copy_resume_folder(io)?);
+    let log_rows = write_log(&io.out_dir.join("train_log.parquet"), &trained.log)?;
+    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = sha.into();
+    if let Some(judge) = &judge {
+        let rows: Vec<usize> = if val.is_empty() {
+            data.train.clone()
+        } else {
+            val
+        };
+        let rows: Vec<usize> = rows.into_iter().take(opts.map.samples).collect();
+        let (map_tables, usable) = attribute_map(io, c, &cfg, &nets, judge, (&faces, &rows), &dev)?;
+        tables.extend(map_tables);
+        summary["usable_attributes"] = usable.into();
+        summary["judge"] = judge.name.clone().into();
+    } else {
+        io.say("no train_classifier input: no attribute map (synthesize needs one to edit faces)");
+    }
+    Ok(StageOutput {
+        tables,
+        files,
+        summary,
+        lineage: Lineage::default(),
+    })
+}
+
+/// The optional `train_classifier` input, which must hold a classifier trained on real faces.
+fn load_judge(io: &StageIo, dev: &Device) -> Result<Option<Judge>> {
+    let Some(s) = io.optional_input(StageKind::TrainClassifier) else {
+        return Ok(None);
+    };
+    let (saved, net) = SavedClassifier::load(&s.dir, dev)?.ok_or_else(|| {
+        data_error!(
+            "input `{}` saved no classifier (classifier.json); st_gan's attribute map needs a paper_cnn or resnet18 classifier",
+            s.name
+        )
+    })?;
+    if !saved.trained_on_real {
+        return Err(data_error!(
+            "input `{}` was trained on augmented data; st_gan's attribute map needs a train_classifier stage trained on real faces only",
+            s.name
+        ));
+    }
+    Ok(Some(Judge {
+        name: s.name.clone(),
+        saved,
+        net,
+    }))
+}
+
+fn say_setup(
+    c: &Config,
+    io: &StageIo,
+    cfg: &crate::models::st_gan::Config,
+    train: usize,
+    batch: usize,
+) {
+    let opts = &c.st_gan;
+    io.say(format!(
+        "st_gan ({}) `{}` on {train} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
+        opts.variant,
+        io.name,
+        cfg.categorical,
+        cfg.continuous,
+        cfg.z_dim,
+        c.preset().name(),
+        opts.steps,
+        opts.n_critic,
+        io.device
+    ));
+}
+
+/// One line of what training reached, from its summary.
+fn say_trained(io: &StageIo, cfg: &crate::models::st_gan::Config, summary: &serde_json::Value) {
+    let f = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
         "MI lower bound {:.3} → {:.3} nats (ln K = {:.3}); Q's c₁ accuracy {:.3} → {:.3}; val reconstruction PSNR {:.2} → {:.2} dB, MS-SSIM {:.4} → {:.4}",
         f("mi_lower_bound_init"),
@@ -92,9 +155,18 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         f("reconstruction_ms_ssim_init"),
         f("reconstruction_ms_ssim"),
     ));
+}
 
-    let out = &io.out_dir;
-    let enc_path = out.join("encoder.safetensors");
+/// `encoder.safetensors`, then G, D + Q and `model.json`; returns G's
+/// sha256 and the files written.
+fn save_networks(
+    c: &Config,
+    io: &StageIo,
+    cfg: &crate::models::st_gan::Config,
+    trained: &st_gan::Trained,
+) -> Result<(String, Vec<String>)> {
+    let opts = &c.st_gan;
+    let enc_path = io.out_dir.join("encoder.safetensors");
     candle_core::safetensors::save(&trained.encoder, &enc_path)?;
     let encoder_sha256 = hex::encode(Sha256::digest(std::fs::read(&enc_path)?));
     let (sha, mut files) = save_generator(
@@ -111,97 +183,95 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         },
     )?;
     files.push("encoder.safetensors".into());
-    let nets = Nets::from_tensors(
-        &cfg,
-        &trained.generator,
-        &trained.critic,
-        &trained.encoder,
-        &dev,
-    )?;
-    let grid_seed = seed + 46;
-    prior_grid(&cfg, &nets, 8, 8, grid_seed, &dev)?.save(out.join("prior_samples.png"))?;
+    Ok((sha, files))
+}
+
+/// `prior_samples.png` and the c₁ / c₂ traversals (Fig. 5–7).
+fn write_grids(
+    io: &StageIo,
+    cfg: &crate::models::st_gan::Config,
+    nets: &Nets,
+    grid_seed: u64,
+    dev: &Device,
+) -> Result<Vec<String>> {
+    let out = &io.out_dir;
+    let mut files = Vec::new();
+    prior_grid(cfg, nets, 8, 8, grid_seed, dev)?.save(out.join("prior_samples.png"))?;
     files.push("prior_samples.png".into());
     if cfg.categorical > 0 {
-        traversal_grid(&cfg, &nets, true, 8, grid_seed, &dev)?
-            .save(out.join("traversal_c1.png"))?;
+        traversal_grid(cfg, nets, true, 8, grid_seed, dev)?.save(out.join("traversal_c1.png"))?;
         files.push("traversal_c1.png".into());
     }
     if cfg.continuous > 0 {
-        traversal_grid(&cfg, &nets, false, 8, grid_seed, &dev)?
-            .save(out.join("traversal_c2.png"))?;
+        traversal_grid(cfg, nets, false, 8, grid_seed, dev)?.save(out.join("traversal_c2.png"))?;
         files.push("traversal_c2.png".into());
     }
-    files.extend(copy_resume_folder(io)?);
-    let log_rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
-    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
-    let mut summary = trained.summary;
-    summary["generator_sha256"] = sha.into();
-    if let Some((name, saved, net)) = &judge {
-        let rows: Vec<usize> = if val.is_empty() {
-            data.train.clone()
+    Ok(files)
+}
+
+/// The `latent_map` and `attribute_map` tables: the judge's rates under
+/// each code setting of the encoded `rows`; returns the usable attributes.
+fn attribute_map(
+    io: &StageIo,
+    c: &Config,
+    cfg: &crate::models::st_gan::Config,
+    nets: &Nets,
+    judge: &Judge,
+    (faces, rows): (&crate::data::tensors::FaceSet, &[usize]),
+    dev: &Device,
+) -> Result<(Vec<Table>, Vec<&'static str>)> {
+    let (opts, out) = (&c.st_gan, &io.out_dir);
+    let mut tables = Vec::new();
+    io.say(format!(
+        "attribute map: {} faces encoded, judged by `{}` on {} attributes",
+        rows.len(),
+        judge.name,
+        judge.saved.attributes.len()
+    ));
+    let latents = nets.e.encode(&faces.images(rows, dev)?, false)?.latent()?;
+    let judge_size = judge.saved.network.image_size();
+    let judge_fn = |x: &Tensor| -> Result<Vec<Vec<f64>>> {
+        let x = resized(x, judge_size, dev)?;
+        let mut out = Vec::new();
+        for k in (0..x.dim(0)?).step_by(128) {
+            let n = 128.min(x.dim(0)? - k);
+            out.extend(SavedClassifier::probabilities(
+                &judge.net,
+                &x.narrow(0, k, n)?,
+            )?);
+        }
+        Ok(out)
+    };
+    let decode = |l: &Tensor| -> Result<Tensor> { Ok(nets.g.forward_t(l, false)?) };
+    let (lrows, arows) = map_latents(
+        cfg,
+        &latents,
+        decode,
+        judge_fn,
+        &judge.saved.attributes,
+        &opts.map,
+    )?;
+    let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
+    tables.push(Table::new("latent_map", "latent_map.parquet", n));
+    let n = write_attribute_map(&out.join("attribute_map.parquet"), &arows)?;
+    tables.push(Table::new("attribute_map", "attribute_map.parquet", n));
+    let usable: Vec<&str> = arows
+        .iter()
+        .filter(|r| r.usable)
+        .map(|r| schema::ATTRIBUTES[r.attribute])
+        .collect();
+    io.say(format!(
+        "attribute map: {} of {} attributes usable (on − off rate ≥ {}): {}",
+        usable.len(),
+        arows.len(),
+        opts.map.min_effect,
+        if usable.is_empty() {
+            "none".to_string()
         } else {
-            val.clone()
-        };
-        let rows: Vec<usize> = rows.into_iter().take(opts.map.samples).collect();
-        io.say(format!(
-            "attribute map: {} faces encoded, judged by `{name}` on {} attributes",
-            rows.len(),
-            saved.attributes.len()
-        ));
-        let latents = nets
-            .e
-            .encode(&faces.images(&rows, &dev)?, false)?
-            .latent()?;
-        let judge_size = saved.network.image_size();
-        let judge_fn = |x: &Tensor| -> Result<Vec<Vec<f64>>> {
-            let x = resized(x, judge_size, &dev)?;
-            let mut out = Vec::new();
-            for k in (0..x.dim(0)?).step_by(128) {
-                let n = 128.min(x.dim(0)? - k);
-                out.extend(SavedClassifier::probabilities(net, &x.narrow(0, k, n)?)?);
-            }
-            Ok(out)
-        };
-        let decode = |l: &Tensor| -> Result<Tensor> { Ok(nets.g.forward_t(l, false)?) };
-        let (lrows, arows) = map_latents(
-            &cfg,
-            &latents,
-            decode,
-            judge_fn,
-            &saved.attributes,
-            &opts.map,
-        )?;
-        let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
-        tables.push(Table::new("latent_map", "latent_map.parquet", n));
-        let n = write_attribute_map(&out.join("attribute_map.parquet"), &arows)?;
-        tables.push(Table::new("attribute_map", "attribute_map.parquet", n));
-        let usable: Vec<&str> = arows
-            .iter()
-            .filter(|r| r.usable)
-            .map(|r| schema::ATTRIBUTES[r.attribute])
-            .collect();
-        io.say(format!(
-            "attribute map: {} of {} attributes usable (on − off rate ≥ {}): {}",
-            usable.len(),
-            arows.len(),
-            opts.map.min_effect,
-            if usable.is_empty() {
-                "none".to_string()
-            } else {
-                usable.join(", ")
-            }
-        ));
-        summary["usable_attributes"] = usable.into();
-        summary["judge"] = name.clone().into();
-    } else {
-        io.say("no train_classifier input: no attribute map (synthesize needs one to edit faces)");
-    }
-    Ok(StageOutput {
-        tables,
-        files,
-        summary,
-        lineage: Lineage::default(),
-    })
+            usable.join(", ")
+        }
+    ));
+    Ok((tables, usable))
 }
 
 /// `x` (B, 3, s, s) at `size`×`size` (bilinear through RGB when it differs).
