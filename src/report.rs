@@ -206,125 +206,15 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
     let mut comparison = Vec::new();
     let mut other = Vec::new();
     for run in &runs {
-        let name = run.manifest.run_name.clone();
         let fid_of: BTreeMap<&str, f64> = run
             .rows
             .iter()
             .filter(|r| r.metric == "fid" && r.value.is_finite())
             .map(|r| (r.stage.as_str(), r.value))
             .collect();
-        let classifiers: Vec<&String> = run
-            .manifest
-            .order
-            .iter()
-            .filter(|s| {
-                run.manifest
-                    .stages
-                    .get(*s)
-                    .is_some_and(|r| r.kind == StageKind::TrainClassifier)
-            })
-            .collect();
-        for c in classifiers {
-            let rows: Vec<&MetricRow> = run.rows.iter().filter(|r| &r.stage == c).collect();
-            let overall = |k: &str| rows.iter().find(|r| r.metric == k && r.attribute.is_none());
-            let Some(acc) = overall("accuracy") else {
-                continue;
-            };
-            let details = acc.details_json();
-            let mut per_attribute = vec![f64::NAN; N_ATTRIBUTES];
-            let mut lows = vec![f64::NAN; N_ATTRIBUTES];
-            let mut highs = vec![f64::NAN; N_ATTRIBUTES];
-            for r in rows.iter() {
-                let target = match r.metric.as_str() {
-                    "accuracy" => &mut per_attribute,
-                    "accuracy_low95" => &mut lows,
-                    "accuracy_high95" => &mut highs,
-                    _ => continue,
-                };
-                if let Some(a) = &r.attribute
-                    && let Some(i) = ATTRIBUTES.iter().position(|n| n.eq_ignore_ascii_case(a))
-                {
-                    target[i] = r.value;
-                }
-            }
-            let per_attribute_ci: crate::charts::Whiskers = lows
-                .iter()
-                .zip(&highs)
-                .map(|(&lo, &hi)| (lo.is_finite() && hi.is_finite()).then_some([lo, hi]))
-                .collect();
-            let (method, synth) = method(&run.manifest, c);
-            let ci = |m: &str| -> Option<[f64; 2]> {
-                let lo = overall(&format!("{m}_low95"))?.value;
-                let hi = overall(&format!("{m}_high95"))?.value;
-                Some([lo, hi])
-            };
-            let vs_real: Vec<Difference> = ["balanced_accuracy", "accuracy", "f1"]
-                .iter()
-                .filter_map(|m| {
-                    let d = overall(&format!("{m}_diff"))?;
-                    Some(Difference {
-                        metric: m.to_string(),
-                        baseline: d.details_json()["baseline"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string(),
-                        difference: d.value,
-                        low95: overall(&format!("{m}_diff_low95"))?.value,
-                        high95: overall(&format!("{m}_diff_high95"))?.value,
-                        p: overall(&format!("{m}_diff_p"))?.value,
-                    })
-                })
-                .collect();
-            comparison.push(ComparisonRow {
-                run: name.clone(),
-                classifier: c.clone(),
-                architecture: details["architecture"].as_str().unwrap_or("?").to_string(),
-                method,
-                training_rows: details["training_rows"].as_u64().unwrap_or(0),
-                accuracy: acc.value,
-                balanced_accuracy: overall("balanced_accuracy")
-                    .map(|r| r.value)
-                    .unwrap_or(f64::NAN),
-                f1: overall("f1").map(|r| r.value).unwrap_or(f64::NAN),
-                n_test: acc.n,
-                fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
-                accuracy_ci: ci("accuracy"),
-                balanced_accuracy_ci: ci("balanced_accuracy"),
-                f1_ci: ci("f1"),
-                vs_real,
-                per_attribute,
-                per_attribute_ci,
-            });
-        }
-        let classifier_metrics = [
-            "accuracy",
-            "balanced_accuracy",
-            "f1",
-            "val_accuracy",
-            "best_epoch",
-        ];
-        for r in &run.rows {
-            let is_classifier = run
-                .manifest
-                .stages
-                .get(&r.stage)
-                .is_some_and(|s| s.kind == StageKind::TrainClassifier);
-            // A classifier's metrics, their intervals and differences are
-            // in the comparison table.
-            let in_comparison = classifier_metrics
-                .iter()
-                .any(|m| r.metric == *m || r.metric.starts_with(&format!("{m}_")));
-            if r.attribute.is_none() && !(is_classifier && in_comparison) {
-                other.push(OtherRow {
-                    run: name.clone(),
-                    stage: r.stage.clone(),
-                    metric: r.metric.clone(),
-                    value: r.value,
-                    n: r.n,
-                    details: r.details_json(),
-                });
-            }
-        }
+        let classifiers = run.manifest.order.iter().filter(|s| is_classifier(run, s));
+        comparison.extend(classifiers.filter_map(|c| comparison_row(run, c, &fid_of)));
+        other.extend(other_rows(run));
     }
     let report = Report {
         runs: runs.iter().map(|r| r.manifest.run_name.clone()).collect(),
@@ -332,6 +222,125 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
         other,
     };
     Ok((report, runs))
+}
+
+fn is_classifier(run: &RunData, stage: &str) -> bool {
+    run.manifest
+        .stages
+        .get(stage)
+        .is_some_and(|r| r.kind == StageKind::TrainClassifier)
+}
+
+/// Classifier `c`'s row of the comparison table (None when it recorded no accuracy).
+fn comparison_row(
+    run: &RunData,
+    c: &String,
+    fid_of: &BTreeMap<&str, f64>,
+) -> Option<ComparisonRow> {
+    let rows: Vec<&MetricRow> = run.rows.iter().filter(|r| &r.stage == c).collect();
+    let overall = |k: &str| rows.iter().find(|r| r.metric == k && r.attribute.is_none());
+    let acc = overall("accuracy")?;
+    let details = acc.details_json();
+    let (per_attribute, per_attribute_ci) = per_attribute_accuracy(&rows);
+    let (method, synth) = method(&run.manifest, c);
+    let ci = |m: &str| -> Option<[f64; 2]> {
+        let lo = overall(&format!("{m}_low95"))?.value;
+        let hi = overall(&format!("{m}_high95"))?.value;
+        Some([lo, hi])
+    };
+    let vs_real: Vec<Difference> = ["balanced_accuracy", "accuracy", "f1"]
+        .iter()
+        .filter_map(|m| {
+            let d = overall(&format!("{m}_diff"))?;
+            Some(Difference {
+                metric: m.to_string(),
+                baseline: d.details_json()["baseline"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string(),
+                difference: d.value,
+                low95: overall(&format!("{m}_diff_low95"))?.value,
+                high95: overall(&format!("{m}_diff_high95"))?.value,
+                p: overall(&format!("{m}_diff_p"))?.value,
+            })
+        })
+        .collect();
+    Some(ComparisonRow {
+        run: run.manifest.run_name.clone(),
+        classifier: c.clone(),
+        architecture: details["architecture"].as_str().unwrap_or("?").to_string(),
+        method,
+        training_rows: details["training_rows"].as_u64().unwrap_or(0),
+        accuracy: acc.value,
+        balanced_accuracy: overall("balanced_accuracy")
+            .map(|r| r.value)
+            .unwrap_or(f64::NAN),
+        f1: overall("f1").map(|r| r.value).unwrap_or(f64::NAN),
+        n_test: acc.n,
+        fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
+        accuracy_ci: ci("accuracy"),
+        balanced_accuracy_ci: ci("balanced_accuracy"),
+        f1_ci: ci("f1"),
+        vs_real,
+        per_attribute,
+        per_attribute_ci,
+    })
+}
+
+/// A classifier's per-attribute accuracy and its 95% interval, in CelebA order.
+fn per_attribute_accuracy(rows: &[&MetricRow]) -> (Vec<f64>, crate::charts::Whiskers) {
+    let mut per_attribute = vec![f64::NAN; N_ATTRIBUTES];
+    let mut lows = vec![f64::NAN; N_ATTRIBUTES];
+    let mut highs = vec![f64::NAN; N_ATTRIBUTES];
+    for r in rows {
+        let target = match r.metric.as_str() {
+            "accuracy" => &mut per_attribute,
+            "accuracy_low95" => &mut lows,
+            "accuracy_high95" => &mut highs,
+            _ => continue,
+        };
+        if let Some(a) = &r.attribute
+            && let Some(i) = ATTRIBUTES.iter().position(|n| n.eq_ignore_ascii_case(a))
+        {
+            target[i] = r.value;
+        }
+    }
+    let ci = lows
+        .iter()
+        .zip(&highs)
+        .map(|(&lo, &hi)| (lo.is_finite() && hi.is_finite()).then_some([lo, hi]))
+        .collect();
+    (per_attribute, ci)
+}
+
+/// The run's overall metrics that are not in the comparison table.
+fn other_rows(run: &RunData) -> Vec<OtherRow> {
+    let classifier_metrics = [
+        "accuracy",
+        "balanced_accuracy",
+        "f1",
+        "val_accuracy",
+        "best_epoch",
+    ];
+    let mut other = Vec::new();
+    for r in &run.rows {
+        // A classifier's metrics, their intervals and differences are
+        // in the comparison table.
+        let in_comparison = classifier_metrics
+            .iter()
+            .any(|m| r.metric == *m || r.metric.starts_with(&format!("{m}_")));
+        if r.attribute.is_none() && !(is_classifier(run, &r.stage) && in_comparison) {
+            other.push(OtherRow {
+                run: run.manifest.run_name.clone(),
+                stage: r.stage.clone(),
+                metric: r.metric.clone(),
+                value: r.value,
+                n: r.n,
+                details: r.details_json(),
+            });
+        }
+    }
+    other
 }
 
 fn esc(s: &str) -> String {

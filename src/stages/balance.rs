@@ -665,57 +665,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         &meta,
     )?;
 
-    let implausible_orig = sources.iter().filter(|&&l| implausible(l, &masks)).count();
-    let implausible_new = rows[sources.len()..]
-        .iter()
-        .filter(|r| implausible(r.labels, &masks))
-        .count();
-    let (min_b, max_b, sd_b) = spread(&before);
-    let (min_a, max_a, sd_a) = spread(&after);
-    let (_, mean_ir_b) = irlbl(&before);
-    let (_, mean_ir_a) = irlbl(&after);
-    let summary = serde_json::json!({
-        "strategy": c.strategy.name(),
-        "source_rows": sources.len(),
-        "plan_rows": rows.len(),
-        "new_rows": rows.len() - sources.len(),
-        "positives_min_before": min_b, "positives_max_before": max_b, "positives_std_before": sd_b,
-        "positives_min_after": min_a, "positives_max_after": max_a, "positives_std_after": sd_a,
-        "mean_ir_before": mean_ir_b, "mean_ir_after": mean_ir_a,
-        "cvir_before": cvir(&before), "cvir_after": cvir(&after),
-        "implausible_original_rows": implausible_orig,
-        "implausible_new_rows": implausible_new,
-        "exclusive_groups_changed": resolved,
-    });
-    io.say(format!(
-        "{}: {} source rows -> {} plan rows; positives per attribute min/max/std {}/{}/{:.0} -> {}/{}/{:.0}; MeanIR {:.2} -> {:.2}; CVIR {:.2} -> {:.2}",
-        c.strategy.name(), sources.len(), rows.len(), min_b, max_b, sd_b, min_a, max_a, sd_a,
-        mean_ir_b, mean_ir_a, cvir(&before), cvir(&after)
-    ));
-    io.say(format!(
-        "implausible label vectors (two hair colours, bald with hair or bangs, straight+wavy, goatee+no_beard): {implausible_new} of {} new rows ({implausible_orig} among the originals){}",
-        rows.len() - sources.len(),
-        if c.exclusive_groups { format!("; exclusive_groups changed {resolved} rows") } else { String::new() }
-    ));
-
-    let series = vec![
-        Series {
-            name: "original".into(),
-            counts: before.to_vec(),
-        },
-        Series {
-            name: format!("{} ({})", io.name, c.strategy.name()),
-            counts: after.to_vec(),
-        },
-    ];
-    let title = format!(
-        "Positives per attribute: {} ({} rows -> {})",
-        c.strategy.name(),
-        sources.len(),
-        rows.len()
-    );
-    charts::label_counts(&io.out_dir.join("label_counts.png"), &title, &series)?;
-    charts::label_counts(&io.out_dir.join("label_counts.svg"), &title, &series)?;
+    let summary = summarize(c, io, (&sources, &rows), (&before, &after), resolved);
+    write_charts(c, io, (sources.len(), rows.len()), (&before, &after))?;
     Ok(StageOutput {
         tables: vec![
             Table::new("plan", "plan.parquet", plan_rows),
@@ -728,6 +679,77 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             ..Lineage::inherit(&io.inputs)
         },
     })
+}
+
+/// The summary (spread, MeanIR and CVIR before and after, implausible
+/// label vectors), and two lines saying it.
+fn summarize(
+    c: &Config,
+    io: &StageIo,
+    (sources, rows): (&[Labels], &[PlanRow]),
+    (before, after): (&[u64; N_ATTRIBUTES], &[u64; N_ATTRIBUTES]),
+    resolved: usize,
+) -> serde_json::Value {
+    let masks = group_masks();
+    let implausible_orig = sources.iter().filter(|&&l| implausible(l, &masks)).count();
+    let implausible_new = rows[sources.len()..]
+        .iter()
+        .filter(|r| implausible(r.labels, &masks))
+        .count();
+    let (min_b, max_b, sd_b) = spread(before);
+    let (min_a, max_a, sd_a) = spread(after);
+    let (_, mean_ir_b) = irlbl(before);
+    let (_, mean_ir_a) = irlbl(after);
+    let summary = serde_json::json!({
+        "strategy": c.strategy.name(),
+        "source_rows": sources.len(),
+        "plan_rows": rows.len(),
+        "new_rows": rows.len() - sources.len(),
+        "positives_min_before": min_b, "positives_max_before": max_b, "positives_std_before": sd_b,
+        "positives_min_after": min_a, "positives_max_after": max_a, "positives_std_after": sd_a,
+        "mean_ir_before": mean_ir_b, "mean_ir_after": mean_ir_a,
+        "cvir_before": cvir(before), "cvir_after": cvir(after),
+        "implausible_original_rows": implausible_orig,
+        "implausible_new_rows": implausible_new,
+        "exclusive_groups_changed": resolved,
+    });
+    io.say(format!(
+        "{}: {} source rows -> {} plan rows; positives per attribute min/max/std {}/{}/{:.0} -> {}/{}/{:.0}; MeanIR {:.2} -> {:.2}; CVIR {:.2} -> {:.2}",
+        c.strategy.name(), sources.len(), rows.len(), min_b, max_b, sd_b, min_a, max_a, sd_a,
+        mean_ir_b, mean_ir_a, cvir(before), cvir(after)
+    ));
+    io.say(format!(
+        "implausible label vectors (two hair colours, bald with hair or bangs, straight+wavy, goatee+no_beard): {implausible_new} of {} new rows ({implausible_orig} among the originals){}",
+        rows.len() - sources.len(),
+        if c.exclusive_groups { format!("; exclusive_groups changed {resolved} rows") } else { String::new() }
+    ));
+    summary
+}
+
+/// `label_counts.png` / `.svg`: positives per attribute before and after.
+fn write_charts(
+    c: &Config,
+    io: &StageIo,
+    (sources, rows): (usize, usize),
+    (before, after): (&[u64; N_ATTRIBUTES], &[u64; N_ATTRIBUTES]),
+) -> Result<()> {
+    let series = vec![
+        Series {
+            name: "original".into(),
+            counts: before.to_vec(),
+        },
+        Series {
+            name: format!("{} ({})", io.name, c.strategy.name()),
+            counts: after.to_vec(),
+        },
+    ];
+    let title = format!(
+        "Positives per attribute: {} ({sources} rows -> {rows})",
+        c.strategy.name(),
+    );
+    charts::label_counts(&io.out_dir.join("label_counts.png"), &title, &series)?;
+    charts::label_counts(&io.out_dir.join("label_counts.svg"), &title, &series)?;
+    Ok(())
 }
 
 /// Writes the `plan` table in row groups of 65,536 rows.

@@ -461,6 +461,71 @@ impl RejectRow {
     }
 }
 
+/// Decodes, crops and re-encodes the `present` rows' images in parallel
+/// chunks into `faces`; files that fail become rejects. Returns the count
+/// of rejected files by reason.
+fn encode_present(
+    c: &Config,
+    io: &StageIo,
+    present: &[&Row],
+    on_disk: &HashMap<String, PathBuf>,
+    faces: &mut TableWriter,
+    schema: &SchemaRef,
+    rejects: &mut Vec<RejectRow>,
+) -> Result<BTreeMap<&'static str, usize>> {
+    let pb = io.progress(present.len() as u64, "images");
+    let mut bad_files: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (k, chunk) in present.chunks(CHUNK).enumerate() {
+        crate::fault::point(|| format!("{}:chunk:{k}", io.name));
+        let results: Vec<std::result::Result<Vec<u8>, Reject>> = chunk
+            .par_iter()
+            .map(|r| process_image(&on_disk[&r.image_id], c))
+            .collect();
+        let mut ok: Vec<(&Row, Option<Vec<u8>>)> = Vec::with_capacity(chunk.len());
+        for (r, res) in chunk.iter().zip(results) {
+            match res {
+                Ok(png) => ok.push((r, Some(png))),
+                Err(rej) => {
+                    *bad_files.entry(rej.reason).or_default() += 1;
+                    let detail = rej.detail.split_whitespace().collect::<Vec<_>>().join(" ");
+                    rejects.push(RejectRow::new(&r.image_id, rej.reason, detail));
+                }
+            }
+        }
+        if !ok.is_empty() {
+            faces.write(&faces_batch(schema, &ok)?)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(bad_files)
+}
+
+/// Fails when more than `max_reject_fraction` of the images on disk were rejected.
+fn check_reject_fraction(
+    c: &Config,
+    rejects: &[RejectRow],
+    bad: usize,
+    found: usize,
+) -> Result<()> {
+    let frac = bad as f64 / found as f64;
+    if frac > c.max_reject_fraction {
+        let examples: Vec<String> = rejects
+            .iter()
+            .filter(|r| r.reason != "missing")
+            .take(3)
+            .map(|r| format!("{}: {}: {}", r.image_id, r.reason, r.detail))
+            .collect();
+        return Err(data_error!(
+            "{bad} of {found} images on disk were rejected ({:.1}% > max_reject_fraction {}%), e.g. {}; fix the files or raise max_reject_fraction",
+            frac * 100.0,
+            c.max_reject_fraction * 100.0,
+            examples.join("; ")
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes, crops and re-encodes the images of `rows` in parallel chunks;
 /// files that fail become rejects, as do images without annotation and
 /// annotated images not on disk.
@@ -509,32 +574,7 @@ fn write_images(
             format!("in {} but not in {IMAGE_DIR}/", ATTR_FILE),
         ));
     }
-    let pb = io.progress(present.len() as u64, "images");
-    // Reject reason → count, for the summary line.
-    let mut bad_files: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for (k, chunk) in present.chunks(CHUNK).enumerate() {
-        crate::fault::point(|| format!("{}:chunk:{k}", io.name));
-        let results: Vec<std::result::Result<Vec<u8>, Reject>> = chunk
-            .par_iter()
-            .map(|r| process_image(&on_disk[&r.image_id], c))
-            .collect();
-        let mut ok: Vec<(&Row, Option<Vec<u8>>)> = Vec::with_capacity(chunk.len());
-        for (r, res) in chunk.iter().zip(results) {
-            match res {
-                Ok(png) => ok.push((r, Some(png))),
-                Err(rej) => {
-                    *bad_files.entry(rej.reason).or_default() += 1;
-                    let detail = rej.detail.split_whitespace().collect::<Vec<_>>().join(" ");
-                    rejects.push(RejectRow::new(&r.image_id, rej.reason, detail));
-                }
-            }
-        }
-        if !ok.is_empty() {
-            faces.write(&faces_batch(schema, &ok)?)?;
-        }
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
+    let bad_files = encode_present(c, io, &present, &on_disk, faces, schema, rejects)?;
     let found = on_disk.len();
     let undecodable: usize = bad_files.values().sum();
     let by_reason: Vec<String> = bad_files
@@ -553,22 +593,7 @@ fn write_images(
         },
         fmt_int(not_annotated.len())
     ));
-    let bad = undecodable + not_annotated.len();
-    let frac = bad as f64 / found as f64;
-    if frac > c.max_reject_fraction {
-        let examples: Vec<String> = rejects
-            .iter()
-            .filter(|r| r.reason != "missing")
-            .take(3)
-            .map(|r| format!("{}: {}: {}", r.image_id, r.reason, r.detail))
-            .collect();
-        return Err(data_error!(
-            "{bad} of {found} images on disk were rejected ({:.1}% > max_reject_fraction {}%), e.g. {}; fix the files or raise max_reject_fraction",
-            frac * 100.0,
-            c.max_reject_fraction * 100.0,
-            examples.join("; ")
-        ));
-    }
+    check_reject_fraction(c, rejects, undecodable + not_annotated.len(), found)?;
     summary.insert("found_on_disk".into(), found.into());
     summary.insert("missing".into(), missing.len().into());
     summary.insert("undecodable".into(), undecodable.into());

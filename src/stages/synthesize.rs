@@ -668,28 +668,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             plan_stage.name
         ));
     }
-    let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
-    let wanted: HashSet<&str> = plan
-        .iter()
-        .flat_map(|r| std::iter::once(r.source.as_str()).chain(r.reference.as_deref()))
-        .collect();
-    let faces = read_faces_by_id(&faces_path, &wanted)?;
-    check_plan(&plan, &faces_path, &faces, generator.as_ref())?;
-    let face_size = match faces.png.values().next() {
-        Some(b) => decode_rgb(b).map_err(|e| data_error!("{e}"))?.width() as usize,
-        None => 64,
-    };
-    let gen_name = generator.as_ref().map(|g| g.name.clone());
-    let s = Synthesis {
-        c,
-        dev,
-        generator,
-        faces,
-        face_size,
-        run_seed: io.run_seed as i64,
-        gen_name,
-    };
-
+    let s = load_synthesis(c, io, dev, generator, &plan)?;
     let out = &io.out_dir;
     let mut w = Writers {
         synth: TableWriter::create(&out.join("synth.parquet"), schema::synth(), &[], 512)?,
@@ -701,18 +680,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         )?,
         dropped: 0,
     };
-
     // Real rows first.
-    let originals: Vec<&PlanRow> = plan
+    let (originals, todo): (Vec<&PlanRow>, Vec<&PlanRow>) = plan
         .iter()
-        .filter(|r| r.strategy == PlanStrategy::Original)
-        .collect();
+        .partition(|r| r.strategy == PlanStrategy::Original);
     s.write_originals(&mut w, &originals)?;
-
-    let todo: Vec<&PlanRow> = plan
-        .iter()
-        .filter(|r| r.strategy != PlanStrategy::Original)
-        .collect();
     io.say(format!(
         "{} real rows, {} to synthesize ({} by the generator, {} by image operations)",
         originals.len(),
@@ -733,15 +705,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     if let Some(a) = mean_agreement {
         io.say(format!("mean label agreement of synthesized rows: {a:.4}"));
     }
-    let mut files = Vec::new();
-    if let Some(grid) = s.sample_grid(&originals)? {
-        grid.save(out.join("grid.png"))?;
-        files.push("grid.png".to_string());
-    }
-    if let Some(grid) = s.reference_grid(&originals)? {
-        grid.save(out.join("reference_grid.png"))?;
-        files.push("reference_grid.png".to_string());
-    }
+    let files = s.write_grids(out, &originals)?;
     Ok(StageOutput {
         tables: vec![
             Table::new("synth", "synth.parquet", synth_rows),
@@ -766,6 +730,38 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 }),
             ..Lineage::inherit(&io.inputs)
         },
+    })
+}
+
+/// The faces the plan names (sources and references), checked against the
+/// plan, with the generator they will go through.
+fn load_synthesis<'a>(
+    c: &'a Config,
+    io: &StageIo,
+    dev: candle_core::Device,
+    generator: Option<Generator>,
+    plan: &[PlanRow],
+) -> Result<Synthesis<'a>> {
+    let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
+    let wanted: HashSet<&str> = plan
+        .iter()
+        .flat_map(|r| std::iter::once(r.source.as_str()).chain(r.reference.as_deref()))
+        .collect();
+    let faces = read_faces_by_id(&faces_path, &wanted)?;
+    check_plan(plan, &faces_path, &faces, generator.as_ref())?;
+    let face_size = match faces.png.values().next() {
+        Some(b) => decode_rgb(b).map_err(|e| data_error!("{e}"))?.width() as usize,
+        None => 64,
+    };
+    let gen_name = generator.as_ref().map(|g| g.name.clone());
+    Ok(Synthesis {
+        c,
+        dev,
+        generator,
+        faces,
+        face_size,
+        run_seed: io.run_seed as i64,
+        gen_name,
     })
 }
 
@@ -1060,6 +1056,20 @@ impl Synthesis<'_> {
             &refs,
             &ref_labels,
         )?))
+    }
+
+    /// `grid.png` and `reference_grid.png` (when there is something to show).
+    fn write_grids(&self, out: &std::path::Path, originals: &[&PlanRow]) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        if let Some(grid) = self.sample_grid(originals)? {
+            grid.save(out.join("grid.png"))?;
+            files.push("grid.png".to_string());
+        }
+        if let Some(grid) = self.reference_grid(originals)? {
+            grid.save(out.join("reference_grid.png"))?;
+            files.push("reference_grid.png".to_string());
+        }
+        Ok(files)
     }
 
     /// The sample grid of the generator on the first `grid_rows` real faces

@@ -183,7 +183,21 @@ pub fn map_latents(
             c2_stats[j].push((r, rate_lo[j], rate_hi[j]));
         }
     }
-    let mut out = Vec::with_capacity(na);
+    let out = choose_settings(attributes, &c1_rates, &c2_stats, (lo, hi), opts.min_effect);
+    Ok((rows, out))
+}
+
+/// Per attribute, the on/off code settings with the largest difference in
+/// positive rate: the c₁ values with the highest and lowest rate, or a c₂
+/// dimension at its extremes (`lo`, `hi`), oriented by the sign of its correlation.
+fn choose_settings(
+    attributes: &[usize],
+    c1_rates: &[Vec<(CodeSetting, f64)>],
+    c2_stats: &[Vec<(Option<f64>, f64, f64)>],
+    (lo, hi): (f64, f64),
+    min_effect: f64,
+) -> Vec<AttributeRow> {
+    let mut out = Vec::with_capacity(attributes.len());
     for (j, &a) in attributes.iter().enumerate() {
         let mut best: Option<(CodeSetting, CodeSetting, f64, f64)> = None;
         let mut consider = |on: CodeSetting, off: CodeSetting, on_rate: f64, off_rate: f64| {
@@ -213,11 +227,11 @@ pub fn map_latents(
                 off,
                 on_rate,
                 off_rate,
-                usable: on_rate - off_rate >= opts.min_effect,
+                usable: on_rate - off_rate >= min_effect,
             });
         }
     }
-    Ok((rows, out))
+    out
 }
 
 /// The code settings that turn `source` labels into `target`, from the
