@@ -661,18 +661,15 @@ pub fn reference_grid(
 /// their targets Y_t, and the same loss of the unedited reconstruction
 /// G(x, M(R, 0)) against Y_t (what an editor that ignores att_diff scores);
 /// and L1(G(x, M(R, 0)), x).
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    ed: &Editor,
-    d: &Critic,
-    judge: &Critic,
-    data: &Data,
-    attrs: &[usize],
-    rows: &[usize],
-    cfg: &Config,
-    seed: u64,
-    dev: &Device,
-) -> Result<[f64; 4]> {
+fn measure(ed: &Editor, d: &Critic, judge: &Critic, v: &ValSet) -> Result<[f64; 4]> {
+    let ValSet {
+        data,
+        attrs,
+        rows,
+        cfg,
+        seed,
+        dev,
+    } = *v;
     let n = attrs.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut c_real, mut g_cls, mut unedited, mut rec, mut count) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -707,18 +704,36 @@ fn measure(
     Ok([c_real / c, g_cls / c, unedited / c, rec / c])
 }
 
-/// Runs the `bridgegan` phase (resuming where `env.dir` has checkpoints).
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    cfg: &Config,
-    attrs: &[usize],
-    opts: &Options,
-    batch: usize,
+/// The val faces [`measure`] edits, with the same edits (from `seed`) each time.
+#[derive(Clone, Copy)]
+struct ValSet<'a> {
+    data: &'a Data<'a>,
+    attrs: &'a [usize],
+    rows: &'a [usize],
+    cfg: &'a Config,
     seed: u64,
-    data: &Data,
-    dev: &Device,
-    env: &PhaseEnv,
-) -> Result<Trained> {
+    dev: &'a Device,
+}
+
+/// What one `bridgegan` phase trains: the network sizes, the CelebA indices
+/// of att_diff's attributes, the options, the batch and the seed.
+pub struct Job<'a> {
+    pub cfg: &'a Config,
+    pub attrs: &'a [usize],
+    pub opts: &'a Options,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// Runs the `bridgegan` phase (resuming where `env.dir` has checkpoints).
+pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
+    let Job {
+        cfg,
+        attrs,
+        opts,
+        batch,
+        seed,
+    } = *job;
     if data.train.len() < 2 {
         bail!("bridgegan needs at least 2 training rows");
     }
@@ -738,8 +753,16 @@ pub fn train(
     let dc1 = Critic::new(cfg, vb_of(&frozen(&p.d_vm), dev))?;
     // Both G judged by the final C (the initial C's class head is untrained).
     let seed_m = seed + 64;
-    let [c0, g_cls0, kept0, rec0] = measure(&ed0, &dc0, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
-    let [c1, g_cls1, kept1, rec1] = measure(&ed1, &dc1, &dc1, data, attrs, &val, cfg, seed_m, dev)?;
+    let v = ValSet {
+        data,
+        attrs,
+        rows: &val,
+        cfg,
+        seed: seed_m,
+        dev,
+    };
+    let [c0, g_cls0, kept0, rec0] = measure(&ed0, &dc0, &dc1, &v)?;
+    let [c1, g_cls1, kept1, rec1] = measure(&ed1, &dc1, &dc1, &v)?;
     let mut log = r.log;
     let steps = opts.steps;
     let mut summary = serde_json::json!({

@@ -685,19 +685,31 @@ struct Measures {
     sc_seg: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    g: &Translator,
-    gs: &Translator,
-    d_rgb: &Critic,
-    d_seg: &Critic,
-    p: &Parser,
-    attrs: &[usize],
-    faces: &FaceSet,
-    rows: &[usize],
+/// The val faces [`measure`] edits, with the same edits (from `seed`) each time.
+#[derive(Clone, Copy)]
+struct ValSet<'a> {
+    p: &'a Parser,
+    attrs: &'a [usize],
+    faces: &'a FaceSet,
+    rows: &'a [usize],
     seed: u64,
-    dev: &Device,
+    dev: &'a Device,
+}
+
+/// Val measures of G_rgb and G_seg (`gens`) under D_rgb and D_seg (`critics`).
+fn measure(
+    (g, gs): (&Translator, &Translator),
+    (d_rgb, d_seg): (&Critic, &Critic),
+    v: &ValSet,
 ) -> Result<Measures> {
+    let ValSet {
+        p,
+        attrs,
+        faces,
+        rows,
+        seed,
+        dev,
+    } = *v;
     let n = attrs.len();
     let mut m = Measures::default();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -753,18 +765,25 @@ fn measure(
     Ok(m)
 }
 
+/// What one `secgan` phase trains: the four networks' sizes, the CelebA
+/// indices of the edited attributes, the options, the seed and the frozen parser P.
+pub struct Job<'a> {
+    pub nets: &'a Nets,
+    pub attrs: &'a [usize],
+    pub opts: &'a Options,
+    pub seed: u64,
+    pub parser: &'a Parser,
+}
+
 /// Runs phase `secgan` (resuming where `env.dir` has checkpoints).
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    nets: &Nets,
-    attrs: &[usize],
-    opts: &Options,
-    seed: u64,
-    p: &Parser,
-    data: &Data,
-    dev: &Device,
-    env: &PhaseEnv,
-) -> Result<Trained> {
+pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
+    let Job {
+        nets,
+        attrs,
+        opts,
+        seed,
+        parser: p,
+    } = *job;
     if data.train.is_empty() {
         bail!("no training rows");
     }
@@ -807,12 +826,19 @@ pub fn train(
     let (g0, d0, gs0, ds0) = build(&inits)?;
     let (g1, d1, gs1, ds1) = build(&fin)?;
     let seed_m = seed + 24;
-    let faces = data.faces;
+    let v = ValSet {
+        p,
+        attrs,
+        faces: data.faces,
+        rows: &val,
+        seed: seed_m,
+        dev,
+    };
     // Initial G judged by the final critics' class heads (the initial
     // heads are untrained); the critics' own measures by themselves.
-    let init_d = measure(&g0, &gs0, &d0, &ds0, p, attrs, faces, &val, seed_m, dev)?;
-    let init_g = measure(&g0, &gs0, &d1, &ds1, p, attrs, faces, &val, seed_m, dev)?;
-    let end = measure(&g1, &gs1, &d1, &ds1, p, attrs, faces, &val, seed_m, dev)?;
+    let init_d = measure((&g0, &gs0), (&d0, &ds0), &v)?;
+    let init_g = measure((&g0, &gs0), (&d1, &ds1), &v)?;
+    let end = measure((&g1, &gs1), (&d1, &ds1), &v)?;
     for (name, init, fin) in [
         ("wasserstein", init_d.wasserstein, end.wasserstein),
         ("critic_cls", init_d.critic_cls, end.critic_cls),

@@ -44,7 +44,14 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);
-    let trained = bridgegan::train(&cfg, &attrs, opts, batch, seed, &data, &dev, &env)?;
+    let job = bridgegan::Job {
+        cfg: &cfg,
+        attrs: &attrs,
+        opts,
+        batch,
+        seed,
+    };
+    let trained = bridgegan::train(&job, &data, &dev, &env)?;
     let f = |k: &str| trained.summary[k].as_f64().unwrap_or(f64::NAN);
     io.say(format!(
         "val: C's classification loss on real faces {:.4} → {:.4}; G's classification loss on one-attribute label edits (final C) {:.4} → {:.4} (unedited faces: {:.4}); L1(G(x, M(R, 0)), x) {:.4} → {:.4}",

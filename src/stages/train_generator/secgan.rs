@@ -67,7 +67,14 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);
-    let trained = secgan::train(&nets, &attrs, opts, seed, &parser.net, &data, &dev, &env)?;
+    let job = secgan::Job {
+        nets: &nets,
+        attrs: &attrs,
+        opts,
+        seed,
+        parser: &parser.net,
+    };
+    let trained = secgan::train(&job, &data, &dev, &env)?;
     say_trained(io, &trained.summary);
 
     // P's weights are checked again after training: in no optimiser, they
