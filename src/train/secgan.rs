@@ -839,26 +839,7 @@ pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Tra
     let init_d = measure((&g0, &gs0), (&d0, &ds0), &v)?;
     let init_g = measure((&g0, &gs0), (&d1, &ds1), &v)?;
     let end = measure((&g1, &gs1), (&d1, &ds1), &v)?;
-    for (name, init, fin) in [
-        ("wasserstein", init_d.wasserstein, end.wasserstein),
-        ("critic_cls", init_d.critic_cls, end.critic_cls),
-        (
-            "seg_wasserstein",
-            init_d.seg_wasserstein,
-            end.seg_wasserstein,
-        ),
-        ("seg_critic_cls", init_d.seg_critic_cls, end.seg_critic_cls),
-        ("g_cls", init_g.g_cls, end.g_cls),
-        ("rec_l1", init_g.rec_l1, end.rec_l1),
-        ("seg_rec_ce", init_g.seg_rec_ce, end.seg_rec_ce),
-        ("sc_rgb", init_g.sc_rgb, end.sc_rgb),
-        ("sc_seg", init_g.sc_seg, end.sc_seg),
-    ] {
-        log.push(log_row("secgan", 0, &format!("val/{name}"), init));
-        log.push(log_row("secgan", opts.steps, &format!("val/{name}"), fin));
-        summary[format!("{name}_init")] = init.into();
-        summary[name] = fin.into();
-    }
+    record_measures(&mut log, &mut summary, opts.steps, [&init_d, &init_g, &end]);
     summary["val_rows"] = val.len().into();
     summary["semantic_consistency"] = opts.semantic_consistency.into();
     let parser_sha256 = tensors_sha256(&p.tensors)?;
@@ -876,6 +857,36 @@ pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Tra
         d_seg,
         parser_sha256,
     })
+}
+
+/// Logs and summarises the val measures before and after training: the
+/// critics' by the initial critics, G's under the final critics.
+fn record_measures(
+    log: &mut Vec<LogRow>,
+    summary: &mut serde_json::Value,
+    steps: usize,
+    [init_d, init_g, end]: [&Measures; 3],
+) {
+    for (name, init, fin) in [
+        ("wasserstein", init_d.wasserstein, end.wasserstein),
+        ("critic_cls", init_d.critic_cls, end.critic_cls),
+        (
+            "seg_wasserstein",
+            init_d.seg_wasserstein,
+            end.seg_wasserstein,
+        ),
+        ("seg_critic_cls", init_d.seg_critic_cls, end.seg_critic_cls),
+        ("g_cls", init_g.g_cls, end.g_cls),
+        ("rec_l1", init_g.rec_l1, end.rec_l1),
+        ("seg_rec_ce", init_g.seg_rec_ce, end.seg_rec_ce),
+        ("sc_rgb", init_g.sc_rgb, end.sc_rgb),
+        ("sc_seg", init_g.sc_seg, end.sc_seg),
+    ] {
+        log.push(log_row("secgan", 0, &format!("val/{name}"), init));
+        log.push(log_row("secgan", steps, &format!("val/{name}"), fin));
+        summary[format!("{name}_init")] = init.into();
+        summary[name] = fin.into();
+    }
 }
 
 #[cfg(test)]
