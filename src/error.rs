@@ -1,6 +1,9 @@
 //! Two error classes, kept apart as in DataFusion: a *user* error (bad config,
-//! bad path, bad data row) prints as one line saying what to fix; anything else
-//! is a bug or an environment failure and keeps its full context chain.
+//! bad path, bad data row), built by [`config_error!`] or [`data_error!`]
+//! with a message that says what to fix; anything else is a bug or an
+//! environment failure (a full disk, a file that cannot be read). They
+//! differ in their exit code ([`exit_code`]) and in what they carry, not in
+//! how they print: [`render`] writes either as one line.
 
 use std::process::ExitCode;
 
@@ -34,8 +37,10 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// How an error is printed: a user error as its own line (plus the stage it
-/// happened in, if any); a bug with its whole chain.
+/// How an error is printed: one line, `augment: ` and the context chain
+/// joined by `: `, outermost first. A user error is the root of its chain
+/// and its message stands alone, so the line is the stage it happened in (if
+/// any) and the message; any other error keeps every context it gathered.
 pub fn render(err: &anyhow::Error) -> String {
     format!("augment: {err:#}")
 }

@@ -2,7 +2,7 @@
 //! editing", eq. 7–8 with the source's gradients as the guidance field):
 //! inside a rectangle Ω the result f solves Δf = Δs (s the pasted image),
 //! with f equal to the target on Ω's border; outside Ω the target is kept
-//! untouched. ST-GAN (seed 004, Sec. 3.2, after eq. 9) blends LST-GAN's
+//! untouched. ST-GAN (Zhang et al., Sec. 3.2, after eq. 9) blends LST-GAN's
 //! edited region into the input face this way.
 //!
 //! The discrete equation per pixel p of Ω with neighbours N_p (4-connected,

@@ -1,4 +1,4 @@
-//! BridgeGAN's networks (Huang et al., seed 002, App. B, Figs. 2–5): a
+//! BridgeGAN's networks (Huang et al., "Bridging the Gap between Label- and Reference-based Synthesis", App. B, Figs. 2–5): a
 //! generator G guided by an attribute feature map, which comes either from
 //! the mapping network M (labels: noise R and att_diff) or from the encoder
 //! E (a reference face and att_diff), and a critic whose trunk is shared by

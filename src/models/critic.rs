@@ -11,7 +11,7 @@
 //! - StarGAN (Choi et al. 2018, official code): six 4×4 stride-2 convolutions,
 //!   64 → 2048 filters, leaky ReLU 0.01, the same two heads (kernel 3 and the
 //!   last map's size).
-//! - SeCGAN's D_seg (seed 003, Table 2): StarGAN's critic on the 12 segment
+//! - SeCGAN's D_seg (Sun et al., "SeCGAN", Table 2): StarGAN's critic on the 12 segment
 //!   channels (`in_channels`), its class head a sigmoid per attribute.
 //!
 //! Used with the gradient penalty ([`crate::train::losses::gradient_penalty`]),

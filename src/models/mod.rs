@@ -11,9 +11,9 @@
 //! - [`translator`]: the image-to-image generator G(x, labels) of SG-GAN and StarGAN.
 //! - [`editor`]: editing images with a trained translator (inference side).
 //! - [`resnet`]: ResNet-18 for downstream classifiers.
-//! - [`st_gan`]: ST-GAN's generator, critic + Q and encoder (seed 004).
-//! - [`unet`]: the face parser P (SeCGAN's semantic masks, seed 003).
-//! - [`bridgegan`]: BridgeGAN's SPADE generator, mapping M, encoder E and critic D + C (seed 002).
+//! - [`st_gan`]: ST-GAN's generator, critic + Q and encoder (Zhang et al., "ST-GAN").
+//! - [`unet`]: the face parser P (SeCGAN's semantic masks, Sun et al.).
+//! - [`bridgegan`]: BridgeGAN's SPADE generator, mapping M, encoder E and critic D + C (Huang et al.).
 
 pub mod attr2face;
 pub mod began;

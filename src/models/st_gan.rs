@@ -1,4 +1,4 @@
-//! ST-GAN's networks (Lee et al., seed 004, Sec. 3.2, Fig. 2b, App. B):
+//! ST-GAN's networks (Zhang et al., "ST-GAN", Sec. 3.2, Fig. 2b, App. B):
 //! an InfoGAN generator G(z, c), a WGAN-GP critic D that shares its trunk
 //! with the auxiliary distribution Q(c | x), and an encoder E(x) = [z̃, c̃]
 //! that lets a real face be edited by changing c̃ and decoding with G.

@@ -16,7 +16,7 @@
 //!   constant maps and concatenated to the image; 7×7 conv 64, two 4×4
 //!   stride-2 convs, six residual blocks (conv, IN, ReLU, conv, IN, + x), two
 //!   4×4 transposed convs, 7×7 conv to 3 channels, tanh; IN before ReLU.
-//! - SeCGAN (seed 003, Sec. 3, Table 2) reuses the StarGAN layout for both
+//! - SeCGAN (Sun et al., Sec. 3, Table 2) reuses the StarGAN layout for both
 //!   branches: G_rgb as is, G_seg with `in_channels` = `out_channels` = the
 //!   12 segment classes and a softmax over them in place of the tanh. Both
 //!   are conditioned on y_diff = y_trg − y_src ∈ {−1, 0, 1} (STGAN, Sec. 3.1)

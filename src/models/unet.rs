@@ -1,4 +1,4 @@
-//! The face parser P of SeCGAN (seed 003, Sec. 3 "Parsing network"): the
+//! The face parser P of SeCGAN (Sun et al., Sec. 3 "Parsing network"): the
 //! paper uses a pretrained parser; none can be installed here, so we train
 //! a small U-Net (Ronneberger et al. 2015) on CelebAMask-HQ pairs.
 //!

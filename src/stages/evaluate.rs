@@ -3,16 +3,18 @@
 //!
 //! For its inputs it measures:
 //! - `train_classifier` stages: their test metrics, copied as they are;
-//!   classifiers named `<name>_x<size>` (from a `sizes = [...]` sweep of a
-//!   balance stage) are grouped, and the size with the best val accuracy is
-//!   reported with its test accuracy (`size_sweep_*`, Fig. 10's criterion);
+//!   the copies the pipeline made of one classifier for a `sizes = [...]`
+//!   sweep of a balance stage (each input's `sweep_of`, recorded when the
+//!   pipeline expanded the sweep, not read from stage names) are grouped,
+//!   and the size with the best val accuracy is reported with its test
+//!   accuracy (`size_sweep_*`, Fig. 10's criterion);
 //! - `synthesize` stages: FID and KID (FID Inception, pytorch-fid input
 //!   conventions) between their synthesized rows and the real `test` images
 //!   of the ingest input, and summaries of C's `label_agreement`;
 //! - `train_generator` stages (attr2face): MS-SSIM and PSNR between real test
 //!   faces and their autoencoder reconstructions G_de(G_en(x));
-//! - `synthesize` stages whose generator is a translation generator
-//!   (`sggan` / `stargan`; SG-GAN Sec. 5.3, Tables 1–3): on the generated
+//! - `synthesize` stages whose generator edits a source face (every family
+//!   but attr2face and dcgan; SG-GAN Sec. 5.3, Tables 1–3): on the generated
 //!   rows, `editing_accuracy` (the evaluation classifier — the first
 //!   `train_classifier` input trained on real faces only — assigns each
 //!   changed attribute its target value), `untouched_accuracy` (it still

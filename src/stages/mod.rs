@@ -8,7 +8,8 @@
 //! - [`ingest`]: CelebA (or demo faces) → `faces`, `rejects`.
 //! - [`balance`]: label counts → a `plan` of target label vectors.
 //! - [`parse_faces`]: our face parser P → `masks` of every ingested face.
-//! - [`train_generator`]: attr2face / DCGAN / SG-GAN / StarGAN training.
+//! - [`train_generator`]: generator training: attr2face, DCGAN, SG-GAN,
+//!   StarGAN, ST-GAN, BridgeGAN, SeCGAN.
 //! - [`synthesize`]: the plan → `synth` and `augmented` images.
 //! - [`train_classifier`]: downstream classifiers on real or augmented rows.
 //! - [`evaluate`]: accuracy, FID/KID, MS-SSIM and translation metrics.

@@ -1,4 +1,4 @@
-//! `kind = "parse_faces"`: our own face parser P for SeCGAN (seed 003,
+//! `kind = "parse_faces"`: our own face parser P for SeCGAN (Sun et al.,
 //! Sec. 3 "Parsing network"; the paper uses a pretrained one, which cannot
 //! be installed here). Trains a U-Net on CelebAMask-HQ pairs (`data`,
 //! default `$AUGMENT_FACE_PARSING_DIR`) warped into the ingest stage's crop

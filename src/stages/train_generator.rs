@@ -103,12 +103,14 @@ fn default_checkpoint_every() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `attr2face` (the paper's method), `dcgan` (footnote-4 ablation),
-    /// `sggan` or `stargan` (translation generators).
+    /// `attr2face` (Liu et al.'s method, the default), `dcgan` (its
+    /// footnote-4 ablation), `sggan` or `stargan` (translation generators),
+    /// `st_gan` (unsupervised, edits through latent codes), `bridgegan`
+    /// (label- or reference-guided) or `secgan` (with a semantic branch).
     #[serde(default = "default_model")]
     pub model: Model,
-    /// `paper_64` (attr2face, dcgan), `paper_128` (sggan, stargan) or `tiny`;
-    /// default the model's paper size.
+    /// `paper_64` (attr2face, dcgan, st_gan), `paper_128` (sggan, stargan,
+    /// bridgegan, secgan) or `tiny`; default the model's paper size.
     #[serde(default)]
     pub preset: Option<Preset>,
     /// Rows per step (default 16). st_gan reads `st_gan.batch_size` instead.

@@ -1,4 +1,4 @@
-//! Training of BridgeGAN (Huang et al., seed 002, App. A–C) in one
+//! Training of BridgeGAN (Huang et al., "Bridging the Gap between Label- and Reference-based Synthesis", App. A–C) in one
 //! checkpointed phase `bridgegan`. The appendix gives the loss weights
 //! (App. C) and defines only the attribute-keeping loss; the rest follows
 //! StarGAN / StarGAN-v2 (our choice, issue #19).

@@ -1,4 +1,4 @@
-//! SeCGAN (seed 003, Sec. 3, Algorithm 1 of App. A.1): an RGB branch and a
+//! SeCGAN (Sun et al., Sec. 3, Algorithm 1 of App. A.1): an RGB branch and a
 //! semantic branch trained side by side, tied by a semantic consistency loss
 //! through a frozen face parser P.
 //!

@@ -1,4 +1,4 @@
-//! Training of ST-GAN (Lee et al., seed 004, Sec. 3.2, Algorithm, App. A–B):
+//! Training of ST-GAN (Zhang et al., "ST-GAN", Sec. 3.2, Algorithm, App. A–B):
 //! an InfoGAN with a WGAN-GP critic and an encoder, trained **without
 //! labels** in one checkpointed phase `st_gan`.
 //!

@@ -1,4 +1,4 @@
-//! BridgeGAN (seed 002) end to end on real CelebA (tiny preset, CPU): both
+//! BridgeGAN (Huang et al., "Bridging the Gap between Label- and Reference-based Synthesis") end to end on real CelebA (tiny preset, CPU): both
 //! paths train through the `augment` binary, C and G's losses move the
 //! right way, the noise R and the reference change an edit, synthesize
 //! edits plan rows, and bad configs get one clear line; on demo faces,

@@ -1,4 +1,4 @@
-//! SeCGAN (issue #18 part 2, seed 003): `model = "secgan"` trains its RGB and
+//! SeCGAN (issue #18 part 2, Sun et al.): `model = "secgan"` trains its RGB and
 //! semantic branches through the frozen parser of a `parse_faces` stage,
 //! measured initial → final on real CelebA; the ablation of the semantic
 //! consistency loss and the one-line errors run on demo faces.

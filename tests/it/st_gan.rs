@@ -1,4 +1,4 @@
-//! ST-GAN (seed 004) end to end on real CelebA (tiny preset, CPU): trained
+//! ST-GAN (Zhang et al., "ST-GAN") end to end on real CelebA (tiny preset, CPU): trained
 //! without labels through the `augment` binary, its losses, mutual
 //! information and reconstruction move the right way, a real-face
 //! classifier maps its codes to attributes, synthesize edits faces with

@@ -1,4 +1,4 @@
-//! `edit_protocol = "reversal"` (SeCGAN, seed 003, Sec. 4.4 and App. A.3):
+//! `edit_protocol = "reversal"` (Sun et al., "SeCGAN", Sec. 4.4 and App. A.3):
 //! every test face edited by each translation generator input with each of
 //! its attributes reversed, one at a time.
 //!

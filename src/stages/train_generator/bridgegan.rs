@@ -1,4 +1,4 @@
-//! `model = "bridgegan"` (Huang et al., seed 002): trains G, M, E and D + C
+//! `model = "bridgegan"` (Huang et al., "Bridging the Gap between Label- and Reference-based Synthesis"): trains G, M, E and D + C
 //! in phase `bridgegan` (`crate::train::bridgegan`) on the attributes of
 //! `bridgegan.attributes`.
 //!

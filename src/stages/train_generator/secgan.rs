@@ -1,4 +1,4 @@
-//! `model = "secgan"` (seed 003): trains G_rgb, D_rgb, G_seg and D_seg in
+//! `model = "secgan"` (Sun et al.): trains G_rgb, D_rgb, G_seg and D_seg in
 //! phase `secgan` (`crate::train::secgan`) through the frozen parser P of a
 //! `parse_faces` input, on the attributes of `secgan.attributes`.
 //!

@@ -1,4 +1,4 @@
-//! `model = "st_gan"` (Lee et al., seed 004): trains G, D + Q and E without
+//! `model = "st_gan"` (Zhang et al., "ST-GAN"): trains G, D + Q and E without
 //! labels in phase `st_gan` (`crate::train::st_gan`), then, when a
 //! `train_classifier` stage trained on real faces is among the inputs, maps
 //! the latent codes to attributes with it as the judge
