@@ -59,11 +59,14 @@ struct Reference {
     backgrounds: Option<HashMap<String, Vec<bool>>>,
     inception: Option<FidInception>,
     /// The real faces' Inception features, mean and covariance.
-    real: Option<(
-        Vec<Vec<f64>>,
-        nalgebra::DVector<f64>,
-        nalgebra::DMatrix<f64>,
-    )>,
+    real: Option<RealFeatures>,
+}
+
+/// The real test faces' Inception features, their mean and covariance.
+struct RealFeatures {
+    features: Vec<Vec<f64>>,
+    mean: nalgebra::DVector<f64>,
+    cov: nalgebra::DMatrix<f64>,
 }
 
 /// The judge's output column of each CelebA attribute it predicts, and its input size.
@@ -203,8 +206,12 @@ fn reference(out: &Rows, c: &Config, cx: &Setting, size: usize) -> Result<Refere
                 .map(|i| png(&faces.rgb(i)))
                 .collect::<Result<_>>()?;
             let f = features(io, net, &imgs, c.batch_size, cx.dev)?;
-            let (m, s) = fid::statistics(&f)?;
-            Some((f, m, s))
+            let (mean, cov) = fid::statistics(&f)?;
+            Some(RealFeatures {
+                features: f,
+                mean,
+                cov,
+            })
         }
         None => None,
     };
@@ -327,7 +334,7 @@ fn push_group(out: &mut Rows, p: &Protocol, group: &Group, means: &mut Means) ->
         );
         means.background.push((v, group.bg_n));
     }
-    let (Some(net), Some((rf, m2, s2))) = (&refs.inception, &refs.real) else {
+    let (Some(net), Some(real)) = (&refs.inception, &refs.real) else {
         return Ok(());
     };
     let encoded: Vec<Vec<u8>> = group.edits.iter().map(png).collect::<Result<_>>()?;
@@ -336,8 +343,8 @@ fn push_group(out: &mut Rows, p: &Protocol, group: &Group, means: &mut Means) ->
         return Ok(());
     }
     let (m1, s1) = fid::statistics(&f)?;
-    let v = fid::frechet_distance(&m1, &s1, m2, s2)?;
-    let n = f.len().min(rf.len());
+    let v = fid::frechet_distance(&m1, &s1, &real.mean, &real.cov)?;
+    let n = f.len().min(real.features.len());
     out.push_attr(
         &g.name,
         "fid_edit",
@@ -348,7 +355,13 @@ fn push_group(out: &mut Rows, p: &Protocol, group: &Group, means: &mut Means) ->
     );
     means.fid.push((v, n));
     if c.kid {
-        let (k, _) = fid::kid(&f, rf, c.kid_subsets, c.kid_subset_size.min(n), cx.seed);
+        let (k, _) = fid::kid(
+            &f,
+            &real.features,
+            c.kid_subsets,
+            c.kid_subset_size.min(n),
+            cx.seed,
+        );
         out.push_attr(&g.name, "kid_edit", Some(col), k, n, details);
         means.kid.push((k, n));
     }
