@@ -408,10 +408,8 @@ fn commands_in_the_docs_name_real_folders_stages_and_tables() {
             continue;
         }
         match sub.as_str() {
-            "run" => {
-                if !Path::new(ROOT).join(target).is_file() {
-                    bad.push(format!("{}: no file {target}", c.at));
-                }
+            "run" if !Path::new(ROOT).join(target).is_file() => {
+                bad.push(format!("{}: no file {target}", c.at));
             }
             "sql" | "show" | "report" | "chart" => {
                 let Some(stages) = runs.get(target.trim_end_matches('/')) else {
