@@ -10,6 +10,7 @@
 //! - [`query`]: read-only SQL over a run's outputs.
 //! - [`pipeline`]: pipeline files → validated plans; the runner and manifest.
 //! - [`stages`]: one module per stage kind (ingest, balance, ...).
+//! - [`generators`]: trained generators for inference, one file per family.
 //! - [`train`]: training loops, losses, checkpoints, `model.json`.
 //! - [`weights`]: finding the FID Inception weights; `augment weights fetch`.
 //! - [`charts`]: label-count charts.
@@ -19,7 +20,7 @@
 //! - [`ops`]: our CPU convolution kernels (im2col/col2im + GEMM) and the
 //!   conv layers every model uses.
 //! - [`progress`]: progress bars (hidden with `--quiet`).
-//! - [`error`]: user errors (one clear line) vs bugs (context chains).
+//! - [`error`]: user errors (what to fix) vs bugs and environment failures.
 //! - [`limits`]: the bounds on every value that sizes memory or work.
 //! - [`fault`]: fault injection points for `tests/it/faults.rs` (inert otherwise).
 //! - [`fuzz`] (tests only): the property-based fuzz pass over parsers,
@@ -31,6 +32,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod fault;
+pub mod generators;
 #[cfg(test)]
 mod fuzz;
 pub mod limits;

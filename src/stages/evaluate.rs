@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, Float64Array};
-use candle_core::{Device, Module};
+use candle_core::Device;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -44,6 +44,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::generators;
 use crate::data::celeba::Labels;
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
@@ -54,7 +55,6 @@ use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
-use crate::models::began;
 
 fn yes() -> bool {
     true
@@ -342,16 +342,23 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     })
 }
 
-/// The generator inputs that sample from a prior (ST-GAN): FID of G(z, c).
-fn prior_generators(io: &StageIo) -> Vec<&InputStage> {
+/// The generator inputs whose family can do `what` (known from `model.json`).
+fn generators_that(
+    io: &StageIo,
+    what: impl Fn(&generators::Abilities) -> bool,
+) -> Vec<&InputStage> {
     io.inputs_of(StageKind::TrainGenerator)
         .into_iter()
         .filter(|g| {
-            g.model_file().is_ok_and(|m| {
-                matches!(m.networks, crate::train::model_file::Networks::StGan { .. })
-            })
+            g.model_file()
+                .is_ok_and(|m| what(&generators::family(&m).abilities))
         })
         .collect()
+}
+
+/// The generator inputs that sample from a prior (ST-GAN): FID of G(z, c).
+fn prior_generators(io: &StageIo) -> Vec<&InputStage> {
+    generators_that(io, |a| a.sample_prior)
 }
 
 /// The reversal protocol's generators: the translation inputs (none
@@ -360,18 +367,7 @@ fn reversal_generators<'a>(c: &Config, io: &'a StageIo) -> Result<Vec<&'a InputS
     if c.edit_protocol != EditProtocol::Reversal {
         return Ok(Vec::new());
     }
-    let g: Vec<&InputStage> = io
-        .inputs_of(StageKind::TrainGenerator)
-        .into_iter()
-        .filter(|g| {
-            g.model_file().is_ok_and(|m| {
-                matches!(
-                    m.networks,
-                    crate::train::model_file::Networks::Translation { .. }
-                )
-            })
-        })
-        .collect();
+    let g = generators_that(io, |a| a.reverse);
     if g.is_empty() {
         return Err(data_error!(
             "stage `{}`: edit_protocol = \"reversal\" needs a `train_generator` input that is a translation generator (sggan, stargan, secgan); add one to `inputs`",
@@ -484,30 +480,10 @@ impl ImageSet<'_> {
 /// `n` samples G(z, c) of an ST-GAN stage with z and c from the prior
 /// (seeded), G in inference mode, as PNG bytes.
 fn prior_samples(g: &InputStage, n: usize, seed: u64, dev: &Device) -> Result<Vec<Vec<u8>>> {
-    let model = g.model_file()?;
-    let crate::train::model_file::Networks::StGan { st_gan: cfg, .. } = model.networks else {
-        anyhow::bail!("{} is not an st_gan stage", g.name);
+    let Some(images) = generators::load(&g.dir, dev)?.prior_samples(n, seed, dev)? else {
+        anyhow::bail!("{} does not sample a prior", g.name);
     };
-    let path = g.dir.join("generator.safetensors");
-    let t = candle_core::safetensors::load(&path, dev)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let net = crate::models::st_gan::Generator::new(
-        &cfg,
-        candle_nn::VarBuilder::from_tensors(t, candle_core::DType::F32, dev),
-    )?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5747_4741);
-    let mut images = Vec::with_capacity(n);
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(64);
-        let lat = crate::train::st_gan::Latents::draw(&cfg, k, &mut rng);
-        let x = candle_core::ModuleT::forward_t(&net, &lat.tensor(&cfg, dev)?, false)?;
-        for img in tensor_to_rgb(&x)? {
-            images.push(crate::data::images::encode_png(&img)?);
-        }
-        left -= k;
-    }
-    Ok(images)
+    images.iter().map(crate::data::images::encode_png).collect()
 }
 
 /// FID (and KID) of each image set (synthesized rows, ST-GAN prior
@@ -1100,64 +1076,6 @@ fn features(
 
 /// What reconstructs a real face for a generator stage: attr2face's
 /// autoencoder G_de(G_en(x)), or ST-GAN's G(E(x)).
-enum Reconstructor {
-    Autoencoder(began::Config, began::Autoencoder),
-    StGan {
-        cfg: crate::models::st_gan::Config,
-        g: crate::models::st_gan::Generator,
-        e: crate::models::st_gan::Encoder,
-    },
-}
-
-impl Reconstructor {
-    fn of(g: &InputStage, dev: &Device) -> Result<Option<Reconstructor>> {
-        if let Some((cfg, ae)) = g.autoencoder(dev)? {
-            return Ok(Some(Reconstructor::Autoencoder(cfg, ae)));
-        }
-        let model = g.model_file()?;
-        let crate::train::model_file::Networks::StGan { st_gan: cfg, .. } = model.networks else {
-            return Ok(None);
-        };
-        let load = |f: &str| -> Result<candle_nn::VarBuilder<'static>> {
-            let t = candle_core::safetensors::load(g.dir.join(f), dev)
-                .with_context(|| format!("reading {}", g.dir.join(f).display()))?;
-            Ok(candle_nn::VarBuilder::from_tensors(
-                t,
-                candle_core::DType::F32,
-                dev,
-            ))
-        };
-        Ok(Some(Reconstructor::StGan {
-            g: crate::models::st_gan::Generator::new(&cfg, load("generator.safetensors")?)?,
-            e: crate::models::st_gan::Encoder::new(&cfg, load("encoder.safetensors")?)?,
-            cfg,
-        }))
-    }
-
-    fn image_size(&self) -> usize {
-        match self {
-            Reconstructor::Autoencoder(cfg, _) => cfg.image_size,
-            Reconstructor::StGan { cfg, .. } => cfg.image_size,
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Reconstructor::Autoencoder(..) => "real test faces vs G_de(G_en(x))",
-            Reconstructor::StGan { .. } => "real test faces vs G(E(x)) (ST-GAN, eq. 10)",
-        }
-    }
-
-    fn forward(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
-        Ok(match self {
-            Reconstructor::Autoencoder(_, ae) => ae.forward(x)?,
-            Reconstructor::StGan { g, e, .. } => {
-                candle_core::ModuleT::forward_t(g, &e.encode(x, false)?.latent()?, false)?
-            }
-        })
-    }
-}
-
 fn reconstruction(
     out: &mut Rows,
     io: &StageIo,
@@ -1169,10 +1087,15 @@ fn reconstruction(
     if n == 0 {
         return Ok(());
     }
-    let Some(rec) = Reconstructor::of(g, dev)? else {
+    let model = g.model_file()?;
+    if !generators::family(&model).abilities.reconstruct {
+        return Ok(());
+    }
+    let generator = generators::load(&g.dir, dev)?;
+    let Some(what) = generator.reconstruction() else {
         return Ok(());
     };
-    let size = rec.image_size();
+    let size = generator.image_size();
     let set = FaceSet::load(faces, &["test"], Some(n), size)?;
     if set.is_empty() {
         return Ok(());
@@ -1183,7 +1106,7 @@ fn reconstruction(
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(64) {
         let x = set.images(chunk, dev)?;
-        let rec = tensor_to_rgb(&rec.forward(&x)?)?;
+        let rec = tensor_to_rgb(&generator.reconstruct(&x)?)?;
         for (k, &i) in chunk.iter().enumerate() {
             let a = msssim::Planar::from_rgb(&set.rgb(i));
             let b = msssim::Planar::from_rgb(&rec[k]);
@@ -1199,16 +1122,14 @@ fn reconstruction(
     }
     let (levels, window) = setting.unwrap_or((0, 0));
     let mut d = serde_json::json!({
-        "images": rec.describe(),
+        "images": what.images,
         "image_size": size,
         "levels": levels,
         "window": window,
         "data_range": 255,
     });
-    if matches!(rec, Reconstructor::StGan { .. }) {
-        // ST-GAN's Table 1 reports an Inception Score; the shared FID
-        // weights have no 1008-way classification head to compute one.
-        d["inception_score"] = "unavailable: the shared FID Inception weights lack the 1008-way classification head the Inception Score needs".into();
+    for (key, note) in what.notes {
+        d[*key] = (*note).into();
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     out.push(

@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use crate::data::parquet::TableWriter;
 use crate::train::LogRow;
 
-use crate::models::began;
 use crate::train::model_file::ModelFile;
 
 /// Where generators and classifiers run.
@@ -408,32 +407,6 @@ impl InputStage {
     /// The `model.json` of a `train_generator` input.
     pub fn model_file(&self) -> Result<ModelFile> {
         ModelFile::read(&self.dir)
-    }
-
-    /// The trained autoencoder (G_en, G_de) of a `train_generator` input,
-    /// from its `autoencoder.safetensors` and the sizes in `model.json`;
-    /// None when the model trains none (`dcgan`).
-    pub fn autoencoder(
-        &self,
-        dev: &candle_core::Device,
-    ) -> Result<Option<(began::Config, began::Autoencoder)>> {
-        let weights = self.dir.join("autoencoder.safetensors");
-        if !weights.is_file() {
-            return Ok(None);
-        }
-        let Some(cfg) = self.model_file()?.autoencoder().cloned() else {
-            return Ok(None);
-        };
-        // SAFETY: the file is a finished stage output, not modified while mapped.
-        let vb = unsafe {
-            candle_nn::VarBuilder::from_mmaped_safetensors(
-                &[&weights],
-                candle_core::DType::F32,
-                dev,
-            )?
-        };
-        let ae = began::Autoencoder::new(&cfg, vb)?;
-        Ok(Some((cfg, ae)))
     }
 }
 

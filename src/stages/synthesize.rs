@@ -36,40 +36,25 @@ use anyhow::{Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
-use candle_core::{DType, Device, Module, ModuleT};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use image::RgbImage;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::generators;
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
-use crate::data::poisson::{self, Region};
 use crate::data::schema::{
     self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column, attribute_index,
 };
 use crate::data::tensors::{
-    FacesById, images_tensor, labels_of_batch, labels_tensor, read_faces_by_id, resize_square,
-    strings, tensor_to_rgb,
+    FacesById, images_tensor, labels_of_batch, read_faces_by_id, resize_square,
+    strings,
 };
 use crate::data_error;
-use crate::models::began::Decoder;
-use crate::models::classifier::Classifier;
-use crate::models::critic::Critic;
-use crate::models::editor::Editor;
-use crate::models::mapping::Mapping;
-use crate::models::translator::{Kind, Translator};
-use crate::models::{bridgegan, st_gan};
-use crate::train::bridgegan as bridgegan_train;
-use crate::train::latent_map::{parse_setting, settings_for};
-use crate::train::model_file::{self, Networks};
-use crate::train::st_gan::{self as st_gan_train, Blend, CodeSetting};
-use crate::train::translation::value_grid;
 
 fn default_batch() -> usize {
     64
@@ -188,283 +173,29 @@ fn read_plan(path: &Path) -> Result<Vec<PlanRow>> {
     Ok(rows)
 }
 
-/// The generator stage's networks.
-struct Generator {
+/// The generator stage's networks, loaded through its family.
+struct Loaded {
+    /// `<stage>@sha256:<generator file>`, recorded in every generated row.
     name: String,
-    image_size: usize,
-    nets: Nets,
+    g: Box<dyn generators::Generator>,
 }
 
-#[allow(clippy::large_enum_variant)] // one value per stage run
-enum Nets {
-    /// attr2face / dcgan: G_de(Φ(a)), judged by C.
-    Attr2face {
-        mapping: Mapping,
-        decoder: Decoder,
-        classifier: Classifier,
-    },
-    /// st_gan: G(E(x) with the attribute map's code settings); no judge.
-    StGan {
-        cfg: st_gan::Config,
-        g: st_gan::Generator,
-        e: st_gan::Encoder,
-        /// (attribute, on, off, usable) from the generator stage's `attribute_map`.
-        map: Vec<(usize, CodeSetting, CodeSetting, bool)>,
-        /// LST-GAN: the box M (fractions) and how edits go back into the face.
-        mask: Option<[f64; 4]>,
-        blend: Blend,
-    },
-    /// bridgegan: G(x, M(R, att_diff)) with R seeded by the plan row's
-    /// sample_id, judged by C.
-    Bridgegan {
-        cfg: bridgegan::Config,
-        ed: bridgegan_train::Editor,
-        critic: bridgegan::Critic,
-        /// CelebA indices of att_diff's attributes.
-        attrs: Vec<usize>,
-    },
-    /// sggan / stargan: G(x, labels), judged by the critic's class head.
-    Translation {
-        kind: Kind,
-        g: Translator,
-        critic: Critic,
-        /// CelebA indices of the edited attributes.
-        attrs: Vec<usize>,
-    },
-}
-
-impl Generator {
-    fn load(stage: &InputStage, dev: &Device) -> Result<Generator> {
-        let model = stage.model_file()?;
-        let gen_path = stage.dir.join("generator.safetensors");
+impl Loaded {
+    fn load(stage: &InputStage, dev: &Device) -> Result<Loaded> {
+        let path = stage.dir.join(generators::files::GENERATOR);
         let bytes =
-            std::fs::read(&gen_path).with_context(|| format!("reading {}", gen_path.display()))?;
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
-        let g = candle_core::safetensors::load_buffer(&bytes, dev)?;
-        let vb = VarBuilder::from_tensors(g, DType::F32, dev);
-        let name = format!("{}@sha256:{sha}", stage.name);
-        let net = match model.networks {
-            Networks::Translation {
-                translator: tcfg,
-                critic: ccfg,
-                attributes,
-                ..
-            } => {
-                let attrs = attribute_indices(&attributes, stage)?;
-                let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
-                return Ok(Generator {
-                    name,
-                    image_size: tcfg.image_size,
-                    nets: Nets::Translation {
-                        kind: tcfg.kind,
-                        g: Translator::new(&tcfg, vb)?,
-                        critic: Critic::new(&ccfg, VarBuilder::from_tensors(c, DType::F32, dev))?,
-                        attrs,
-                    },
-                });
-            }
-            Networks::StGan {
-                st_gan: cfg,
-                mask,
-                blend,
-                ..
-            } => {
-                let e = candle_core::safetensors::load(stage.dir.join("encoder.safetensors"), dev)?;
-                return Ok(Generator {
-                    name,
-                    image_size: cfg.image_size,
-                    nets: Nets::StGan {
-                        g: st_gan::Generator::new(&cfg, vb)?,
-                        e: st_gan::Encoder::new(
-                            &cfg,
-                            VarBuilder::from_tensors(e, DType::F32, dev),
-                        )?,
-                        map: read_attribute_map(stage)?,
-                        cfg,
-                        mask,
-                        blend,
-                    },
-                });
-            }
-            Networks::Bridgegan {
-                bridgegan: cfg,
-                attributes,
-            } => {
-                let attrs = attribute_indices(&attributes, stage)?;
-                let c = candle_core::safetensors::load(stage.dir.join("critic.safetensors"), dev)?;
-                return Ok(Generator {
-                    name,
-                    image_size: cfg.image_size,
-                    nets: Nets::Bridgegan {
-                        ed: bridgegan_train::Editor::new(&cfg, vb)?,
-                        critic: bridgegan::Critic::new(
-                            &cfg,
-                            VarBuilder::from_tensors(c, DType::F32, dev),
-                        )?,
-                        attrs,
-                        cfg,
-                    },
-                });
-            }
-            Networks::Attr2face { network } => network,
-        };
-        let c = candle_core::safetensors::load(stage.dir.join("classifier.safetensors"), dev)?;
-        let vc = VarBuilder::from_tensors(c, DType::F32, dev);
-        Ok(Generator {
-            name,
-            image_size: net.image_size(),
-            nets: Nets::Attr2face {
-                mapping: Mapping::new(&net.mapping, vb.pp("mapping"))?,
-                decoder: Decoder::new(&net.autoencoder, vb.pp("decoder"))?,
-                classifier: Classifier::new(&net.classifier, vc)?,
-            },
+        let g = generators::load(&stage.dir, dev)?;
+        g.check_ready()?;
+        Ok(Loaded {
+            name: format!("{}@sha256:{sha}", stage.name),
+            g,
         })
     }
 
-    fn editor(&self) -> Option<(Editor<'_>, &Critic)> {
-        match &self.nets {
-            Nets::Translation {
-                kind,
-                g,
-                critic,
-                attrs,
-            } => Some((
-                Editor {
-                    g,
-                    kind: *kind,
-                    attrs,
-                },
-                critic,
-            )),
-            Nets::Attr2face { .. } | Nets::StGan { .. } | Nets::Bridgegan { .. } => None,
-        }
-    }
-
-    /// Bits of the attributes a translation generator can change.
-    fn editable(&self) -> Option<Labels> {
-        match &self.nets {
-            Nets::Translation { attrs, .. } | Nets::Bridgegan { attrs, .. } => {
-                Some(attrs.iter().map(|&a| 1u64 << a).sum())
-            }
-            Nets::Attr2face { .. } | Nets::StGan { .. } => None,
-        }
-    }
-
-    /// LST-GAN (eq. 8–9): the edit `drawn` put back into its `source` face
-    /// (both at the face size) by the recorded blending; other generators'
-    /// images as they are.
-    fn put_back(&self, drawn: RgbImage, source: Option<&RgbImage>) -> RgbImage {
-        let Nets::StGan {
-            mask: Some(b),
-            blend,
-            ..
-        } = &self.nets
-        else {
-            return drawn;
-        };
-        let Some(src) = source else {
-            return drawn;
-        };
-        let region = Region::from_fractions(*b, drawn.width());
-        match blend {
-            Blend::Poisson => poisson::blend(src, &drawn, region),
-            Blend::Mask => poisson::paste(src, &drawn, region),
-            Blend::None => drawn,
-        }
-    }
-
-    /// Whether drawing needs each row's source face (an image editor).
-    fn edits_sources(&self) -> bool {
-        !matches!(self.nets, Nets::Attr2face { .. })
-    }
-
-    /// The image for each target label vector, at the generator's size:
-    /// G_de(Φ(a)), or G(source, target) for a translation generator, which
-    /// needs each row's source face and labels in `sources`; BridgeGAN rows
-    /// with a face in `refs` are guided by it instead of by labels.
-    fn draw(
-        &self,
-        targets: &[Labels],
-        sources: &[(Labels, RgbImage)],
-        refs: &[Option<RgbImage>],
-        ids: &[i64],
-        batch: usize,
-        dev: &Device,
-    ) -> Result<Vec<RgbImage>> {
-        let mut out = Vec::with_capacity(targets.len());
-        for (k, target) in targets.chunks(batch).enumerate() {
-            let y = match &self.nets {
-                Nets::Attr2face {
-                    mapping, decoder, ..
-                } => decoder.forward(&mapping.forward(&labels_tensor(target, dev)?)?)?,
-                Nets::Translation { .. } => {
-                    let (ed, _) = self.editor().expect("translation nets");
-                    let c = &sources[k * batch..k * batch + target.len()];
-                    let src: Vec<Labels> = c.iter().map(|r| r.0).collect();
-                    let imgs: Vec<RgbImage> = c
-                        .iter()
-                        .map(|r| resize_square(r.1.clone(), self.image_size))
-                        .collect();
-                    ed.edit(&images_tensor(&imgs, dev)?, &src, target)?
-                }
-                Nets::Bridgegan { cfg, ed, attrs, .. } => {
-                    let c = &sources[k * batch..k * batch + target.len()];
-                    let src: Vec<Labels> = c.iter().map(|r| r.0).collect();
-                    let (a, b) = (
-                        bridgegan_train::attr_values(&src, attrs),
-                        bridgegan_train::attr_values(target, attrs),
-                    );
-                    let diff: Vec<f32> = b.iter().zip(&a).map(|(t, s)| t - s).collect();
-                    let diff = candle_core::Tensor::from_vec(diff, (c.len(), attrs.len()), dev)?;
-                    let r: Vec<candle_core::Tensor> = ids[k * batch..k * batch + target.len()]
-                        .iter()
-                        .map(|&id| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(id as u64);
-                            bridgegan_train::noise(1, cfg.noise_dim, &mut rng, dev)
-                        })
-                        .collect::<Result<_>>()?;
-                    let imgs: Vec<RgbImage> = c
-                        .iter()
-                        .map(|r| resize_square(r.1.clone(), self.image_size))
-                        .collect();
-                    let guides: Vec<Option<candle_core::Tensor>> = (0..c.len())
-                        .map(|i| match refs.get(k * batch + i) {
-                            Some(Some(img)) => Ok(Some(images_tensor(
-                                &[resize_square(img.clone(), self.image_size)],
-                                dev,
-                            )?)),
-                            _ => Ok(None),
-                        })
-                        .collect::<Result<_>>()?;
-                    ed.mixed(
-                        &images_tensor(&imgs, dev)?,
-                        &candle_core::Tensor::cat(&r, 0)?,
-                        &diff,
-                        &guides,
-                    )?
-                }
-                Nets::StGan { cfg, g, e, map, .. } => {
-                    let c = &sources[k * batch..k * batch + target.len()];
-                    let settings: Vec<Vec<CodeSetting>> = c
-                        .iter()
-                        .zip(target)
-                        .map(|(s, &t)| settings_for(-1, s.0, t, map).map_err(anyhow::Error::msg))
-                        .collect::<Result<_>>()?;
-                    let imgs: Vec<RgbImage> = c
-                        .iter()
-                        .map(|r| resize_square(r.1.clone(), self.image_size))
-                        .collect();
-                    let lat = e.encode(&images_tensor(&imgs, dev)?, false)?.latent()?;
-                    g.forward_t(&st_gan_train::set_codes(cfg, &lat, &settings)?, false)?
-                }
-            };
-            out.extend(tensor_to_rgb(&y)?);
-        }
-        Ok(out)
-    }
-
-    /// Agreement of each image with its target labels: C's over the 40, or
-    /// the critic's over a translation generator's attributes.
+    /// Agreement of each image with its target labels, by the generator's
+    /// judge (None when it has none), in batches of `batch`.
     fn agreement(
         &self,
         imgs: &[RgbImage],
@@ -472,98 +203,19 @@ impl Generator {
         batch: usize,
         dev: &Device,
     ) -> Result<Option<Vec<f64>>> {
-        if matches!(self.nets, Nets::StGan { .. }) {
-            return Ok(None);
-        }
         let mut out = Vec::with_capacity(imgs.len());
         for (ic, lc) in imgs.chunks(batch).zip(labels.chunks(batch)) {
             let small: Vec<RgbImage> = ic
                 .iter()
-                .map(|i| resize_square(i.clone(), self.image_size))
+                .map(|i| resize_square(i.clone(), self.g.image_size()))
                 .collect();
-            let x = images_tensor(&small, dev)?;
-            match &self.nets {
-                Nets::Attr2face { classifier, .. } => {
-                    let logits = classifier.forward(&x)?;
-                    out.extend(crate::train::attr2face::label_agreement(
-                        &logits,
-                        &labels_tensor(lc, dev)?,
-                    )?);
-                }
-                Nets::Translation { critic, .. } => {
-                    let (ed, _) = self.editor().expect("translation nets");
-                    out.extend(ed.critic_agreement(critic, &x, lc)?);
-                }
-                Nets::Bridgegan { critic, attrs, .. } => {
-                    let (_, logits) = critic.forward(&x)?;
-                    let want = bridgegan_train::attr_values(lc, attrs);
-                    let got = logits.flatten_all()?.to_vec1::<f32>()?;
-                    let n = attrs.len();
-                    for (row, w) in got.chunks(n).zip(want.chunks(n)) {
-                        let hits = row
-                            .iter()
-                            .zip(w)
-                            .filter(|(l, t)| (**l > 0.0) == (**t > 0.5))
-                            .count();
-                        out.push(hits as f64 / n as f64);
-                    }
-                }
-                Nets::StGan { .. } => unreachable!("returned above"),
+            match self.g.agreement(&images_tensor(&small, dev)?, lc)? {
+                Some(a) => out.extend(a),
+                None => return Ok(None),
             }
         }
         Ok(Some(out))
     }
-}
-
-/// CelebA indices of the attribute names a generator's `model.json` lists.
-fn attribute_indices(names: &[String], stage: &InputStage) -> Result<Vec<usize>> {
-    names
-        .iter()
-        .map(|a| {
-            attribute_index(a).ok_or_else(|| {
-                data_error!(
-                    "{}: unknown attribute `{a}` in `attributes`",
-                    stage.dir.join(model_file::FILE).display()
-                )
-            })
-        })
-        .collect()
-}
-
-/// The `attribute_map` table of an st_gan generator stage, as (attribute,
-/// on, off, usable).
-fn read_attribute_map(stage: &InputStage) -> Result<Vec<(usize, CodeSetting, CodeSetting, bool)>> {
-    let Some(t) = stage.tables.iter().find(|t| t.name == "attribute_map") else {
-        return Err(data_error!(
-            "st_gan needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
-            stage.name
-        ));
-    };
-    let path = stage.dir.join(&t.file);
-    let mut out = Vec::new();
-    for b in read_columns(&path, &["attribute", "on", "off", "usable"])? {
-        let (attr, on, off) = (strings(&b, 0)?, strings(&b, 1)?, strings(&b, 2)?);
-        let usable = b
-            .column(3)
-            .as_boolean_opt()
-            .context("usable is not Boolean")?;
-        for r in 0..b.num_rows() {
-            let bad = || {
-                data_error!(
-                    "{}: row {r} is not an attribute map this augment wrote; rerun `{}`",
-                    path.display(),
-                    stage.name
-                )
-            };
-            out.push((
-                attribute_index(attr.value(r)).ok_or_else(bad)?,
-                parse_setting(on.value(r)).ok_or_else(bad)?,
-                parse_setting(off.value(r)).ok_or_else(bad)?,
-                usable.value(r),
-            ));
-        }
-    }
-    Ok(out)
 }
 
 /// Applies a classic row's operation to its source face.
@@ -655,7 +307,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let plan_stage = io.input(StageKind::Balance)?;
     let plan = read_plan(&plan_stage.table("plan")?)?;
     let generator = match io.optional_input(StageKind::TrainGenerator) {
-        Some(s) => Some(Generator::load(s, &dev)?),
+        Some(s) => Some(Loaded::load(s, &dev)?),
         None => None,
     };
     let n_generated = plan
@@ -726,7 +378,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
                 .zip(s.generator.as_ref())
                 .map(|(i, g)| GeneratorRef {
                     stage: i.name.clone(),
-                    translator: g.edits_sources(),
+                    translator: g.g.edits_sources(),
                 }),
             ..Lineage::inherit(&io.inputs)
         },
@@ -739,7 +391,7 @@ fn load_synthesis<'a>(
     c: &'a Config,
     io: &StageIo,
     dev: candle_core::Device,
-    generator: Option<Generator>,
+    generator: Option<Loaded>,
     plan: &[PlanRow],
 ) -> Result<Synthesis<'a>> {
     let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
@@ -771,7 +423,7 @@ fn check_plan(
     plan: &[PlanRow],
     faces_path: &Path,
     faces: &FacesById,
-    generator: Option<&Generator>,
+    generator: Option<&Loaded>,
 ) -> Result<()> {
     if let Some(missing) = plan.iter().find(|r| !faces.png.contains_key(&r.source)) {
         return Err(data_error!(
@@ -792,34 +444,23 @@ fn check_plan(
         ));
     }
     if let Some(r) = plan.iter().find(|r| r.reference.is_some())
-        && !matches!(
-            generator,
-            Some(Generator {
-                nets: Nets::Bridgegan { .. },
-                ..
-            })
-        )
+        && !generator.is_some_and(|g| g.g.uses_references())
     {
         return Err(data_error!(
             "plan row {} has a reference image; only model = \"bridgegan\" uses references",
             r.sample_id
         ));
     }
-    if let Some(Generator {
-        nets: Nets::StGan { map, .. },
-        ..
-    }) = generator
-    {
+    if let Some(g) = generator {
         for r in plan
             .iter()
             .filter(|r| r.strategy.origin() == Origin::Generated)
         {
-            settings_for(r.sample_id, faces.labels[&r.source], r.labels, map)
-                .map_err(|e| data_error!("{e}"))?;
+            g.g.check_edit(r.sample_id, faces.labels[&r.source], r.labels)?;
         }
     }
     if let Some(g) = generator
-        && let Some(editable) = g.editable()
+        && let Some(editable) = g.g.editable()
         && let Some(bad) = plan.iter().find(|r| {
             r.strategy.origin() == Origin::Generated
                 && (r.labels ^ faces.labels[&r.source]) & !editable != 0
@@ -846,7 +487,7 @@ fn check_plan(
 struct Synthesis<'a> {
     c: &'a Config,
     dev: Device,
-    generator: Option<Generator>,
+    generator: Option<Loaded>,
     faces: FacesById,
     /// Side of the ingested faces; generated images are resized to it.
     face_size: usize,
@@ -975,7 +616,7 @@ impl Synthesis<'_> {
             && !gen_idx.is_empty()
         {
             let targets: Vec<Labels> = gen_idx.iter().map(|&i| chunk[i].labels).collect();
-            let sources: Vec<(Labels, RgbImage)> = match g.edits_sources() {
+            let sources: Vec<(Labels, RgbImage)> = match g.g.edits_sources() {
                 true => gen_idx
                     .par_iter()
                     .map(|&i| {
@@ -995,19 +636,18 @@ impl Synthesis<'_> {
                 })
                 .collect::<Result<_>>()?;
             let ids: Vec<i64> = gen_idx.iter().map(|&i| chunk[i].sample_id).collect();
-            let drawn = g.draw(
-                &targets,
-                &sources,
-                &refs,
-                &ids,
-                self.c.batch_size,
-                &self.dev,
-            )?;
+            let rows = generators::Batch {
+                targets: &targets,
+                sources: &sources,
+                refs: &refs,
+                ids: &ids,
+            };
+            let drawn = generators::draw_all(g.g.as_ref(), &rows, self.c.batch_size, &self.dev)?;
             let finished: Vec<RgbImage> = drawn
                 .into_par_iter()
                 .enumerate()
                 .map(|(k, img)| {
-                    g.put_back(
+                    g.g.put_back(
                         resize_square(img, self.face_size),
                         sources.get(k).map(|s| &s.1),
                     )
@@ -1023,39 +663,34 @@ impl Synthesis<'_> {
             .collect())
     }
 
-    /// BridgeGAN (App. Figs. 11–12): the first `grid_rows` real faces along
-    /// the top, each edited by the next `grid_rows` real faces as references.
+    /// Faces `rows` at the generator's size, as a tensor, with their labels.
+    fn source_faces(
+        &self,
+        g: &Loaded,
+        rows: &[&PlanRow],
+    ) -> Result<(candle_core::Tensor, Vec<Labels>)> {
+        let imgs: Vec<RgbImage> = rows
+            .iter()
+            .map(|r| Ok(resize_square(self.source_image(r)?, g.g.image_size())))
+            .collect::<Result<_>>()?;
+        let labels = rows.iter().map(|r| self.faces.labels[&r.source]).collect();
+        Ok((images_tensor(&imgs, &self.dev)?, labels))
+    }
+
+    /// A generator that takes references (BridgeGAN, App. Figs. 11–12): the
+    /// first `grid_rows` real faces along the top, each edited by the next
+    /// `grid_rows` real faces as references.
     fn reference_grid(&self, originals: &[&PlanRow]) -> Result<Option<RgbImage>> {
-        let Some(Generator {
-            nets: Nets::Bridgegan { ed, attrs, .. },
-            image_size,
-            ..
-        }) = &self.generator
-        else {
+        let Some(g) = self.generator.as_ref().filter(|g| g.g.uses_references()) else {
             return Ok(None);
         };
         let k = self.c.grid_rows.min(originals.len() / 2);
         if k == 0 {
             return Ok(None);
         }
-        let load = |rows: &[&PlanRow]| -> Result<(candle_core::Tensor, Vec<Labels>)> {
-            let imgs: Vec<RgbImage> = rows
-                .iter()
-                .map(|r| Ok(resize_square(self.source_image(r)?, *image_size)))
-                .collect::<Result<_>>()?;
-            let labels = rows.iter().map(|r| self.faces.labels[&r.source]).collect();
-            Ok((images_tensor(&imgs, &self.dev)?, labels))
-        };
-        let (x, labels) = load(&originals[..k])?;
-        let (refs, ref_labels) = load(&originals[k..2 * k])?;
-        Ok(Some(bridgegan_train::reference_grid(
-            ed,
-            attrs,
-            &x,
-            &labels,
-            &refs,
-            &ref_labels,
-        )?))
+        let (x, labels) = self.source_faces(g, &originals[..k])?;
+        let (refs, ref_labels) = self.source_faces(g, &originals[k..2 * k])?;
+        g.g.reference_grid((&x, &labels), (&refs, &ref_labels))
     }
 
     /// `grid.png` and `reference_grid.png` (when there is something to show).
@@ -1082,49 +717,16 @@ impl Synthesis<'_> {
             return Ok(None);
         }
         let sources: Vec<&PlanRow> = originals.iter().copied().take(self.c.grid_rows).collect();
-        let grid = match (g.editor(), &g.nets) {
-            (_, Nets::Bridgegan { cfg, ed, attrs, .. }) => {
-                let imgs: Vec<RgbImage> = sources
-                    .iter()
-                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
-                    .collect::<Result<_>>()?;
-                let src: Vec<Labels> = sources
-                    .iter()
-                    .map(|r| self.faces.labels[&r.source])
-                    .collect();
-                bridgegan_train::flip_grid(
-                    ed,
-                    attrs,
-                    &images_tensor(&imgs, &self.dev)?,
-                    &src,
-                    cfg.noise_dim,
-                    0,
-                )?
+        let grid = match g.g.edits_sources() {
+            true => {
+                let (x, labels) = self.source_faces(g, &sources)?;
+                g.g.source_grid(&x, &labels)?
             }
-            (
-                _,
-                Nets::StGan {
-                    cfg, g: st_g, e, ..
-                },
-            ) => {
-                let imgs: Vec<RgbImage> = sources
-                    .iter()
-                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
-                    .collect::<Result<_>>()?;
-                st_gan_train::edit_grid(cfg, st_g, e, &images_tensor(&imgs, &self.dev)?)?
-            }
-            (Some((ed, _)), _) => {
-                let imgs: Vec<RgbImage> = sources
-                    .iter()
-                    .map(|r| Ok(resize_square(self.source_image(r)?, g.image_size)))
-                    .collect::<Result<_>>()?;
-                let src: Vec<Labels> = sources
-                    .iter()
-                    .map(|r| self.faces.labels[&r.source])
-                    .collect();
-                value_grid(&ed, &images_tensor(&imgs, &self.dev)?, &src)?
-            }
-            (None, _) => fig6_grid(g, &sources, &self.faces.png, self.face_size, &self.dev)?,
+            false => None,
+        };
+        let grid = match grid {
+            Some(grid) => grid,
+            None => fig6_grid(g, &sources, &self.faces.png, self.face_size, &self.dev)?,
         };
         Ok(Some(grid))
     }
@@ -1133,7 +735,7 @@ impl Synthesis<'_> {
 /// Fig. 6: per source face, the real image, the image drawn for its labels,
 /// and for flips of smiling, hair colour (black ↔ blond), pale skin, male, young.
 fn fig6_grid(
-    g: &Generator,
+    g: &Loaded,
     sources: &[&PlanRow],
     face_png: &HashMap<String, Vec<u8>>,
     size: usize,
@@ -1164,7 +766,13 @@ fn fig6_grid(
             flip(l, "Young"),
         ]);
     }
-    let drawn = g.draw(&labels, &[], &[], &[], 64, dev)?;
+    let rows = generators::Batch {
+        targets: &labels,
+        sources: &[],
+        refs: &[],
+        ids: &[],
+    };
+    let drawn = generators::draw_all(g.g.as_ref(), &rows, 64, dev)?;
     let mut cells = Vec::new();
     for (k, s) in sources.iter().enumerate() {
         let real = decode_rgb(&face_png[&s.source]).map_err(|e| data_error!("{e}"))?;

@@ -30,11 +30,11 @@ use crate::data::schema::{
 use crate::data::tensors::FaceSet;
 use crate::data_error;
 use crate::metrics::accuracy::{confusion, paper_accuracy};
-use candle_core::{DType, Module};
+use candle_core::DType;
 
 use crate::metrics::inception::FidInception;
 use crate::models::Activation;
-use crate::models::began::{self, Encoder};
+use crate::generators;
 use crate::models::{classifier, resnet};
 use crate::train::classifier::{Mix, NetConfig, Options, SavedClassifier, Split, predict, train};
 use crate::train::probe::Options as ProbeOptions;
@@ -245,7 +245,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     // Images at the network's input size (features: the encoder's, or 64
     // for Inception, which resizes to 299 itself).
     let image_size = match &extractor {
-        Some(Extractor::Encoder(size, _)) => *size,
+        Some(Extractor::Encoder(g)) => g.image_size(),
         Some(Extractor::Inception(_)) => 64,
         None => c.network().image_size(),
     };
@@ -715,27 +715,31 @@ fn train_network(
 }
 
 /// G_en of the `train_generator` input, from its `autoencoder.safetensors`.
-fn load_encoder(io: &StageIo, dev: &candle_core::Device) -> Result<(began::Config, Encoder)> {
+fn load_encoder(
+    io: &StageIo,
+    dev: &candle_core::Device,
+) -> Result<Box<dyn generators::Generator>> {
     let Some(g) = io.optional_input(StageKind::TrainGenerator) else {
         return Err(data_error!(
             "stage `{}`: features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or use features = \"inception\"",
             io.name
         ));
     };
-    match g.autoencoder(dev)? {
-        Some((cfg, ae)) => Ok((cfg, ae.encoder)),
-        None => Err(data_error!(
+    let generator = generators::load(&g.dir, dev)?;
+    if generator.face_encoder().is_none() {
+        return Err(data_error!(
             "stage `{}`: input `{}` has no autoencoder.safetensors (only model = \"attr2face\" trains an encoder)",
             io.name,
             g.name
-        )),
+        ));
     }
+    Ok(generator)
 }
 
 /// Frozen features for a linear probe.
 enum Extractor {
-    /// G_en and its input size.
-    Encoder(usize, Encoder),
+    /// A generator's face encoder (attr2face's G_en); its input size is the generator's.
+    Encoder(Box<dyn generators::Generator>),
     Inception(FidInception),
 }
 
@@ -744,8 +748,7 @@ impl Extractor {
     fn load(c: &Config, io: &StageIo, dev: &candle_core::Device) -> Result<Option<Extractor>> {
         Ok(match c.features() {
             Some(Features::Encoder) => {
-                let (cfg, enc) = load_encoder(io, dev)?;
-                Some(Extractor::Encoder(cfg.image_size, enc))
+                Some(Extractor::Encoder(load_encoder(io, dev)?))
             }
             Some(Features::Inception) => {
                 let weights = crate::weights::require(c.weights.as_deref(), "weights")?;
@@ -763,7 +766,8 @@ impl Extractor {
         dev: &candle_core::Device,
     ) -> Result<Vec<Vec<f32>>> {
         match self {
-            Extractor::Encoder(_, enc) => {
+            Extractor::Encoder(g) => {
+                let enc = g.face_encoder().expect("checked when loaded");
                 let mut out = Vec::with_capacity(split.rows.len());
                 for chunk in split.rows.chunks(128) {
                     let x = split.faces.images(chunk, dev)?;

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use image::RgbImage;
 
 use super::{Config, Judge, Rows, features};
@@ -34,9 +34,8 @@ use crate::data_error;
 use crate::metrics::translation::editing_accuracy;
 use crate::metrics::{fid, inception::FidInception};
 use crate::models::editor::Editor;
-use crate::models::translator::Translator;
 use crate::stages::InputStage;
-use crate::train::model_file::Networks;
+use crate::generators;
 
 const NO_IS: &str = "not computable: the Inception file holds only the pool3 features, not the 1008-way head the Inception Score needs";
 const NO_SSFID: &str = "not ssFID: ssFID uses SwAV features, which are not available; this is the same per-group average over Inception pool3 features";
@@ -110,27 +109,16 @@ struct Means {
 /// is not a translation generator).
 pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting) -> Result<()> {
     let io = out.io;
-    let model = g.model_file()?;
-    let Networks::Translation {
-        translator,
-        attributes,
-        ..
-    } = &model.networks
-    else {
+    let generator = generators::load(&g.dir, cx.dev)?;
+    let Some(ed) = generator.translation_editor() else {
         io.say(format!(
             "`{}` is not a translation generator: no reversal protocol",
             g.name
         ));
         return Ok(());
     };
-    let attrs = attribute_indices(g, attributes)?;
-    let net = load_translator(g, translator, cx.dev)?;
-    let ed = Editor {
-        g: &net,
-        kind: translator.kind,
-        attrs: &attrs,
-    };
-    let refs = reference(out, c, cx, translator.image_size)?;
+    let attrs = ed.attrs.to_vec();
+    let refs = reference(out, c, cx, generator.image_size())?;
     io.say(format!(
         "reversal protocol: {} test faces × {} attributes through `{}`",
         refs.faces.len(),
@@ -153,32 +141,6 @@ pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting)
     pb.finish_and_clear();
     push_means(out, &protocol, attrs.len(), &means);
     Ok(())
-}
-
-/// CelebA indices of the attributes a generator's `model.json` names.
-fn attribute_indices(g: &InputStage, names: &[String]) -> Result<Vec<usize>> {
-    names
-        .iter()
-        .map(|n| {
-            crate::data::schema::attribute_by_any_name(n)
-                .ok_or_else(|| data_error!("{}/model.json: unknown attribute `{n}`", g.name))
-        })
-        .collect()
-}
-
-/// G of a translation generator stage.
-fn load_translator(
-    g: &InputStage,
-    cfg: &crate::models::translator::Config,
-    dev: &Device,
-) -> Result<Translator> {
-    let path = g.dir.join("generator.safetensors");
-    let gt = candle_core::safetensors::load(&path, dev)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(Translator::new(
-        cfg,
-        candle_nn::VarBuilder::from_tensors(gt, DType::F32, dev),
-    )?)
 }
 
 /// The test faces at the generator's size, their backgrounds and Inception statistics.
