@@ -11,6 +11,7 @@
 //! - [`pipeline`]: pipeline files → validated plans; the runner and manifest.
 //! - [`stages`]: one module per stage kind (ingest, balance, ...).
 //! - [`generators`]: trained generators for inference, one file per family.
+//! - [`contract`]: what the runner hands a stage and what a stage returns.
 //! - [`train`]: training loops, losses, checkpoints, `model.json`.
 //! - [`weights`]: finding the FID Inception weights; `augment weights fetch`.
 //! - [`charts`]: label-count charts.
@@ -29,6 +30,7 @@
 pub mod charts;
 pub mod cli;
 pub mod compare;
+pub mod contract;
 pub mod data;
 pub mod error;
 pub mod fault;
