@@ -100,6 +100,26 @@ impl StageKind {
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|k| k.name()).collect()
     }
+
+    /// Kinds in a canonical order (by name), for comparing against allowed sets.
+    pub fn sorted(kinds: &[StageKind]) -> Vec<StageKind> {
+        let mut k = kinds.to_vec();
+        k.sort_by_key(|k| k.name());
+        k
+    }
+
+    /// Kinds in backticks, comma-separated (`none` when empty), for messages.
+    pub fn list(kinds: &[StageKind]) -> String {
+        if kinds.is_empty() {
+            "none".into()
+        } else {
+            kinds
+                .iter()
+                .map(|k| format!("`{}`", k.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
 }
 
 impl std::fmt::Display for StageKind {

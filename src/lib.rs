@@ -34,9 +34,9 @@ pub mod contract;
 pub mod data;
 pub mod error;
 pub mod fault;
-pub mod generators;
 #[cfg(test)]
 mod fuzz;
+pub mod generators;
 pub mod limits;
 pub mod metrics;
 pub mod models;

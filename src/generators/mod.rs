@@ -1,29 +1,35 @@
-//! Trained generators, loaded for inference: what `synthesize` and
-//! `evaluate` do with a `train_generator` stage's networks. Each family is
-//! one file holding its loaded type, which implements [`Generator`]: draw
-//! images for target labels (from labels alone, or by editing each row's
-//! source face), judge how well images carry their labels, and, where the
-//! family can, reconstruct faces, sample its prior, or edit one attribute of
-//! a face (the reversal protocol). The stages call the trait and never match
-//! on the model; [`family`] is the one place that maps a `model.json` to
-//! its family, and [`files`] names the weight files that writers and readers
-//! share.
+//! Generator families as plug-ins. A family is one module holding its
+//! training entry (`train.rs`: what a `train_generator` stage with its
+//! `model` does), its inputs check, and its loaded type (`load.rs`, which
+//! implements [`Generator`]: draw images for target labels, from labels
+//! alone or by editing each row's source face; judge how well images carry
+//! their labels; and, where the family can, reconstruct faces, sample its
+//! prior or edit one attribute of a face). [`FAMILIES`] is the registry:
+//! the stages call through it and the trait, and never name a family.
+//! [`options`] is the `train_generator` config, [`training`] what the
+//! training entries share, [`files`] the file names writers and readers
+//! share. `docs/design.md` walks through adding a family.
 //!
 //! - [`attr2face`]: attr2face and dcgan (Liu et al., "Generating Face
 //!   Images with Attributes for Free", Sec. III): G_de(Φ(a)), judged by C;
 //!   reconstructions G_de(G_en(x)).
-//! - [`translation`]: sggan (Zhang et al., SG-GAN), stargan (Choi et al.)
-//!   and SeCGAN's RGB branch (Sun et al.): G(x, labels), judged by the
-//!   critic's class head.
+//! - [`translation`]: sggan (Zhang et al., SG-GAN) and stargan (Choi et
+//!   al., StarGAN): G(x, labels), judged by the critic's class head.
 //! - [`st_gan`]: ST-GAN (Zhang et al., "ST-GAN", Sec. 3.2): G(E(x)) with the
 //!   code settings of its attribute map; reconstructions G(E(x)); prior samples.
 //! - [`bridgegan`]: BridgeGAN (Huang et al., "Bridging the Gap between
 //!   Label- and Reference-based Synthesis", App. B): G(x, M(R, att_diff)) or
 //!   G(x, E(reference, att_diff)), judged by C.
+//! - [`secgan`]: SeCGAN (Sun et al., "SeCGAN", Sec. 3): trains an RGB and a
+//!   semantic branch through a frozen parser; loads as a translation generator.
+//! - [`options`], [`training`]: the stage's options and the training helpers.
 
 pub mod attr2face;
 pub mod bridgegan;
+pub mod options;
+pub mod secgan;
 pub mod st_gan;
+pub mod training;
 pub mod translation;
 
 use std::path::Path;
@@ -33,10 +39,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use crate::contract::{StageIo, StageKind, StageOutput};
 use crate::data::celeba::Labels;
 use crate::data::tensors::tensor_to_rgb;
 use crate::models::editor::Editor;
-use crate::train::model_file::{ModelFile, Networks};
+use crate::train::model_file::{Model, ModelFile};
+use options::Config;
 
 /// The files in a generator stage's folder, named once for the stage that
 /// writes them and the stages that read them.
@@ -71,23 +79,72 @@ pub struct Abilities {
     pub reverse: bool,
 }
 
-/// One generator family: its name, what it can do, and its loader.
+/// One generator family: the models it trains, what it can do, the inputs
+/// it needs, its training entry and its loader.
 pub struct Family {
     pub name: &'static str,
+    /// The `model = "..."` values it trains.
+    pub models: &'static [Model],
     pub abilities: Abilities,
+    /// Checks the kinds of a `train_generator` stage's inputs.
+    pub inputs: fn(&Config, &[StageKind]) -> std::result::Result<(), String>,
+    /// Trains the stage's networks and writes them (`train_generator`).
+    pub train: fn(&Config, &StageIo) -> Result<StageOutput>,
     /// Loads the stage folder's networks (and what they need) for inference.
     pub load: fn(&Path, &ModelFile, &Device) -> Result<Box<dyn Generator>>,
 }
 
-/// The registry: the family of a trained generator's `model.json`. Adding a
-/// family is one file and one line here.
+/// The registry. Adding a family is one module and one line here.
+pub const FAMILIES: [&Family; 5] = [
+    &attr2face::FAMILY,
+    &translation::FAMILY,
+    &st_gan::FAMILY,
+    &bridgegan::FAMILY,
+    &secgan::FAMILY,
+];
+
+/// The family that trains `model`.
+pub fn of_model(model: Model) -> &'static Family {
+    FAMILIES
+        .into_iter()
+        .find(|f| f.models.contains(&model))
+        .expect("every model has a family (FAMILIES)")
+}
+
+/// The family of a trained generator's `model.json`.
 pub fn family(model: &ModelFile) -> &'static Family {
-    match model.networks {
-        Networks::Attr2face { .. } => &attr2face::FAMILY,
-        Networks::Translation { .. } => &translation::FAMILY,
-        Networks::StGan { .. } => &st_gan::FAMILY,
-        Networks::Bridgegan { .. } => &bridgegan::FAMILY,
+    of_model(model.model)
+}
+
+/// Trains the generator of a `train_generator` stage.
+pub fn train(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    (of_model(c.model).train)(c, io)
+}
+
+/// Checks the inputs of a `train_generator` stage.
+pub fn check_inputs(c: &Config, inputs: &[StageKind]) -> std::result::Result<(), String> {
+    (of_model(c.model).inputs)(c, inputs)
+}
+
+/// The inputs most families take: an `ingest` stage and optionally a
+/// `balance` stage (for attr2face's `recursive_times`).
+fn ingest_and_optional_balance(
+    _: &Config,
+    inputs: &[StageKind],
+) -> std::result::Result<(), String> {
+    let k = StageKind::sorted(inputs);
+    if k == [StageKind::Ingest] || k == [StageKind::Balance, StageKind::Ingest] {
+        return Ok(());
     }
+    Err(format!(
+        "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
+        kind_list(inputs)
+    ))
+}
+
+/// `kind`s in backticks, for messages.
+fn kind_list(k: &[StageKind]) -> String {
+    StageKind::list(k)
 }
 
 /// Loads the generator of the stage folder `dir` (its `model.json`, then its weights).

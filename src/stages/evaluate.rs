@@ -44,7 +44,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
-use crate::generators;
 use crate::data::celeba::Labels;
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
@@ -53,6 +52,7 @@ use crate::data::schema::{N_ATTRIBUTES, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
+use crate::generators;
 use crate::metrics::translation::{background_ms_ssim, editing_accuracy, untouched_accuracy};
 use crate::metrics::{fid, inception::FidInception, msssim};
 

@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-
 pub use crate::contract::{
     Device, GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table,
     write_train_log,
@@ -74,7 +73,7 @@ impl StageConfig {
                 "`balance` needs one `ingest` stage as input, got {}",
                 kind_list(inputs)
             )),
-            StageConfig::TrainGenerator(c) => generator_inputs(c, inputs),
+            StageConfig::TrainGenerator(c) => crate::generators::check_inputs(c, inputs),
             StageConfig::Synthesize(_) => synthesize_inputs(inputs),
             StageConfig::TrainClassifier(c) => classifier_inputs(c, inputs),
             StageConfig::Evaluate(_) => evaluate_inputs(inputs),
@@ -108,42 +107,6 @@ impl StageConfig {
             | StageConfig::Synthesize(_)
             | StageConfig::TrainClassifier(_) => Ok(String::new()),
         }
-    }
-}
-
-/// `train_generator`: an `ingest` stage, plus what its model needs.
-fn generator_inputs(
-    c: &train_generator::Config,
-    inputs: &[StageKind],
-) -> std::result::Result<(), String> {
-    use StageKind::{Balance, Ingest, ParseFaces, TrainClassifier};
-    let k = sorted(inputs);
-    if c.model == train_generator::Model::Secgan {
-        return if k == sorted(&[Ingest, ParseFaces]) {
-            Ok(())
-        } else {
-            Err(format!(
-                "`train_generator` with model = \"secgan\" needs one `ingest` stage and one `parse_faces` stage (its frozen parser P), got {}",
-                kind_list(inputs)
-            ))
-        };
-    }
-    let st_gan = c.model == train_generator::Model::StGan;
-    let ok = k == [Ingest]
-        || (!st_gan && k == [Balance, Ingest])
-        || (st_gan && k == [Ingest, TrainClassifier]);
-    if ok {
-        Ok(())
-    } else if st_gan {
-        Err(format!(
-            "`train_generator` with model = \"st_gan\" needs one `ingest` stage and optionally one `train_classifier` stage trained on real faces (the judge of its attribute map), got {}",
-            kind_list(inputs)
-        ))
-    } else {
-        Err(format!(
-            "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
-            kind_list(inputs)
-        ))
     }
 }
 
@@ -208,22 +171,12 @@ fn evaluate_inputs(inputs: &[StageKind]) -> std::result::Result<(), String> {
     }
 }
 
-/// Input kinds in a canonical order, for comparing against the allowed sets.
 fn sorted(inputs: &[StageKind]) -> Vec<StageKind> {
-    let mut k = inputs.to_vec();
-    k.sort_by_key(|k| k.name());
-    k
+    StageKind::sorted(inputs)
 }
 
 fn kind_list(k: &[StageKind]) -> String {
-    if k.is_empty() {
-        "none".into()
-    } else {
-        k.iter()
-            .map(|k| format!("`{}`", k.name()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    StageKind::list(k)
 }
 
 pub fn run(config: &StageConfig, io: &StageIo) -> Result<StageOutput> {

@@ -43,7 +43,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
-use crate::generators;
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
@@ -51,10 +50,10 @@ use crate::data::schema::{
     self, N_ATTRIBUTES, Origin, PlanStrategy, attribute_column, attribute_index,
 };
 use crate::data::tensors::{
-    FacesById, images_tensor, labels_of_batch, read_faces_by_id, resize_square,
-    strings,
+    FacesById, images_tensor, labels_of_batch, read_faces_by_id, resize_square, strings,
 };
 use crate::data_error;
+use crate::generators;
 
 fn default_batch() -> usize {
     64
@@ -183,8 +182,7 @@ struct Loaded {
 impl Loaded {
     fn load(stage: &InputStage, dev: &Device) -> Result<Loaded> {
         let path = stage.dir.join(generators::files::GENERATOR);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let g = generators::load(&stage.dir, dev)?;
         g.check_ready()?;

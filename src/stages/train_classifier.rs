@@ -32,9 +32,9 @@ use crate::data_error;
 use crate::metrics::accuracy::{confusion, paper_accuracy};
 use candle_core::DType;
 
+use crate::generators;
 use crate::metrics::inception::FidInception;
 use crate::models::Activation;
-use crate::generators;
 use crate::models::{classifier, resnet};
 use crate::train::classifier::{Mix, NetConfig, Options, SavedClassifier, Split, predict, train};
 use crate::train::probe::Options as ProbeOptions;
@@ -715,10 +715,7 @@ fn train_network(
 }
 
 /// G_en of the `train_generator` input, from its `autoencoder.safetensors`.
-fn load_encoder(
-    io: &StageIo,
-    dev: &candle_core::Device,
-) -> Result<Box<dyn generators::Generator>> {
+fn load_encoder(io: &StageIo, dev: &candle_core::Device) -> Result<Box<dyn generators::Generator>> {
     let Some(g) = io.optional_input(StageKind::TrainGenerator) else {
         return Err(data_error!(
             "stage `{}`: features = \"encoder\" needs a `train_generator` input (attr2face) to take G_en from; add it to `inputs`, or use features = \"inception\"",
@@ -747,9 +744,7 @@ impl Extractor {
     /// The probe's feature network, or None for a trained classifier.
     fn load(c: &Config, io: &StageIo, dev: &candle_core::Device) -> Result<Option<Extractor>> {
         Ok(match c.features() {
-            Some(Features::Encoder) => {
-                Some(Extractor::Encoder(load_encoder(io, dev)?))
-            }
+            Some(Features::Encoder) => Some(Extractor::Encoder(load_encoder(io, dev)?)),
             Some(Features::Inception) => {
                 let weights = crate::weights::require(c.weights.as_deref(), "weights")?;
                 Some(Extractor::Inception(FidInception::load(&weights, dev)?))

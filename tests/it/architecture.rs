@@ -237,3 +237,52 @@ fn the_checker_sees_grouped_and_super_paths() {
         .collect();
     assert_eq!(refs, want);
 }
+
+/// The generator families, as `src/generators/` registers them.
+fn families() -> Vec<String> {
+    let text = std::fs::read_to_string(Path::new(SRC).join("generators/mod.rs")).unwrap();
+    let start = text.find("pub const FAMILIES").expect("the registry");
+    let end = start + text[start..].find("];").expect("the registry's end");
+    let names: Vec<String> = text[start..end]
+        .split('&')
+        .skip(1)
+        .filter_map(|s| s.split("::FAMILY").next())
+        .map(|s| s.trim().to_string())
+        .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    names
+}
+
+/// Stages reach generators only through the registry and the `Generator`
+/// trait: no file under `src/stages/` names a family's module (in
+/// `generators`, `train` or `models`) or matches on the model
+/// (`Model::…`, `Networks::…`).
+#[test]
+fn stages_never_name_a_generator_family() {
+    let fams = families();
+    let mut files = Vec::new();
+    rust_files(&Path::new(SRC).join("stages"), &mut files);
+    let mut bad = Vec::new();
+    for f in &files {
+        let code = code_of(&std::fs::read_to_string(f).unwrap());
+        let mut names: Vec<String> = Vec::new();
+        for m in ["generators", "train", "models"] {
+            names.extend(fams.iter().map(|fam| format!("{m}::{fam}")));
+        }
+        names.extend(["Model::".to_string(), "Networks::".to_string()]);
+        for n in &names {
+            for (i, _) in code.match_indices(n.as_str()) {
+                let after = code[i + n.len()..].chars().next().unwrap_or(' ');
+                if n.ends_with("::") || !(after.is_alphanumeric() || after == '_') {
+                    let line = code[..i].lines().count();
+                    bad.push(format!("{}:{line}: `{n}`", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "stages name a generator family outside the registry (src/generators/mod.rs):\n  {}",
+        bad.join("\n  ")
+    );
+}

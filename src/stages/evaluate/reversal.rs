@@ -31,11 +31,11 @@ use crate::data::tensors::{
     FaceSet, image_bytes, images_tensor, resize_square, strings, tensor_to_rgb,
 };
 use crate::data_error;
+use crate::generators;
 use crate::metrics::translation::editing_accuracy;
 use crate::metrics::{fid, inception::FidInception};
 use crate::models::editor::Editor;
 use crate::stages::InputStage;
-use crate::generators;
 
 const NO_IS: &str = "not computable: the Inception file holds only the pool3 features, not the 1008-way head the Inception Score needs";
 const NO_SSFID: &str = "not ssFID: ssFID uses SwAV features, which are not available; this is the same per-group average over Inception pool3 features";

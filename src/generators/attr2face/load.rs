@@ -9,23 +9,13 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::{Device, Module, Tensor};
 
-use super::{Abilities, Batch, Family, Generator, Reconstruction, files, weights};
 use crate::data::celeba::Labels;
 use crate::data::tensors::labels_tensor;
+use crate::generators::{Batch, Generator, Reconstruction, files, weights};
 use crate::models::began::{Autoencoder, Decoder};
 use crate::models::classifier::Classifier;
 use crate::models::mapping::Mapping;
 use crate::train::model_file::{ModelFile, Networks};
-
-pub const FAMILY: Family = Family {
-    name: "attr2face",
-    abilities: Abilities {
-        reconstruct: true,
-        sample_prior: false,
-        reverse: false,
-    },
-    load,
-};
 
 /// Φ, G_de and C, and G_en + G_de where they were trained.
 pub struct Attr2face {
@@ -36,7 +26,7 @@ pub struct Attr2face {
     autoencoder: Option<Autoencoder>,
 }
 
-fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
+pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
     let Networks::Attr2face { network } = &model.networks else {
         anyhow::bail!("{}: not an attr2face model", dir.display());
     };
@@ -52,10 +42,7 @@ fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator
         image_size: network.image_size(),
         mapping: Mapping::new(&network.mapping, vb.pp("mapping"))?,
         decoder: Decoder::new(&network.autoencoder, vb.pp("decoder"))?,
-        classifier: Classifier::new(
-            &network.classifier,
-            weights(dir, files::CLASSIFIER, dev)?,
-        )?,
+        classifier: Classifier::new(&network.classifier, weights(dir, files::CLASSIFIER, dev)?)?,
         autoencoder,
     }))
 }
@@ -77,7 +64,9 @@ impl Generator for Attr2face {
     fn agreement(&self, x: &Tensor, labels: &[Labels]) -> Result<Option<Vec<f64>>> {
         let logits = self.classifier.forward(x)?;
         let want = labels_tensor(labels, x.device())?;
-        Ok(Some(crate::train::attr2face::label_agreement(&logits, &want)?))
+        Ok(Some(crate::train::attr2face::label_agreement(
+            &logits, &want,
+        )?))
     }
 
     fn reconstruction(&self) -> Option<Reconstruction> {
@@ -88,7 +77,9 @@ impl Generator for Attr2face {
     }
 
     fn face_encoder(&self) -> Option<&dyn Module> {
-        self.autoencoder.as_ref().map(|ae| &ae.encoder as &dyn Module)
+        self.autoencoder
+            .as_ref()
+            .map(|ae| &ae.encoder as &dyn Module)
     }
 
     fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {

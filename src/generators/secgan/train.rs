@@ -18,13 +18,15 @@ use std::collections::HashSet;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
+use crate::contract::write_train_log as write_log;
+use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::parquet::read_columns;
 use crate::data::schema;
 use crate::data::tensors::strings;
 use crate::data_error;
-use crate::stages::write_train_log as write_log;
-use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::generators::files;
+use crate::generators::options::{Config, Preset};
+use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::train::model_file::{Networks, Semantic};
 use crate::train::parser::ParserFile;
 use crate::train::secgan::{self, Nets, Parser};
@@ -34,7 +36,7 @@ const SEGMENTS: usize = 12;
 
 /// The frozen parser P of the `parse_faces` input, checked against its record.
 struct FrozenParser<'a> {
-    stage: &'a crate::stages::InputStage,
+    stage: &'a crate::contract::InputStage,
     file: ParserFile,
     /// `parser.safetensors` and its sha256 (as `model.json` records it).
     path: std::path::PathBuf,
@@ -221,7 +223,7 @@ fn save_networks(
         c,
         io,
         &trained.g_rgb,
-        ("critic.safetensors", &trained.d_rgb),
+        (files::CRITIC, &trained.d_rgb),
         Networks::Translation {
             translator: nets.g_rgb.clone(),
             critic: nets.d_rgb.clone(),
@@ -236,8 +238,8 @@ fn save_networks(
         },
     )?;
     for (file, t) in [
-        ("semantic_generator.safetensors", &trained.g_seg),
-        ("semantic_critic.safetensors", &trained.d_seg),
+        (files::SEMANTIC_GENERATOR, &trained.g_seg),
+        (files::SEMANTIC_CRITIC, &trained.d_seg),
     ] {
         candle_core::safetensors::save(t, io.out_dir.join(file))?;
         files.push(file.to_string());
@@ -248,7 +250,11 @@ fn save_networks(
 
 /// The parser's `masks` table must hold every training face: otherwise it
 /// parsed another ingest than this stage's.
-fn check_masks(pstage: &crate::stages::InputStage, ids: &[String], train: &[usize]) -> Result<()> {
+fn check_masks(
+    pstage: &crate::contract::InputStage,
+    ids: &[String],
+    train: &[usize],
+) -> Result<()> {
     let mut have = HashSet::new();
     for b in read_columns(&pstage.table("masks")?, &["image_id"])? {
         let col = strings(&b, 0)?;

@@ -10,23 +10,13 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use super::{Abilities, Batch, Family, Generator, attribute_indices, files, weights};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{images_tensor, resize_square};
+use crate::generators::{Batch, Generator, attribute_indices, files, weights};
 use crate::models::critic::Critic;
 use crate::models::editor::Editor;
 use crate::models::translator::{Kind, Translator};
 use crate::train::model_file::{ModelFile, Networks};
-
-pub const FAMILY: Family = Family {
-    name: "translation",
-    abilities: Abilities {
-        reconstruct: false,
-        sample_prior: false,
-        reverse: true,
-    },
-    load,
-};
 
 /// G and the critic D (with its class head).
 pub struct Translation {
@@ -38,7 +28,7 @@ pub struct Translation {
     attrs: Vec<usize>,
 }
 
-fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
+pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
     let Networks::Translation {
         translator,
         critic,
@@ -93,7 +83,11 @@ impl Generator for Translation {
     }
 
     fn agreement(&self, x: &Tensor, labels: &[Labels]) -> Result<Option<Vec<f64>>> {
-        Ok(Some(self.editor().critic_agreement(&self.critic, x, labels)?))
+        Ok(Some(self.editor().critic_agreement(
+            &self.critic,
+            x,
+            labels,
+        )?))
     }
 
     fn source_grid(&self, x: &Tensor, labels: &[Labels]) -> Result<Option<RgbImage>> {

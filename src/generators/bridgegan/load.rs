@@ -13,22 +13,12 @@ use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Abilities, Batch, Family, Generator, attribute_indices, files, weights};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{images_tensor, resize_square};
+use crate::generators::{Batch, Generator, attribute_indices, files, weights};
 use crate::models::bridgegan::{Config, Critic};
 use crate::train::bridgegan::{Editor, attr_values, flip_grid, noise, reference_grid};
 use crate::train::model_file::{ModelFile, Networks};
-
-pub const FAMILY: Family = Family {
-    name: "bridgegan",
-    abilities: Abilities {
-        reconstruct: false,
-        sample_prior: false,
-        reverse: false,
-    },
-    load,
-};
 
 /// G, M and E, the critic D + C, and the CelebA indices of att_diff's attributes.
 pub struct Bridgegan {
@@ -38,7 +28,7 @@ pub struct Bridgegan {
     attrs: Vec<usize>,
 }
 
-fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
+pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
     let Networks::Bridgegan {
         bridgegan: cfg,
         attributes,

@@ -10,11 +10,13 @@
 
 use anyhow::Result;
 
-use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
+use crate::contract::write_train_log as write_log;
+use crate::contract::{Lineage, StageIo, StageOutput, Table};
 use crate::data::schema;
 use crate::data_error;
-use crate::stages::write_train_log as write_log;
-use crate::stages::{Lineage, StageIo, StageOutput, Table};
+use crate::generators::files;
+use crate::generators::options::{Config, Preset};
+use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::train::bridgegan;
 use crate::train::model_file::Networks;
 
@@ -68,7 +70,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         c,
         io,
         &trained.generator,
-        ("critic.safetensors", &trained.critic),
+        (files::CRITIC, &trained.critic),
         Networks::Bridgegan {
             bridgegan: cfg,
             attributes: names.iter().map(|n| n.to_string()).collect(),

@@ -14,27 +14,17 @@ use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Abilities, Batch, Family, Generator, Reconstruction, files, weights};
 use crate::data::celeba::Labels;
 use crate::data::parquet::read_columns;
 use crate::data::poisson::{self, Region};
 use crate::data::schema::attribute_index;
 use crate::data::tensors::{images_tensor, resize_square, strings, tensor_to_rgb};
 use crate::data_error;
+use crate::generators::{Batch, Generator, Reconstruction, files, weights};
 use crate::models::st_gan::{Config, Encoder, Generator as G};
 use crate::train::latent_map::{parse_setting, settings_for};
 use crate::train::model_file::{ModelFile, Networks};
 use crate::train::st_gan::{Blend, CodeSetting, Latents, edit_grid, set_codes};
-
-pub const FAMILY: Family = Family {
-    name: "st_gan",
-    abilities: Abilities {
-        reconstruct: true,
-        sample_prior: true,
-        reverse: false,
-    },
-    load,
-};
 
 /// (attribute, on, off, usable) rows of the attribute map.
 type AttributeMap = Vec<(usize, CodeSetting, CodeSetting, bool)>;
@@ -52,7 +42,7 @@ pub struct StGan {
     blend: Blend,
 }
 
-fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
+pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
     let Networks::StGan {
         st_gan: cfg,
         mask,
@@ -126,7 +116,10 @@ impl StGan {
             .iter()
             .map(|i| resize_square(i.clone(), self.cfg.image_size))
             .collect();
-        Ok(self.e.encode(&images_tensor(&small, dev)?, false)?.latent()?)
+        Ok(self
+            .e
+            .encode(&images_tensor(&small, dev)?, false)?
+            .latent()?)
     }
 }
 
@@ -198,7 +191,9 @@ impl Generator for StGan {
     }
 
     fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.g.forward_t(&self.e.encode(x, false)?.latent()?, false)?)
+        Ok(self
+            .g
+            .forward_t(&self.e.encode(x, false)?.latent()?, false)?)
     }
 
     fn prior_samples(&self, n: usize, seed: u64, dev: &Device) -> Result<Option<Vec<RgbImage>>> {

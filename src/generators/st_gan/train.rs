@@ -19,13 +19,15 @@ use arrow::record_batch::RecordBatch;
 use candle_core::{Device, ModuleT, Tensor};
 use sha2::{Digest, Sha256};
 
-use super::{Config, Preset, copy_resume_folder, load_faces, phase_env, save_generator};
+use crate::contract::write_train_log as write_log;
+use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
 use crate::data::tensors::{images_tensor, resize_square, tensor_to_rgb};
 use crate::data_error;
-use crate::stages::write_train_log as write_log;
-use crate::stages::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::generators::files;
+use crate::generators::options::{Config, Preset};
+use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::train::classifier::SavedClassifier;
 use crate::train::latent_map::{AttributeRow, LatentRow, map_latents, setting_name};
 use crate::train::model_file::Networks;
@@ -166,14 +168,14 @@ fn save_networks(
     trained: &st_gan::Trained,
 ) -> Result<(String, Vec<String>)> {
     let opts = &c.st_gan;
-    let enc_path = io.out_dir.join("encoder.safetensors");
+    let enc_path = io.out_dir.join(files::ENCODER);
     candle_core::safetensors::save(&trained.encoder, &enc_path)?;
     let encoder_sha256 = hex::encode(Sha256::digest(std::fs::read(&enc_path)?));
     let (sha, mut files) = save_generator(
         c,
         io,
         &trained.generator,
-        ("critic.safetensors", &trained.critic),
+        (files::CRITIC, &trained.critic),
         Networks::StGan {
             st_gan: cfg.clone(),
             variant: opts.variant.clone(),
@@ -182,7 +184,7 @@ fn save_networks(
             encoder_sha256,
         },
     )?;
-    files.push("encoder.safetensors".into());
+    files.push(files::ENCODER.into());
     Ok((sha, files))
 }
 
@@ -253,8 +255,8 @@ fn attribute_map(
     )?;
     let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
     tables.push(Table::new("latent_map", "latent_map.parquet", n));
-    let n = write_attribute_map(&out.join("attribute_map.parquet"), &arows)?;
-    tables.push(Table::new("attribute_map", "attribute_map.parquet", n));
+    let n = write_attribute_map(&out.join(files::ATTRIBUTE_MAP), &arows)?;
+    tables.push(Table::new("attribute_map", files::ATTRIBUTE_MAP, n));
     let usable: Vec<&str> = arows
         .iter()
         .filter(|r| r.usable)

@@ -1,0 +1,141 @@
+//! Training attr2face (Liu et al., "Generating Face Images with Attributes
+//! for Free", Sec. III): autoencoder, classifier and mapping phases, each
+//! checkpointed in the stage's resume folder and skipped when finished, so a
+//! killed run resumes where it stopped; `model = "dcgan"` is its footnote-4
+//! ablation. With a `balance` input, `recursive_times` rounds retrain C on
+//! the plan's generated label vectors (Table 4).
+//!
+//! Outputs: `generator.safetensors` (Φ and G_de), `classifier.safetensors`
+//! (C, used by `synthesize` for `label_agreement`), `autoencoder.safetensors`
+//! (G_en and G_de, attr2face only: reconstructions for `evaluate`, embeddings
+//! for a `linear_probe` classifier), `model.json` (network sizes), the
+//! `train_log` table, sample grids under `samples/`, and every phase's last
+//! checkpoint under `checkpoints/`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table, write_train_log};
+use crate::data::celeba::Labels;
+use crate::data::parquet::read_columns;
+use crate::data::schema::{N_ATTRIBUTES, Origin, PlanStrategy, attribute_column};
+use crate::data::tensors::{labels_of_batch, strings};
+use crate::generators::files;
+use crate::generators::options::{Config, Model};
+use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
+use crate::train::attr2face::{self, Data, Options};
+use crate::train::model_file::Networks;
+
+/// Label vectors of a plan's generator rows (for recursive rounds).
+fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
+    let mut cols = vec!["strategy".to_string()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for b in read_columns(path, &names)? {
+        let strategy = strings(&b, 0)?;
+        let labels = labels_of_batch(&b, 1)?;
+        for (r, l) in labels.into_iter().enumerate() {
+            if PlanStrategy::from_name(strategy.value(r))
+                .is_some_and(|s| s.origin() == Origin::Generated)
+            {
+                out.push(l);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
+    let net = c.network();
+    let dev = io.candle_device()?;
+    let (faces, train) = load_faces(c, io, net.image_size(), 1)?;
+    let val = faces.rows_in("val");
+    let plan_labels = match io.optional_input(StageKind::Balance) {
+        Some(b) => plan_generator_labels(&b.table("plan")?)?,
+        None => Vec::new(),
+    };
+    io.say(format!(
+        "{} `{}` on {} train / {} val faces, preset {}, device {}",
+        c.model.name(),
+        io.name,
+        train.len(),
+        val.len(),
+        serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
+        io.device
+    ));
+    let data = Data {
+        faces: &faces,
+        train,
+        val,
+        plan_labels,
+    };
+    let opts = Options {
+        model: if c.model == Model::Dcgan {
+            attr2face::Model::Dcgan
+        } else {
+            attr2face::Model::Attr2face
+        },
+        batch_size: c.batch(),
+        perceptual_loss: c.perceptual_loss,
+        recursive_times: c.recursive_times,
+        seed: c.seed.unwrap_or(io.run_seed),
+        autoencoder: c.autoencoder.clone(),
+        classifier: c.classifier.clone(),
+        mapping: c.mapping.clone(),
+    };
+    let env = phase_env(c, io);
+    let trained = attr2face::train(&net, &opts, &data, &dev, &env)?;
+    say_summary(io, &trained.summary);
+
+    // Outputs.
+    let out = &io.out_dir;
+    let (sha, mut files) = save_generator(
+        c,
+        io,
+        &trained.generator,
+        (files::CLASSIFIER, &trained.classifier),
+        Networks::Attr2face { network: net },
+    )?;
+    if let Some(ae) = &trained.autoencoder {
+        candle_core::safetensors::save(ae, out.join(files::AUTOENCODER))?;
+        files.push(files::AUTOENCODER.to_string());
+    }
+    files.extend(copy_resume_folder(io)?);
+    let rows = write_train_log(&out.join("train_log.parquet"), &trained.log)?;
+    let mut summary = trained.summary;
+    summary["generator_sha256"] = sha.into();
+    Ok(StageOutput {
+        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        files,
+        summary,
+        lineage: Lineage::default(),
+    })
+}
+
+fn say_summary(io: &StageIo, s: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.4}")).unwrap_or("-".into());
+    if let Some(a) = s.get("autoencoder") {
+        io.say(format!(
+            "autoencoder: val L1 {} at init → {} (k_t {})",
+            f(&a["val_rec_l1_init"]),
+            f(&a["val_rec_l1"]),
+            f(&a["k_t"])
+        ));
+    }
+    if let Some(a) = s.get("classifier") {
+        io.say(format!(
+            "classifier: val accuracy {} (per-attribute majority {})",
+            f(&a["val_accuracy"]),
+            f(&a["val_majority_accuracy"])
+        ));
+    }
+    if let Some(a) = s.get("mapping") {
+        io.say(format!(
+            "mapping: val embedding MSE {} at init → {}",
+            f(&a["val_rec_emb_init"]),
+            f(&a["val_rec_emb"])
+        ));
+    }
+}
