@@ -77,6 +77,10 @@ pub struct Abilities {
     /// Edits a face towards target labels, one attribute at a time
     /// (evaluate's reversal protocol).
     pub reverse: bool,
+    /// Edits only through the attribute map that a `train_classifier`
+    /// input of the generator stage (its judge) writes; a `synthesize`
+    /// stage over a generator without one is refused when the pipeline loads.
+    pub edits_need_judge: bool,
 }
 
 /// One generator family: the models it trains, what it can do, the inputs

@@ -113,16 +113,39 @@ pub struct Config {
     /// secgan: attributes, losses and schedule.
     #[serde(default)]
     pub secgan: SecganOptions,
+    /// The keys the pipeline file wrote for this stage (not serialized):
+    /// a family's table under another model is refused by its presence,
+    /// even when every value in it is a default.
+    #[serde(skip)]
+    pub written: std::collections::BTreeSet<String>,
 }
 
+/// attr2face's own keys (`model = "attr2face"` or `"dcgan"`).
+const ATTR2FACE_KEYS: [&str; 4] = ["autoencoder", "classifier", "mapping", "perceptual_loss"];
+
 impl Config {
+    /// Whether the pipeline file wrote `key` for this stage.
+    fn wrote(&self, key: &str) -> bool {
+        self.written.contains(key)
+    }
+
+    /// Checks the options: those of the stage's model, and that no table
+    /// of another model was written.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.batch_size == Some(0) {
             return Err("batch_size must be at least 1".into());
         }
+        if !matches!(self.model, Model::Attr2face | Model::Dcgan)
+            && let Some(k) = ATTR2FACE_KEYS.iter().find(|k| self.wrote(k))
+        {
+            return Err(format!(
+                "{k} is for model = \"attr2face\" or \"dcgan\", not {}",
+                self.model.name()
+            ));
+        }
         if self.model == Model::Secgan {
             return self.validate_secgan();
-        } else if self.secgan != SecganOptions::default() {
+        } else if self.wrote("secgan") {
             return Err(format!(
                 "[secgan] is for model = \"secgan\", not {}",
                 self.model.name()
@@ -130,7 +153,7 @@ impl Config {
         }
         if self.model == Model::Bridgegan {
             return self.validate_bridgegan();
-        } else if self.bridgegan != BridgeOptions::default() {
+        } else if self.wrote("bridgegan") {
             return Err(format!(
                 "[bridgegan] is for model = \"bridgegan\", not {}",
                 self.model.name()
@@ -138,7 +161,7 @@ impl Config {
         }
         if self.model == Model::StGan {
             return self.validate_st_gan();
-        } else if self.st_gan != StGanOptions::default() {
+        } else if self.wrote("st_gan") {
             return Err(format!(
                 "[st_gan] is for model = \"st_gan\", not {}",
                 self.model.name()
@@ -168,7 +191,7 @@ impl Config {
                         .into(),
                 );
             }
-        } else if self.translation != TranslationOptions::default() {
+        } else if self.wrote("translation") {
             return Err(format!(
                 "[translation] is for model = \"sggan\" or \"stargan\", not {}",
                 self.model.name()
@@ -209,7 +232,7 @@ impl Config {
     }
 
     fn validate_st_gan(&self) -> std::result::Result<(), String> {
-        if self.translation != TranslationOptions::default() {
+        if self.wrote("translation") {
             return Err("translation.* keys are for sggan/stargan; st_gan reads st_gan.*".into());
         }
         if self.preset() == Preset::Paper128 {
@@ -231,7 +254,7 @@ impl Config {
     }
 
     fn validate_bridgegan(&self) -> std::result::Result<(), String> {
-        if self.translation != TranslationOptions::default() {
+        if self.wrote("translation") {
             return Err(
                 "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*".into(),
             );
@@ -257,10 +280,10 @@ impl Config {
     }
 
     fn validate_secgan(&self) -> std::result::Result<(), String> {
-        if self.translation != TranslationOptions::default() {
+        if self.wrote("translation") {
             return Err("translation.* keys are for sggan/stargan; secgan reads secgan.*".into());
         }
-        if self.bridgegan != BridgeOptions::default() || self.st_gan != StGanOptions::default() {
+        if self.wrote("bridgegan") || self.wrote("st_gan") {
             return Err("[bridgegan] / [st_gan] keys are not secgan's; it reads secgan.*".into());
         }
         if self.preset() == Preset::Paper64 {
@@ -346,4 +369,38 @@ fn attribute_indices(key: &str, names: &[String]) -> std::result::Result<Vec<usi
         out.push(i);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stage's keys as the pipeline hands them: parsed, with the keys it wrote.
+    fn config(toml_text: &str) -> Config {
+        let v: toml::Value = toml::from_str(toml_text).unwrap();
+        let mut c: Config = v.clone().try_into().unwrap();
+        c.written = v.as_table().unwrap().keys().cloned().collect();
+        c
+    }
+
+    #[test]
+    fn another_models_table_is_refused_even_when_it_holds_defaults() {
+        // `st_gan.variant = "global"` is the default: the table still is st_gan's.
+        let c = config("model = \"stargan\"\n[st_gan]\nvariant = \"global\"");
+        assert_eq!(
+            c.validate().unwrap_err(),
+            "[st_gan] is for model = \"st_gan\", not stargan"
+        );
+        let c = config("model = \"sggan\"\n[autoencoder]\nsteps = 10");
+        assert_eq!(
+            c.validate().unwrap_err(),
+            "autoencoder is for model = \"attr2face\" or \"dcgan\", not sggan"
+        );
+        config("model = \"dcgan\"\nperceptual_loss = false")
+            .validate()
+            .unwrap();
+        config("model = \"stargan\"\n[translation]\nsteps = 10")
+            .validate()
+            .unwrap();
+    }
 }

@@ -340,16 +340,16 @@ fn check_inputs(f: &str, defs: &[StageDef]) -> Result<()> {
             .check_inputs(&input_kinds)
             .map_err(|e| config_error!("{f}: [stages.{}]: inputs: {e}", d.name))?;
         if d.kind() == StageKind::Synthesize {
-            check_st_gan_judge(f, d, defs)?;
+            check_generator_judge(f, d, defs)?;
         }
     }
     Ok(())
 }
 
-/// A synthesize stage edits through an st_gan generator's attribute map,
+/// A synthesize stage may edit through a generator's attribute map (ST-GAN),
 /// which only a judge (a `train_classifier` input of the generator) writes.
 /// Said before anything runs, so nobody trains a generator to learn this.
-fn check_st_gan_judge(f: &str, synth: &StageDef, defs: &[StageDef]) -> Result<()> {
+fn check_generator_judge(f: &str, synth: &StageDef, defs: &[StageDef]) -> Result<()> {
     for i in &synth.inputs {
         let Some(g) = defs.iter().find(|d| &d.name == i) else {
             continue;
@@ -361,10 +361,12 @@ fn check_st_gan_judge(f: &str, synth: &StageDef, defs: &[StageDef]) -> Result<()
             defs.iter()
                 .any(|d| &d.name == j && d.kind() == StageKind::TrainClassifier)
         });
-        if c.model == train_generator::Model::StGan && !judged {
+        let family = crate::generators::of_model(c.model);
+        if family.abilities.edits_need_judge && !judged {
             return Err(config_error!(
-                "{f}: [stages.{}]: inputs: st_gan needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
+                "{f}: [stages.{}]: inputs: {} needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
                 synth.name,
+                family.name,
                 g.name
             ));
         }
@@ -391,7 +393,9 @@ fn stage_config(
             StageConfig::Balance(c)
         }
         StageKind::TrainGenerator => {
-            let c: train_generator::Config = parse(value)?;
+            let written = value.as_table().map(|t| t.keys().cloned().collect());
+            let mut c: train_generator::Config = parse(value)?;
+            c.written = written.unwrap_or_default();
             c.validate()?;
             StageConfig::TrainGenerator(c)
         }

@@ -15,6 +15,7 @@ pub const FAMILY: Family = Family {
         reconstruct: true,
         sample_prior: false,
         reverse: false,
+        edits_need_judge: false,
     },
     inputs: ingest_and_optional_balance,
     train: train::run,

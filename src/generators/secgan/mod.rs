@@ -17,6 +17,7 @@ pub const FAMILY: Family = Family {
         reconstruct: false,
         sample_prior: false,
         reverse: true,
+        edits_need_judge: false,
     },
     inputs,
     train: train::run,

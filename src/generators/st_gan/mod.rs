@@ -17,6 +17,7 @@ pub const FAMILY: Family = Family {
         reconstruct: true,
         sample_prior: true,
         reverse: false,
+        edits_need_judge: true,
     },
     inputs,
     train: train::run,
