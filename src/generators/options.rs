@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::schema;
-use crate::models::attr2face::{Config as NetConfig, Preset as AePreset};
+use crate::models::attr2face::Config as Attr2faceNet;
 use crate::models::translator::Kind;
 use crate::train::attr2face::{AutoencoderOptions, ClassifierOptions, MappingOptions};
 use crate::train::bridgegan::Options as BridgeOptions;
@@ -328,11 +328,12 @@ impl Config {
         })
     }
 
-    pub fn network(&self) -> NetConfig {
-        NetConfig::preset(match self.preset() {
-            Preset::Tiny => AePreset::Tiny,
-            _ => AePreset::Paper64,
-        })
+    /// attr2face's network sizes at the stage's preset.
+    pub fn network(&self) -> Attr2faceNet {
+        match self.preset() {
+            Preset::Tiny => Attr2faceNet::tiny(),
+            _ => Attr2faceNet::paper_64(),
+        }
     }
 
     /// CelebA indices of the attributes a translation generator edits.

@@ -9,17 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Activation, began, classifier, discriminator, mapping};
 
-/// Named size presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    /// The paper's sizes at 64×64.
-    #[serde(rename = "paper_64")]
-    Paper64,
-    /// Small widths at 32×32, for CPU tests and the quickstart.
-    Tiny,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -35,13 +24,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn preset(p: Preset) -> Self {
-        match p {
-            Preset::Paper64 => Self::paper_64(),
-            Preset::Tiny => Self::tiny(),
-        }
-    }
-
     pub fn paper_64() -> Self {
         Config {
             autoencoder: began::Config::paper_64(),

@@ -537,6 +537,78 @@ impl Critic {
     }
 }
 
+/// G, M and E (one file, `generator.safetensors`): a face edited under the
+/// guidance of labels (through M) or of a reference face (through E).
+pub struct GuidedEditor {
+    pub g: Generator,
+    pub m: Mapping,
+    pub e: Encoder,
+}
+
+impl GuidedEditor {
+    /// The three networks under one var builder (prefixes `g`, `m`, `e`).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<GuidedEditor> {
+        Ok(GuidedEditor {
+            g: Generator::new(cfg, vb.pp("g"))?,
+            m: Mapping::new(cfg, vb.pp("m"))?,
+            e: Encoder::new(cfg, vb.pp("e"))?,
+        })
+    }
+
+    /// Label-guided edits G(x, M(R, att_diff)).
+    pub fn by_labels(&self, x: &Tensor, noise: &Tensor, diff: &Tensor) -> Result<Tensor> {
+        self.g.forward(x, &self.m.forward(noise, diff)?)
+    }
+
+    /// Reference-guided edits G(x, E(x_ref, att_diff)).
+    pub fn by_reference(&self, x: &Tensor, reference: &Tensor, diff: &Tensor) -> Result<Tensor> {
+        self.g.forward(x, &self.e.forward(reference, diff)?)
+    }
+
+    /// A batch mixing both kinds of rows: row i is guided by
+    /// E(refs\[i\], diff_i) when it has a reference (a (1, 3, H, W)
+    /// image), else by M(R_i, diff_i). M and E normalise per sample, so
+    /// each row's edit is the one it gets in a batch of its own kind.
+    pub fn mixed(
+        &self,
+        x: &Tensor,
+        noise: &Tensor,
+        diff: &Tensor,
+        refs: &[Option<Tensor>],
+    ) -> Result<Tensor> {
+        let (b, dev) = (x.dim(0)?, x.device());
+        if refs.len() != b {
+            candle_core::bail!("{} references for a batch of {b}", refs.len());
+        }
+        let (with, without): (Vec<u32>, Vec<u32>) =
+            (0..b as u32).partition(|&i| refs[i as usize].is_some());
+        let mut feats: Vec<Option<Tensor>> = vec![None; b];
+        let mut place = |rows: &[u32], f: Tensor| -> Result<()> {
+            for (k, &i) in rows.iter().enumerate() {
+                feats[i as usize] = Some(f.narrow(0, k, 1)?);
+            }
+            Ok(())
+        };
+        if !without.is_empty() {
+            let idx = Tensor::new(without.as_slice(), dev)?;
+            let f = self
+                .m
+                .forward(&noise.index_select(&idx, 0)?, &diff.index_select(&idx, 0)?)?;
+            place(&without, f)?;
+        }
+        if !with.is_empty() {
+            let idx = Tensor::new(with.as_slice(), dev)?;
+            let xr: Vec<Tensor> = refs.iter().flatten().cloned().collect();
+            let f = self
+                .e
+                .forward(&Tensor::cat(&xr, 0)?, &diff.index_select(&idx, 0)?)?;
+            place(&with, f)?;
+        }
+        let feats: Vec<Tensor> = feats.into_iter().flatten().collect();
+        self.g.forward(x, &Tensor::cat(&feats, 0)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

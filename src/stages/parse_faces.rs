@@ -32,7 +32,7 @@ use crate::data::parquet::{TableWriter, image_struct};
 use crate::data::schema;
 use crate::data::tensors::FaceSet;
 use crate::models::unet;
-use crate::train::parser::{self, ClassWeights, Data, Options, Scores};
+use crate::train::parser::{self, ClassWeights, Options, PairSet, Scores};
 use crate::train::{Cadence, PhaseEnv};
 use crate::{config_error, data_error};
 
@@ -40,7 +40,7 @@ pub use crate::train::parser::{Geometry, ParserFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Preset {
+pub enum ParserPreset {
     /// 4 levels, 32 → 256 filters, 60 epochs.
     #[default]
     Paper,
@@ -93,7 +93,7 @@ pub struct Config {
     #[serde(default)]
     pub geometry: Geometry,
     #[serde(default)]
-    pub preset: Preset,
+    pub preset: ParserPreset,
     /// The parser's input side (default: the ingest stage's image_size).
     #[serde(default)]
     pub image_size: Option<usize>,
@@ -137,16 +137,16 @@ impl Config {
 
     fn epochs(&self) -> usize {
         self.epochs.unwrap_or(match self.preset {
-            Preset::Paper => 60,
-            Preset::Tiny => 10,
+            ParserPreset::Paper => 60,
+            ParserPreset::Tiny => 10,
         })
     }
 
     fn network(&self, size: usize) -> unet::Config {
         let n = self.classes.len();
         let base = match self.preset {
-            Preset::Paper => unet::Config::paper(n),
-            Preset::Tiny => unet::Config::tiny(n),
+            ParserPreset::Paper => unet::Config::paper(n),
+            ParserPreset::Tiny => unet::Config::tiny(n),
         };
         unet::Config {
             image_size: size,
@@ -225,7 +225,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         TrainOn::Hq => hq_pairs(c, io, seed, input.size, input.crop)?,
         TrainOn::Demo => demo_pairs(c, io, &input)?,
     };
-    let data = Data {
+    let data = PairSet {
         pairs: &train_pairs,
         place,
         classes: c.classes,
@@ -349,11 +349,11 @@ fn fit(
     io: &StageIo,
     seed: u64,
     net_cfg: &unet::Config,
-    data: &Data,
+    data: &PairSet,
     val_pairs: &[fp::Pair],
     dev: &candle_core::Device,
 ) -> Result<Fit> {
-    let val = Data {
+    let val = PairSet {
         pairs: val_pairs,
         ..*data
     };

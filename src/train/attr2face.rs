@@ -42,7 +42,7 @@ use super::{frozen, vb_of};
 use crate::data::celeba::Labels;
 use crate::data::schema::N_ATTRIBUTES;
 use crate::data::tensors::{FaceSet, grid, labels_tensor, tensor_to_rgb};
-use crate::models::attr2face::Config as NetConfig;
+use crate::models::attr2face::Config as Attr2faceNet;
 use crate::models::began::{Autoencoder, Decoder, Encoder};
 use crate::models::classifier::Classifier;
 use crate::models::discriminator::{ConvDiscriminator, FcDiscriminator};
@@ -168,7 +168,7 @@ pub struct Options {
 
 /// Training data: rows of `faces` plus the label vectors used for the
 /// generated half of recursive rounds.
-pub struct Data<'a> {
+pub struct Attr2faceSet<'a> {
     pub faces: &'a FaceSet,
     pub train: Vec<usize>,
     pub val: Vec<usize>,
@@ -219,7 +219,7 @@ pub fn label_agreement(logits: &Tensor, labels: &Tensor) -> Result<Vec<f64>> {
 // ---------------------------------------------------------------- phase 1
 
 struct AutoencoderPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a Attr2faceSet<'a>,
     dev: Device,
     opts: AutoencoderOptions,
     batch: usize,
@@ -339,7 +339,7 @@ impl FrozenGenerator {
 }
 
 struct ClassifierPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a Attr2faceSet<'a>,
     dev: Device,
     batch: usize,
     seed: u64,
@@ -408,7 +408,7 @@ impl Phase for ClassifierPhase<'_> {
 // ---------------------------------------------------------------- phase 3
 
 struct MappingPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a Attr2faceSet<'a>,
     dev: Device,
     opts: MappingOptions,
     perceptual: bool,
@@ -533,9 +533,9 @@ fn steps(epochs: f64, fixed: Option<usize>, n: usize, batch: usize) -> usize {
 /// One training run's shared state: what every phase reads, and the log
 /// rows and summary they add to.
 struct Run<'a> {
-    cfg: &'a NetConfig,
+    cfg: &'a Attr2faceNet,
     opts: &'a Options,
-    data: &'a Data<'a>,
+    data: &'a Attr2faceSet<'a>,
     dev: &'a Device,
     env: &'a PhaseEnv<'a>,
     /// Faces of the fixed sample grids (val rows when there are any).
@@ -546,9 +546,9 @@ struct Run<'a> {
 
 /// Runs every phase (resuming where `env.dir` has checkpoints).
 pub fn train(
-    cfg: &NetConfig,
+    cfg: &Attr2faceNet,
     opts: &Options,
-    data: &Data,
+    data: &Attr2faceSet,
     dev: &Device,
     env: &PhaseEnv,
 ) -> Result<Trained> {
@@ -847,7 +847,7 @@ impl<'a> Run<'a> {
 }
 
 /// Accuracy on val of predicting every attribute's majority value on train.
-pub fn majority_accuracy(data: &Data) -> f64 {
+pub fn majority_accuracy(data: &Attr2faceSet) -> f64 {
     let mut pos = [0usize; N_ATTRIBUTES];
     for &i in &data.train {
         for (k, p) in pos.iter_mut().enumerate() {

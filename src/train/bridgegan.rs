@@ -53,7 +53,7 @@ use super::translation::lr_factor;
 use super::{LogRow, Phase, PhaseEnv, batch_indices, frozen, log_row, run_phase, snapshot, vb_of};
 use crate::data::celeba::Labels;
 use crate::data::tensors::{grid_of_columns, tensor_to_rgb};
-use crate::models::bridgegan::{Config, Critic, Encoder, Generator, Mapping, keep_code};
+use crate::models::bridgegan::{Config, Critic, Encoder, GuidedEditor, keep_code};
 use crate::models::seeded_he_init;
 
 /// The adversarial loss.
@@ -212,77 +212,6 @@ impl Options {
     }
 }
 
-/// G, M and E (one file, `generator.safetensors`), untracked, for inference.
-pub struct Editor {
-    pub g: Generator,
-    pub m: Mapping,
-    pub e: Encoder,
-}
-
-impl Editor {
-    /// The three networks under one var builder (prefixes `g`, `m`, `e`).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Editor> {
-        Ok(Editor {
-            g: Generator::new(cfg, vb.pp("g"))?,
-            m: Mapping::new(cfg, vb.pp("m"))?,
-            e: Encoder::new(cfg, vb.pp("e"))?,
-        })
-    }
-
-    /// Label-guided edits G(x, M(R, att_diff)).
-    pub fn by_labels(&self, x: &Tensor, noise: &Tensor, diff: &Tensor) -> Result<Tensor> {
-        Ok(self.g.forward(x, &self.m.forward(noise, diff)?)?)
-    }
-
-    /// Reference-guided edits G(x, E(x_ref, att_diff)).
-    pub fn by_reference(&self, x: &Tensor, reference: &Tensor, diff: &Tensor) -> Result<Tensor> {
-        Ok(self.g.forward(x, &self.e.forward(reference, diff)?)?)
-    }
-
-    /// A batch mixing both kinds of rows: row i is guided by
-    /// E(refs\[i\], diff_i) when it has a reference (a (1, 3, H, W)
-    /// image), else by M(R_i, diff_i). M and E normalise per sample, so
-    /// each row's edit is the one it gets in a batch of its own kind.
-    pub fn mixed(
-        &self,
-        x: &Tensor,
-        noise: &Tensor,
-        diff: &Tensor,
-        refs: &[Option<Tensor>],
-    ) -> Result<Tensor> {
-        let (b, dev) = (x.dim(0)?, x.device());
-        if refs.len() != b {
-            anyhow::bail!("{} references for a batch of {b}", refs.len());
-        }
-        let (with, without): (Vec<u32>, Vec<u32>) =
-            (0..b as u32).partition(|&i| refs[i as usize].is_some());
-        let mut feats: Vec<Option<Tensor>> = vec![None; b];
-        let mut place = |rows: &[u32], f: Tensor| -> Result<()> {
-            for (k, &i) in rows.iter().enumerate() {
-                feats[i as usize] = Some(f.narrow(0, k, 1)?);
-            }
-            Ok(())
-        };
-        if !without.is_empty() {
-            let idx = Tensor::new(without.as_slice(), dev)?;
-            let f = self
-                .m
-                .forward(&noise.index_select(&idx, 0)?, &diff.index_select(&idx, 0)?)?;
-            place(&without, f)?;
-        }
-        if !with.is_empty() {
-            let idx = Tensor::new(with.as_slice(), dev)?;
-            let xr: Vec<Tensor> = refs.iter().flatten().cloned().collect();
-            let f = self
-                .e
-                .forward(&Tensor::cat(&xr, 0)?, &diff.index_select(&idx, 0)?)?;
-            place(&with, f)?;
-        }
-        let feats: Vec<Tensor> = feats.into_iter().flatten().collect();
-        Ok(self.g.forward(x, &Tensor::cat(&feats, 0)?)?)
-    }
-}
-
 /// Noise R ~ N(0, I), (rows, d), from a seeded generator.
 pub fn noise(rows: usize, d: usize, rng: &mut ChaCha8Rng, dev: &Device) -> Result<Tensor> {
     let v: Vec<f32> = (0..rows * d).map(|_| standard_normal(rng)).collect();
@@ -298,7 +227,7 @@ pub fn attr_values(labels: &[Labels], attrs: &[usize]) -> Vec<f32> {
 }
 
 /// Training data (the same for every GAN phase).
-pub use super::Data;
+pub use super::TrainSet;
 
 /// What training produced.
 pub struct Trained {
@@ -330,7 +259,7 @@ struct Batch {
 }
 
 struct BridgePhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a TrainSet<'a>,
     dev: Device,
     cfg: Config,
     attrs: Vec<usize>,
@@ -338,7 +267,7 @@ struct BridgePhase<'a> {
     batch: usize,
     seed: u64,
     g_vm: VarMap,
-    ed: Editor,
+    ed: GuidedEditor,
     d_vm: VarMap,
     d: Critic,
     g_vars: Vec<Var>,
@@ -355,11 +284,11 @@ impl<'a> BridgePhase<'a> {
         opts: &Options,
         batch: usize,
         seed: u64,
-        data: &'a Data<'a>,
+        data: &'a TrainSet<'a>,
         dev: &Device,
     ) -> Result<Self> {
         let g_vm = VarMap::new();
-        let ed = Editor::new(cfg, VarBuilder::from_varmap(&g_vm, DType::F32, dev))?;
+        let ed = GuidedEditor::new(cfg, VarBuilder::from_varmap(&g_vm, DType::F32, dev))?;
         seeded_he_init(&g_vm, seed + 61)?;
         let d_vm = VarMap::new();
         let d = Critic::new(cfg, VarBuilder::from_varmap(&d_vm, DType::F32, dev))?;
@@ -532,8 +461,8 @@ impl<'a> BridgePhase<'a> {
         })
     }
 
-    fn editor_copy(&self) -> Result<Editor> {
-        Ok(Editor::new(
+    fn editor_copy(&self) -> Result<GuidedEditor> {
+        Ok(GuidedEditor::new(
             &self.cfg,
             vb_of(&frozen(&self.g_vm), &self.dev),
         )?)
@@ -591,7 +520,7 @@ impl Phase for BridgePhase<'_> {
 /// Per source face (a row): the face, then its label-guided edit with each
 /// attribute flipped (App. Figs. 14–19).
 pub fn flip_grid(
-    ed: &Editor,
+    ed: &GuidedEditor,
     attrs: &[usize],
     x: &Tensor,
     labels: &[Labels],
@@ -625,7 +554,7 @@ pub fn flip_grid(
 /// `refs` down the side, and in each cell the source edited by its
 /// reference, G(x_j, E(ref_i, Y_ref,i − Y_src,j)) over `attrs`.
 pub fn reference_grid(
-    ed: &Editor,
+    ed: &GuidedEditor,
     attrs: &[usize],
     x: &Tensor,
     labels: &[Labels],
@@ -661,7 +590,7 @@ pub fn reference_grid(
 /// their targets Y_t, and the same loss of the unedited reconstruction
 /// G(x, M(R, 0)) against Y_t (what an editor that ignores att_diff scores);
 /// and L1(G(x, M(R, 0)), x).
-fn measure(ed: &Editor, d: &Critic, judge: &Critic, v: &ValSet) -> Result<[f64; 4]> {
+fn measure(ed: &GuidedEditor, d: &Critic, judge: &Critic, v: &ValSet) -> Result<[f64; 4]> {
     let ValSet {
         data,
         attrs,
@@ -707,7 +636,7 @@ fn measure(ed: &Editor, d: &Critic, judge: &Critic, v: &ValSet) -> Result<[f64; 
 /// The val faces [`measure`] edits, with the same edits (from `seed`) each time.
 #[derive(Clone, Copy)]
 struct ValSet<'a> {
-    data: &'a Data<'a>,
+    data: &'a TrainSet<'a>,
     attrs: &'a [usize],
     rows: &'a [usize],
     cfg: &'a Config,
@@ -726,7 +655,7 @@ pub struct Job<'a> {
 }
 
 /// Runs the `bridgegan` phase (resuming where `env.dir` has checkpoints).
-pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
+pub fn train(job: &Job, data: &TrainSet, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
     let Job {
         cfg,
         attrs,
@@ -747,7 +676,7 @@ pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Tra
     } else {
         data.val.iter().copied().take(64).collect()
     };
-    let ed0 = Editor::new(cfg, vb_of(&g0, dev))?;
+    let ed0 = GuidedEditor::new(cfg, vb_of(&g0, dev))?;
     let dc0 = Critic::new(cfg, vb_of(&d0, dev))?;
     let ed1 = p.editor_copy()?;
     let dc1 = Critic::new(cfg, vb_of(&frozen(&p.d_vm), dev))?;
@@ -842,7 +771,7 @@ mod tests {
         let dev = Device::Cpu;
         let cfg = Config::tiny(3);
         let vm = VarMap::new();
-        let ed = Editor::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let ed = GuidedEditor::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let s = cfg.image_size;
         let img = |rng: &mut ChaCha8Rng| {

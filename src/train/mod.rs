@@ -576,7 +576,7 @@ pub fn check_weights(v: &[(&str, f64)]) -> std::result::Result<(), String> {
 
 /// A GAN phase's faces: `train` rows of `faces` (at the network's size)
 /// train, `val` rows are measured before and after.
-pub struct Data<'a> {
+pub struct TrainSet<'a> {
     pub faces: &'a crate::data::tensors::FaceSet,
     pub train: Vec<usize>,
     pub val: Vec<usize>,

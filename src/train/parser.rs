@@ -75,14 +75,14 @@ pub struct Options {
 }
 
 /// The training set: pairs and how they are placed.
-pub struct Data<'a> {
+pub struct PairSet<'a> {
     pub pairs: &'a [Pair],
     pub place: Placement,
     pub classes: ClassSet,
     pub size: usize,
 }
 
-impl Data<'_> {
+impl PairSet<'_> {
     /// Sample `i` with the jitter drawn from (seed, step, i).
     fn sample(&self, i: usize, seed: u64, step: usize, augment: bool) -> Sample {
         let j = if augment {
@@ -275,7 +275,7 @@ pub struct Trained {
 }
 
 struct ParserPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a PairSet<'a>,
     val: &'a [Sample],
     opts: &'a Options,
     class_w: Tensor,
@@ -328,7 +328,7 @@ impl Phase for ParserPhase<'_> {
 pub fn train(
     cfg: &Config,
     opts: &Options,
-    data: &Data,
+    data: &PairSet,
     val: &[Sample],
     class_w: &[f32],
     dev: &Device,

@@ -290,7 +290,7 @@ pub fn sc_seg(p: &Parser, x_out: &Tensor, seg_logits: &Tensor) -> Result<Tensor>
 }
 
 /// Training data (the same for every GAN phase).
-pub use super::Data;
+pub use super::TrainSet;
 
 /// What training produced.
 pub struct Trained {
@@ -352,7 +352,7 @@ impl<N> Trainable<N> {
 }
 
 struct SecganPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a TrainSet<'a>,
     dev: Device,
     attrs: Vec<usize>,
     opts: Options,
@@ -385,7 +385,7 @@ impl<'a> SecganPhase<'a> {
         attrs: &[usize],
         opts: &Options,
         seed: u64,
-        data: &'a Data<'a>,
+        data: &'a TrainSet<'a>,
         p: &'a Parser,
         dev: &Device,
     ) -> Result<Self> {
@@ -776,7 +776,7 @@ pub struct Job<'a> {
 }
 
 /// Runs phase `secgan` (resuming where `env.dir` has checkpoints).
-pub fn train(job: &Job, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
+pub fn train(job: &Job, data: &TrainSet, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
     let Job {
         nets,
         attrs,

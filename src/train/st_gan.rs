@@ -447,7 +447,7 @@ fn chunk_of(lat: &Latents, cfg: &Config, s: usize, k: usize) -> Latents {
 }
 
 /// Training data (the same for every GAN phase).
-pub use super::Data;
+pub use super::TrainSet;
 
 /// What training produced.
 pub struct Trained {
@@ -491,7 +491,7 @@ impl Nets {
 const MEASURE_ROWS: usize = 256;
 
 struct StGanPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a TrainSet<'a>,
     dev: Device,
     cfg: Config,
     opts: Options,
@@ -531,7 +531,7 @@ impl<'a> StGanPhase<'a> {
         batch: usize,
         seed: u64,
         measure_every: usize,
-        data: &'a Data<'a>,
+        data: &'a TrainSet<'a>,
         dev: &Device,
     ) -> Result<Self> {
         let g_vm = VarMap::new();
@@ -960,7 +960,7 @@ pub fn train(
     opts: &Options,
     batch: usize,
     seed: u64,
-    data: &Data,
+    data: &TrainSet,
     dev: &Device,
     env: &PhaseEnv,
 ) -> Result<Trained> {

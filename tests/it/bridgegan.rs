@@ -9,7 +9,8 @@
 
 use crate::common::*;
 use augment::models::bridgegan::Config;
-use augment::train::bridgegan::{Editor, noise};
+use augment::models::bridgegan::GuidedEditor;
+use augment::train::bridgegan::noise;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
@@ -122,7 +123,7 @@ inputs = ["ingest", "dynamic", "bg"]
     let dev = Device::Cpu;
     let cfg = Config::tiny(3);
     let w = candle_core::safetensors::load(run.join("bg/generator.safetensors"), &dev).unwrap();
-    let ed = Editor::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &dev)).unwrap();
+    let ed = GuidedEditor::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &dev)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut image = || {
         let v: Vec<f32> = (0..3 * 32 * 32)

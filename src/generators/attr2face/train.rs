@@ -24,7 +24,7 @@ use crate::data::tensors::{labels_of_batch, strings};
 use crate::generators::files;
 use crate::generators::options::{Config, Model};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
-use crate::train::attr2face::{self, Data, Options};
+use crate::train::attr2face::{self, Attr2faceSet, Options};
 use crate::train::model_file::Networks;
 
 /// Label vectors of a plan's generator rows (for recursive rounds).
@@ -65,7 +65,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
         io.device
     ));
-    let data = Data {
+    let data = Attr2faceSet {
         faces: &faces,
         train,
         val,

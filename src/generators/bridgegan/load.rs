@@ -16,14 +16,14 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::celeba::Labels;
 use crate::data::tensors::{images_tensor, resize_square};
 use crate::generators::{Batch, Generator, attribute_indices, files, weights};
-use crate::models::bridgegan::{Config, Critic};
-use crate::train::bridgegan::{Editor, attr_values, flip_grid, noise, reference_grid};
+use crate::models::bridgegan::{Config, Critic, GuidedEditor};
+use crate::train::bridgegan::{attr_values, flip_grid, noise, reference_grid};
 use crate::train::model_file::{ModelFile, Networks};
 
 /// G, M and E, the critic D + C, and the CelebA indices of att_diff's attributes.
 pub struct Bridgegan {
     cfg: Config,
-    ed: Editor,
+    ed: GuidedEditor,
     critic: Critic,
     attrs: Vec<usize>,
 }
@@ -37,7 +37,7 @@ pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Gener
         anyhow::bail!("{}: not a bridgegan model", dir.display());
     };
     Ok(Box::new(Bridgegan {
-        ed: Editor::new(cfg, weights(dir, files::GENERATOR, dev)?)?,
+        ed: GuidedEditor::new(cfg, weights(dir, files::GENERATOR, dev)?)?,
         critic: Critic::new(cfg, weights(dir, files::CRITIC, dev)?)?,
         attrs: attribute_indices(attributes, dir)?,
         cfg: cfg.clone(),
@@ -88,12 +88,12 @@ impl Generator for Bridgegan {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        self.ed.mixed(
+        Ok(self.ed.mixed(
             &images_tensor(&imgs, dev)?,
             &Tensor::cat(&r, 0)?,
             &diff,
             &guides,
-        )
+        )?)
     }
 
     fn agreement(&self, x: &Tensor, labels: &[Labels]) -> Result<Option<Vec<f64>>> {

@@ -39,7 +39,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         opts.steps,
         io.device
     ));
-    let data = bridgegan::Data {
+    let data = bridgegan::TrainSet {
         faces: &faces,
         train,
         val: faces.rows_in("val"),

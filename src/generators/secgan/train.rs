@@ -62,7 +62,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         (train.len(), faces.rows_in("val").len()),
         &names,
     );
-    let data = secgan::Data {
+    let data = secgan::TrainSet {
         faces: &faces,
         train,
         val: faces.rows_in("val"),

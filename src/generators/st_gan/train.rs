@@ -50,7 +50,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let (faces, train) = load_faces(c, io, cfg.image_size, 1)?;
     let val = faces.rows_in("val");
     say_setup(c, io, &cfg, train.len(), batch);
-    let data = st_gan::Data {
+    let data = st_gan::TrainSet {
         faces: &faces,
         train,
         val: val.clone(),

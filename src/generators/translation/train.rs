@@ -46,7 +46,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
         io.device
     ));
-    let data = translation::Data {
+    let data = translation::TrainSet {
         faces: &faces,
         train: train.clone(),
         val: faces.rows_in("val"),

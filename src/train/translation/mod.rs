@@ -72,7 +72,7 @@ pub struct Spec {
 }
 
 /// Training data (the same for every GAN phase).
-pub use super::Data;
+pub use super::TrainSet;
 
 /// What training produced.
 pub struct Trained {
@@ -88,7 +88,7 @@ const D_LOSSES: [&str; 4] = ["D/loss", "D/wasserstein", "D/cls", "D/gp"];
 const G_LOSSES: [&str; 4] = ["G/loss", "G/adv", "G/cls", "G/rec"];
 
 struct TranslationPhase<'a> {
-    data: &'a Data<'a>,
+    data: &'a TrainSet<'a>,
     dev: Device,
     kind: Kind,
     attrs: Vec<usize>,
@@ -113,7 +113,7 @@ struct TranslationPhase<'a> {
 
 impl<'a> TranslationPhase<'a> {
     /// Freshly initialised networks (seeded from `spec.seed`) and optimisers.
-    fn new(spec: &Spec, data: &'a Data<'a>, dev: &Device, labelled: Vec<u64>) -> Result<Self> {
+    fn new(spec: &Spec, data: &'a TrainSet<'a>, dev: &Device, labelled: Vec<u64>) -> Result<Self> {
         let Spec {
             kind,
             nets,
@@ -274,7 +274,7 @@ pub fn value_grid(ed: &Editor, x: &Tensor, src: &[Labels]) -> Result<image::RgbI
 }
 
 /// Runs the translation phase (resuming where `env.dir` has checkpoints).
-pub fn train(spec: &Spec, data: &Data, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
+pub fn train(spec: &Spec, data: &TrainSet, dev: &Device, env: &PhaseEnv) -> Result<Trained> {
     let (kind, nets, attrs, opts, seed) = (
         spec.kind,
         &spec.nets,
@@ -393,7 +393,7 @@ mod tests {
         let labels: Vec<Labels> = (0..n).map(|_| rng.random::<u64>() & 0b111).collect();
         let pixels: Vec<u8> = (0..n * 32 * 32 * 3).map(|_| rng.random()).collect();
         let faces = FaceSet::from_pixels(labels, 32, pixels);
-        let data = Data {
+        let data = TrainSet {
             faces: &faces,
             train: (0..n).collect(),
             val: vec![],
