@@ -128,6 +128,45 @@ impl std::fmt::Display for StageKind {
     }
 }
 
+/// A table a stage writes: its name (in SQL, `<stage>_<name>`) and its
+/// file in the stage folder (`<name>.parquet`), named once in [`tables`]
+/// for the stage that writes it and the stages that read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableId {
+    pub name: &'static str,
+    pub file: &'static str,
+}
+
+macro_rules! table_ids {
+    ($($id:ident = $name:literal),* $(,)?) => {
+        /// Every table the stages write (their schemas: `data::schema::all_tables`).
+        pub mod tables {
+            use crate::contract::TableId;
+            $(pub const $id: TableId = TableId { name: $name, file: concat!($name, ".parquet") };)*
+            /// All of them.
+            pub const ALL: &[TableId] = &[$($id),*];
+        }
+    };
+}
+
+table_ids! {
+    FACES = "faces",
+    REJECTS = "rejects",
+    DEMO_MASKS = "demo_masks",
+    PLAN = "plan",
+    LABEL_STATS = "label_stats",
+    TRAIN_LOG = "train_log",
+    LABELLED = "labelled",
+    LATENT_MAP = "latent_map",
+    ATTRIBUTE_MAP = "attribute_map",
+    SYNTH = "synth",
+    AUGMENTED = "augmented",
+    PREDICTIONS = "predictions",
+    METRICS = "metrics",
+    PARSER_METRICS = "parser_metrics",
+    MASKS = "masks",
+}
+
 /// One table a stage wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -138,6 +177,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// The table `id` with `rows` rows.
+    pub fn of(id: TableId, rows: usize) -> Table {
+        Table::new(id.name, id.file, rows)
+    }
+
     pub fn new(name: &str, file: &str, rows: usize) -> Table {
         Table {
             name: name.to_string(),
@@ -206,11 +250,16 @@ pub struct InputStage {
 
 impl InputStage {
     /// Path of one of its tables.
-    pub fn table(&self, table: &str) -> Result<PathBuf> {
-        match self.tables.iter().find(|t| t.name == table) {
+    pub fn table(&self, id: TableId) -> Result<PathBuf> {
+        match self.tables.iter().find(|t| t.name == id.name) {
             Some(t) => Ok(self.dir.join(&t.file)),
-            None => bail!("input stage `{}` has no table `{table}`", self.name),
+            None => bail!("input stage `{}` has no table `{}`", self.name, id.name),
         }
+    }
+
+    /// Whether it wrote table `id`.
+    pub fn has_table(&self, id: TableId) -> bool {
+        self.tables.iter().any(|t| t.name == id.name)
     }
 
     /// The `model.json` of a `train_generator` input.
@@ -300,4 +349,24 @@ pub fn write_train_log(path: &Path, log: &[LogRow]) -> Result<usize> {
     let mut w = TableWriter::create(path, schema, &[], 1 << 20)?;
     w.write(&batch)?;
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_id_has_a_schema_and_every_schema_an_id() {
+        let ids: Vec<&str> = tables::ALL.iter().map(|t| t.name).collect();
+        let schemas: Vec<&str> = crate::data::schema::all_tables()
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        let mut a = ids.clone();
+        let mut b = schemas.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(tables::SYNTH.file, "synth.parquet");
+    }
 }

@@ -18,6 +18,7 @@ use arrow::array::Int64Array;
 
 use crate::charts::{self, Series};
 use crate::config_error;
+use crate::contract::tables;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::read_columns;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
@@ -114,7 +115,7 @@ fn load_run(dir: &Path) -> Result<RunData> {
         let Some(rec) = manifest.stages.get(stage) else {
             continue;
         };
-        for t in rec.tables.iter().filter(|t| t.name == "metrics") {
+        for t in rec.tables.iter().filter(|t| t.name == tables::METRICS.name) {
             for r in metrics_table::read(&dir.join(stage).join(&t.file))? {
                 // A classifier with `repeats > 1` is shown by its mean rows.
                 if r.repeat.is_some() {
@@ -691,7 +692,11 @@ pub fn chart_run(run_dir: &std::path::Path, out: &std::path::Path) -> Result<usi
         if rec.kind != StageKind::Balance {
             continue;
         }
-        let Some(t) = rec.tables.iter().find(|t| t.name == "label_stats") else {
+        let Some(t) = rec
+            .tables
+            .iter()
+            .find(|t| t.name == tables::LABEL_STATS.name)
+        else {
             continue;
         };
         let batches = read_columns(

@@ -63,7 +63,7 @@ pub mod files {
     pub const SEMANTIC_GENERATOR: &str = "semantic_generator.safetensors";
     pub const SEMANTIC_CRITIC: &str = "semantic_critic.safetensors";
     /// st_gan: the `attribute_map` table (with a judge).
-    pub const ATTRIBUTE_MAP: &str = "attribute_map.parquet";
+    pub const ATTRIBUTE_MAP: &str = crate::contract::tables::ATTRIBUTE_MAP.file;
 }
 
 /// What a family can do beyond drawing, known from `model.json` alone

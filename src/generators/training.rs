@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::files;
 use super::options::Config;
+use crate::contract::tables;
 use crate::contract::{StageIo, StageKind};
 use crate::data::tensors::FaceSet;
 use crate::data_error;
@@ -24,7 +25,7 @@ pub fn load_faces(
     min_train: usize,
 ) -> Result<(FaceSet, Vec<usize>)> {
     let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
+    let faces_path = ingest.table(tables::FACES)?;
     io.say(format!(
         "loading train/val faces at {size}×{size} from {}",
         faces_path.display()

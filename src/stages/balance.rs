@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::charts::{self, Series};
+use crate::contract::tables;
 use crate::data::celeba::{Labels, Partition, label};
 use crate::data::parquet::{TableWriter, read_columns};
 use crate::data::schema::{
@@ -616,7 +617,7 @@ pub fn read_sources(
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let ingest = io.input(StageKind::Ingest)?;
-    let (ids, sources) = read_sources(&ingest.table("faces")?, &c.partitions)?;
+    let (ids, sources) = read_sources(&ingest.table(tables::FACES)?, &c.partitions)?;
     if sources.is_empty() {
         let p: Vec<&str> = c.partitions.iter().map(|p| p.name()).collect();
         return Err(data_error!(
@@ -646,7 +647,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         serde_json::to_string(c)?,
     )];
     let plan_rows = write_plan(
-        &io.out_dir.join("plan.parquet"),
+        &io.out_dir.join(tables::PLAN.file),
         &rows,
         &ids,
         &sources,
@@ -657,7 +658,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let before = count(&sources);
     let after = count(&rows.iter().map(|r| r.labels).collect::<Vec<_>>());
     write_label_stats(
-        &io.out_dir.join("label_stats.parquet"),
+        &io.out_dir.join(tables::LABEL_STATS.file),
         &before,
         &after,
         sources.len(),
@@ -669,8 +670,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     write_charts(c, io, (sources.len(), rows.len()), (&before, &after))?;
     Ok(StageOutput {
         tables: vec![
-            Table::new("plan", "plan.parquet", plan_rows),
-            Table::new("label_stats", "label_stats.parquet", N_ATTRIBUTES),
+            Table::of(tables::PLAN, plan_rows),
+            Table::of(tables::LABEL_STATS, N_ATTRIBUTES),
         ],
         files: vec!["label_counts.png".into(), "label_counts.svg".into()],
         summary,

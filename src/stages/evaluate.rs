@@ -44,6 +44,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::contract::tables;
 use crate::data::celeba::Labels;
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
@@ -267,7 +268,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let seed = c.seed.unwrap_or(io.run_seed);
     let ingest = io.input(StageKind::Ingest)?;
-    let faces = ingest.table("faces")?;
+    let faces = ingest.table(tables::FACES)?;
     let mut out = Rows {
         io,
         rows: Vec::new(),
@@ -332,10 +333,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             io.name
         ));
     }
-    let n = metrics_table::write(&io.out_dir.join("metrics.parquet"), &out.rows)?;
+    let n = metrics_table::write(&io.out_dir.join(tables::METRICS.file), &out.rows)?;
     summary.insert("rows".into(), n.into());
     Ok(StageOutput {
-        tables: vec![Table::new("metrics", "metrics.parquet", n)],
+        tables: vec![Table::of(tables::METRICS, n)],
         files: vec![],
         summary: summary.into(),
         lineage: Lineage::default(),
@@ -387,7 +388,7 @@ fn classifier_metrics(
     let io = out.io;
     let mut classifier_rows: BTreeMap<&str, Vec<MetricRow>> = BTreeMap::new();
     for s in classifiers {
-        let rows = metrics_table::read(&s.table("metrics")?)?;
+        let rows = metrics_table::read(&s.table(tables::METRICS)?)?;
         out.rows.extend(rows.iter().map(|r| MetricRow {
             run: io.run_name.clone(),
             ..r.clone()
@@ -468,7 +469,7 @@ impl ImageSet<'_> {
     fn images(&self, n: usize, seed: u64, dev: &Device) -> Result<Vec<Vec<u8>>> {
         match self {
             ImageSet::Synth(s) => Ok(sample(
-                read_images(&s.table("synth")?, "origin", |o| o != "real")?,
+                read_images(&s.table(tables::SYNTH)?, "origin", |o| o != "real")?,
                 n,
                 seed,
             )),
@@ -498,7 +499,7 @@ fn fid_and_kid(
     dev: &Device,
 ) -> Result<()> {
     let io = out.io;
-    let faces = ingest.table("faces")?;
+    let faces = ingest.table(tables::FACES)?;
 
     let net = FidInception::load(weights, dev)?;
     let real = sample(
@@ -745,7 +746,7 @@ fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<GenRow>> 
     cols.push("image".into());
     let names: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut rows: Vec<GenRow> = Vec::new();
-    for b in read_columns(&s.table("synth")?, &names)? {
+    for b in read_columns(&s.table(tables::SYNTH)?, &names)? {
         let src = strings(&b, 0)?;
         let origin = strings(&b, 1)?;
         let labels = labels_of_batch(&b, 2)?;
@@ -1004,7 +1005,7 @@ fn size_sweep(
 }
 
 fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {
-    let path = s.table("synth")?;
+    let path = s.table(tables::SYNTH)?;
     let mut by_strategy: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for b in read_columns(&path, &["strategy", "label_agreement"])? {
         let strat = strings(&b, 0)?;

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Lineage, StageIo, StageOutput, Table};
+use crate::contract::tables;
 use crate::data::celeba::{self, Labels, Partition};
 use crate::data::demo;
 use crate::data::images::{self, Crop, Reject, Resize};
@@ -238,7 +239,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             serde_json::to_string(&ann.md5)?,
         ),
     ];
-    let faces_path = io.out_dir.join("faces.parquet");
+    let faces_path = io.out_dir.join(tables::FACES.file);
     let mut out = FacesOut {
         faces: TableWriter::create(&faces_path, schema.clone(), &meta, CHUNK * 2)?,
         schema,
@@ -277,23 +278,23 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             c,
             &root,
             &kept,
-            &io.out_dir.join("demo_masks.parquet"),
+            &io.out_dir.join(tables::DEMO_MASKS.file),
         )?)
     } else {
         None
     };
-    let n_rejects = write_rejects(&io.out_dir.join("rejects.parquet"), &meta, &rejects)?;
+    let n_rejects = write_rejects(&io.out_dir.join(tables::REJECTS.file), &meta, &rejects)?;
     summary.insert("annotated".into(), annotated.into());
     summary.insert("selected".into(), rows.len().into());
     summary.insert("faces".into(), n_faces.into());
     summary.insert("rejects".into(), n_rejects.into());
     Ok(StageOutput {
         tables: [
-            Table::new("faces", "faces.parquet", n_faces),
-            Table::new("rejects", "rejects.parquet", n_rejects),
+            Table::of(tables::FACES, n_faces),
+            Table::of(tables::REJECTS, n_rejects),
         ]
         .into_iter()
-        .chain(demo_masks.map(|n| Table::new("demo_masks", "demo_masks.parquet", n)))
+        .chain(demo_masks.map(|n| Table::of(tables::DEMO_MASKS, n)))
         .collect(),
         files: vec![],
         summary: serde_json::Value::Object(summary),

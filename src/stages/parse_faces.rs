@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::contract::tables;
 use crate::data::face_parsing::{self as fp, ClassSet, Placement};
 use crate::data::images::Crop;
 use crate::data::metrics_table::{self, MetricRow};
@@ -237,8 +238,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let out = &io.out_dir;
     let sha = write_parser(c, io, &net_cfg, &fit.trained, place, input.size)?;
     let rows = metric_rows(c, io, &fit);
-    let n_metrics = metrics_table::write(&out.join("parser_metrics.parquet"), &rows)?;
-    let n_log = super::write_train_log(&out.join("train_log.parquet"), &fit.trained.log)?;
+    let n_metrics = metrics_table::write(&out.join(tables::PARSER_METRICS.file), &rows)?;
+    let n_log = super::write_train_log(&out.join(tables::TRAIN_LOG.file), &fit.trained.log)?;
     // Every ingested face.
     if input.faces.is_empty() {
         return Err(data_error!(
@@ -266,9 +267,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     );
     Ok(StageOutput {
         tables: vec![
-            Table::new("parser_metrics", "parser_metrics.parquet", n_metrics),
-            Table::new("masks", "masks.parquet", n_masks),
-            Table::new("train_log", "train_log.parquet", n_log),
+            Table::of(tables::PARSER_METRICS, n_metrics),
+            Table::of(tables::MASKS, n_masks),
+            Table::of(tables::TRAIN_LOG, n_log),
         ],
         files: vec![
             "parser.safetensors".into(),
@@ -285,11 +286,11 @@ fn load_inputs(c: &Config, io: &StageIo) -> Result<Inputs> {
     let ingest = io.input(StageKind::Ingest)?;
     let ingest_size = ingest.lineage.image_size.unwrap_or(64) as usize;
     let size = c.image_size.unwrap_or(ingest_size);
-    let demo_masks = match ingest.tables.iter().any(|t| t.name == "demo_masks") {
-        true => Some(read_demo_masks(&ingest.table("demo_masks")?, size)?),
+    let demo_masks = match ingest.has_table(tables::DEMO_MASKS) {
+        true => Some(read_demo_masks(&ingest.table(tables::DEMO_MASKS)?, size)?),
         false => None,
     };
-    let faces = FaceSet::load(&ingest.table("faces")?, &[], None, size)?;
+    let faces = FaceSet::load(&ingest.table(tables::FACES)?, &[], None, size)?;
     Ok(Inputs {
         ingest_name: ingest.name.clone(),
         ingest_size,
@@ -647,7 +648,7 @@ fn write_masks(
 ) -> Result<usize> {
     let names = classes.names();
     let sch = schema::masks(names);
-    let mut w = TableWriter::create(&io.out_dir.join("masks.parquet"), sch.clone(), &[], 4096)?;
+    let mut w = TableWriter::create(&io.out_dir.join(tables::MASKS.file), sch.clone(), &[], 4096)?;
     let bar = io.progress(faces.len() as u64, "faces");
     let hw = size * size;
     let mut total = 0;

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{GeneratorRef, InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::contract::tables;
 use crate::data::celeba::Labels;
 use crate::data::images::{crop_back, decode_rgb, encode_png, erase, flip_horizontal};
 use crate::data::parquet::{TableWriter, image_struct, read_columns};
@@ -303,7 +304,7 @@ fn batch_of(
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let plan_stage = io.input(StageKind::Balance)?;
-    let plan = read_plan(&plan_stage.table("plan")?)?;
+    let plan = read_plan(&plan_stage.table(tables::PLAN)?)?;
     let generator = match io.optional_input(StageKind::TrainGenerator) {
         Some(s) => Some(Loaded::load(s, &dev)?),
         None => None,
@@ -321,9 +322,9 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let s = load_synthesis(c, io, dev, generator, &plan)?;
     let out = &io.out_dir;
     let mut w = Writers {
-        synth: TableWriter::create(&out.join("synth.parquet"), schema::synth(), &[], 512)?,
+        synth: TableWriter::create(&out.join(tables::SYNTH.file), schema::synth(), &[], 512)?,
         augmented: TableWriter::create(
-            &out.join("augmented.parquet"),
+            &out.join(tables::AUGMENTED.file),
             schema::augmented(),
             &[],
             512,
@@ -358,8 +359,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let files = s.write_grids(out, &originals)?;
     Ok(StageOutput {
         tables: vec![
-            Table::new("synth", "synth.parquet", synth_rows),
-            Table::new("augmented", "augmented.parquet", augmented_rows),
+            Table::of(tables::SYNTH, synth_rows),
+            Table::of(tables::AUGMENTED, augmented_rows),
         ],
         files,
         summary: serde_json::json!({
@@ -392,7 +393,7 @@ fn load_synthesis<'a>(
     generator: Option<Loaded>,
     plan: &[PlanRow],
 ) -> Result<Synthesis<'a>> {
-    let faces_path = io.input(StageKind::Ingest)?.table("faces")?;
+    let faces_path = io.input(StageKind::Ingest)?.table(tables::FACES)?;
     let wanted: HashSet<&str> = plan
         .iter()
         .flat_map(|r| std::iter::once(r.source.as_str()).chain(r.reference.as_deref()))

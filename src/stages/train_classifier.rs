@@ -22,6 +22,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::contract::tables;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
@@ -277,11 +278,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let acc = rows[0].value;
     let outcome = &outcomes[0];
     let out = &io.out_dir;
-    let n_metrics = metrics_table::write(&out.join("metrics.parquet"), &rows)?;
+    let n_metrics = metrics_table::write(&out.join(tables::METRICS.file), &rows)?;
     let probs: Vec<&[Vec<f64>]> = outcomes.iter().map(|o| o.probs.as_slice()).collect();
     let test_rows = &splits.test.rows;
     let n_pred = write_predictions(
-        &out.join("predictions.parquet"),
+        &out.join(tables::PREDICTIONS.file),
         eval,
         test_rows,
         &attrs,
@@ -295,8 +296,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     ));
     Ok(StageOutput {
         tables: vec![
-            Table::new("predictions", "predictions.parquet", n_pred),
-            Table::new("metrics", "metrics.parquet", n_metrics),
+            Table::of(tables::PREDICTIONS, n_pred),
+            Table::of(tables::METRICS, n_metrics),
         ],
         files: if saved {
             vec!["classifier.json".into(), "classifier.safetensors".into()]
@@ -324,11 +325,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 /// input's `augmented` table (and its real/added mix) or the ingest's train split.
 fn load_sets(c: &Config, io: &StageIo, image_size: usize) -> Result<Sets> {
     let ingest = io.input(StageKind::Ingest)?;
-    let faces_path = ingest.table("faces")?;
+    let faces_path = ingest.table(tables::FACES)?;
     let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
     let (train, table, mix) = match io.optional_input(StageKind::Synthesize) {
         Some(s) => {
-            let path = s.table("augmented")?;
+            let path = s.table(tables::AUGMENTED)?;
             let set = FaceSet::load(&path, &[], c.limit, image_size)?;
             let mix = match c.real_fraction {
                 Some(f) => Some(mix_of(&path, set.len(), f, c.batch_size)?),

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::contract::tables;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table, write_train_log};
 use crate::data::celeba::Labels;
 use crate::data::parquet::read_columns;
@@ -53,7 +54,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let (faces, train) = load_faces(c, io, net.image_size(), 1)?;
     let val = faces.rows_in("val");
     let plan_labels = match io.optional_input(StageKind::Balance) {
-        Some(b) => plan_generator_labels(&b.table("plan")?)?,
+        Some(b) => plan_generator_labels(&b.table(tables::PLAN)?)?,
         None => Vec::new(),
     };
     io.say(format!(
@@ -103,11 +104,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         files.push(files::AUTOENCODER.to_string());
     }
     files.extend(copy_resume_folder(io)?);
-    let rows = write_train_log(&out.join("train_log.parquet"), &trained.log)?;
+    let rows = write_train_log(&out.join(tables::TRAIN_LOG.file), &trained.log)?;
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
     Ok(StageOutput {
-        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        tables: vec![Table::of(tables::TRAIN_LOG, rows)],
         files,
         summary,
         lineage: Lineage::default(),

@@ -10,6 +10,7 @@
 
 use anyhow::Result;
 
+use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageOutput, Table};
 use crate::data::schema;
@@ -77,12 +78,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         },
     )?;
     files.extend(copy_resume_folder(io)?);
-    let rows = write_log(&out.join("train_log.parquet"), &trained.log)?;
+    let rows = write_log(&out.join(tables::TRAIN_LOG.file), &trained.log)?;
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
     summary["attributes"] = names.into();
     Ok(StageOutput {
-        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        tables: vec![Table::of(tables::TRAIN_LOG, rows)],
         files,
         summary,
         lineage: Lineage::default(),

@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::parquet::read_columns;
@@ -90,14 +91,14 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         ));
     }
     let (g_sha, files) = save_networks(c, io, &nets, &trained, &parser, &names)?;
-    let rows = write_log(&io.out_dir.join("train_log.parquet"), &trained.log)?;
+    let rows = write_log(&io.out_dir.join(tables::TRAIN_LOG.file), &trained.log)?;
     let mut summary = trained.summary;
     summary["generator_sha256"] = g_sha.into();
     summary["parser_sha256"] = parser.sha256.into();
     summary["parser_sha256_after"] = after.into();
     summary["attributes"] = names.into();
     Ok(StageOutput {
-        tables: vec![Table::new("train_log", "train_log.parquet", rows)],
+        tables: vec![Table::of(tables::TRAIN_LOG, rows)],
         files,
         summary,
         lineage: Lineage::default(),
@@ -256,7 +257,7 @@ fn check_masks(
     train: &[usize],
 ) -> Result<()> {
     let mut have = HashSet::new();
-    for b in read_columns(&pstage.table("masks")?, &["image_id"])? {
+    for b in read_columns(&pstage.table(tables::MASKS)?, &["image_id"])? {
         let col = strings(&b, 0)?;
         for r in 0..b.num_rows() {
             have.insert(col.value(r).to_string());

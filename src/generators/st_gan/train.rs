@@ -19,6 +19,7 @@ use arrow::record_batch::RecordBatch;
 use candle_core::{Device, ModuleT, Tensor};
 use sha2::{Digest, Sha256};
 
+use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::data::parquet::TableWriter;
@@ -70,8 +71,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     )?;
     files.extend(write_grids(io, &cfg, &nets, seed + 46, &dev)?);
     files.extend(copy_resume_folder(io)?);
-    let log_rows = write_log(&io.out_dir.join("train_log.parquet"), &trained.log)?;
-    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
+    let log_rows = write_log(&io.out_dir.join(tables::TRAIN_LOG.file), &trained.log)?;
+    let mut tables = vec![Table::of(tables::TRAIN_LOG, log_rows)];
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();
     if let Some(judge) = &judge {
@@ -253,10 +254,10 @@ fn attribute_map(
         &judge.saved.attributes,
         &opts.map,
     )?;
-    let n = write_latent_map(&out.join("latent_map.parquet"), &lrows)?;
-    tables.push(Table::new("latent_map", "latent_map.parquet", n));
+    let n = write_latent_map(&out.join(tables::LATENT_MAP.file), &lrows)?;
+    tables.push(Table::of(tables::LATENT_MAP, n));
     let n = write_attribute_map(&out.join(files::ATTRIBUTE_MAP), &arows)?;
-    tables.push(Table::new("attribute_map", files::ATTRIBUTE_MAP, n));
+    tables.push(Table::of(tables::ATTRIBUTE_MAP, n));
     let usable: Vec<&str> = arows
         .iter()
         .filter(|r| r.usable)

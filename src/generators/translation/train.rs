@@ -14,6 +14,7 @@ use anyhow::Result;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::record_batch::RecordBatch;
 
+use crate::contract::tables;
 use crate::contract::{Lineage, StageIo, StageOutput, Table, write_train_log};
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
@@ -90,17 +91,17 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         },
     )?;
     files.extend(copy_resume_folder(io)?);
-    let log_rows = write_train_log(&out.join("train_log.parquet"), &trained.log)?;
-    let mut tables = vec![Table::new("train_log", "train_log.parquet", log_rows)];
+    let log_rows = write_train_log(&out.join(tables::TRAIN_LOG.file), &trained.log)?;
+    let mut tables = vec![Table::of(tables::TRAIN_LOG, log_rows)];
     if kind == Kind::Sggan {
         let n = write_labelled(
-            &out.join("labelled.parquet"),
+            &out.join(tables::LABELLED.file),
             &faces,
             &train,
             &attrs,
             &trained.labelled,
         )?;
-        tables.push(Table::new("labelled", "labelled.parquet", n));
+        tables.push(Table::of(tables::LABELLED, n));
     }
     let mut summary = trained.summary;
     summary["generator_sha256"] = sha.into();

@@ -24,6 +24,7 @@ use candle_core::Device;
 use image::RgbImage;
 
 use super::{Config, Judge, Rows, features};
+use crate::contract::tables;
 use crate::data::face_parsing as fp;
 use crate::data::parquet::read_columns;
 use crate::data::schema::attribute_column;
@@ -146,7 +147,12 @@ pub(super) fn reversal(out: &mut Rows, c: &Config, g: &InputStage, cx: &Setting)
 /// The test faces at the generator's size, their backgrounds and Inception statistics.
 fn reference(out: &Rows, c: &Config, cx: &Setting, size: usize) -> Result<Reference> {
     let io = out.io;
-    let faces = FaceSet::load(&cx.ingest.table("faces")?, &["test"], c.edit_faces, size)?;
+    let faces = FaceSet::load(
+        &cx.ingest.table(tables::FACES)?,
+        &["test"],
+        c.edit_faces,
+        size,
+    )?;
     if faces.is_empty() {
         return Err(data_error!(
             "stage `{}`: edit_protocol = \"reversal\" needs test faces; `{}` has none",
@@ -402,7 +408,7 @@ fn backgrounds(p: &InputStage, faces: &FaceSet) -> Result<HashMap<String, Vec<bo
     let wanted: std::collections::HashSet<&str> =
         faces.image_ids.iter().map(String::as_str).collect();
     let mut out = HashMap::new();
-    for b in read_columns(&p.table("masks")?, &["image_id", "mask"])? {
+    for b in read_columns(&p.table(tables::MASKS)?, &["image_id", "mask"])? {
         let ids = strings(&b, 0)?;
         for r in 0..b.num_rows() {
             let id = ids.value(r);

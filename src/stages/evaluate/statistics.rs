@@ -12,6 +12,7 @@ use arrow::array::{Array, Float64Array};
 use rayon::prelude::*;
 
 use super::{Config, Rows};
+use crate::contract::tables;
 use crate::data::metrics_table;
 use crate::data::parquet::read_columns;
 use crate::data::tensors::strings;
@@ -187,7 +188,7 @@ fn swapped_diff(
 /// architecture key (architecture, size, probe features) and whether the
 /// rows were real faces only.
 fn classifier_kind(s: &InputStage) -> Result<(String, bool)> {
-    let rows = metrics_table::read(&s.table("metrics")?)?;
+    let rows = metrics_table::read(&s.table(tables::METRICS)?)?;
     let d = rows.first().map(|r| r.details_json()).unwrap_or_default();
     let key = format!("{} {} {}", d["architecture"], d["size"], d["features"]);
     let real = d["training_table"]
@@ -222,7 +223,7 @@ pub(super) fn classifier_statistics(
     }
     let mut all = Vec::new();
     for s in classifiers {
-        let p = Predictions::read(&s.table("predictions")?)?;
+        let p = Predictions::read(&s.table(tables::PREDICTIONS)?)?;
         let (key, real) = classifier_kind(s)?;
         all.push(Classifier {
             stage: s,
