@@ -15,6 +15,7 @@ use image::imageops::FilterType;
 use rayon::prelude::*;
 
 use crate::data::celeba::Labels;
+use crate::data::celeba::Partition;
 use crate::data::images::decode_rgb;
 use crate::data::parquet::read_columns;
 use crate::data::schema::{N_ATTRIBUTES, attribute_column};
@@ -80,7 +81,7 @@ impl FaceSet {
     /// (all rows when empty), at most `limit` of them, resized to `size`.
     pub fn load(
         path: &Path,
-        partitions: &[&str],
+        partitions: &[Partition],
         limit: Option<usize>,
         size: usize,
     ) -> Result<FaceSet> {
@@ -109,12 +110,14 @@ impl FaceSet {
             };
             let part_of = |r: usize| part.map(|p| p.value(r)).unwrap_or("train");
             let lab = labels_of_batch(&b, first_label)?;
-            let img = b.column(first_label + N_ATTRIBUTES);
+            let img = b
+                .column_by_name("image")
+                .with_context(|| format!("{}: no `image` column", path.display()))?;
             for (r, &labels_r) in lab.iter().enumerate() {
                 if limit.is_some_and(|l| ids.len() >= l) {
                     break 'batches;
                 }
-                if !partitions.is_empty() && !partitions.contains(&part_of(r)) {
+                if !partitions.is_empty() && !partitions.iter().any(|p| p.name() == part_of(r)) {
                     continue;
                 }
                 let Some(bytes) = image_bytes(img.as_ref(), r) else {
@@ -174,9 +177,9 @@ impl FaceSet {
     }
 
     /// The rows whose partition is `p`.
-    pub fn rows_in(&self, p: &str) -> Vec<usize> {
+    pub fn rows_in(&self, p: Partition) -> Vec<usize> {
         (0..self.len())
-            .filter(|&i| self.partitions[i] == p)
+            .filter(|&i| self.partitions[i] == p.name())
             .collect()
     }
 

@@ -11,6 +11,7 @@ use super::files;
 use super::options::Config;
 use crate::contract::tables;
 use crate::contract::{StageIo, StageKind};
+use crate::data::celeba::Partition;
 use crate::data::tensors::FaceSet;
 use crate::data_error;
 use crate::train::model_file::{self, ModelFile, Networks};
@@ -30,8 +31,8 @@ pub fn load_faces(
         "loading train/val faces at {size}×{size} from {}",
         faces_path.display()
     ));
-    let faces = FaceSet::load(&faces_path, &["train", "val"], None, size)?;
-    let mut train = faces.rows_in("train");
+    let faces = FaceSet::load(&faces_path, &[Partition::Train, Partition::Val], None, size)?;
+    let mut train = faces.rows_in(Partition::Train);
     if let Some(l) = c.limit {
         train.truncate(l);
     }

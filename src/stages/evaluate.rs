@@ -46,10 +46,11 @@ use serde::{Deserialize, Serialize};
 use super::{InputStage, Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::contract::tables;
 use crate::data::celeba::Labels;
+use crate::data::celeba::Partition;
 use crate::data::images::decode_rgb;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::read_columns;
-use crate::data::schema::{N_ATTRIBUTES, attribute_column};
+use crate::data::schema::{N_ATTRIBUTES, Origin, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
 use crate::data::tensors::{images_tensor, labels_of_batch, resize_square};
 use crate::data_error;
@@ -469,7 +470,9 @@ impl ImageSet<'_> {
     fn images(&self, n: usize, seed: u64, dev: &Device) -> Result<Vec<Vec<u8>>> {
         match self {
             ImageSet::Synth(s) => Ok(sample(
-                read_images(&s.table(tables::SYNTH)?, "origin", |o| o != "real")?,
+                read_images(&s.table(tables::SYNTH)?, "origin", |o| {
+                    o != Origin::Real.name()
+                })?,
                 n,
                 seed,
             )),
@@ -750,9 +753,12 @@ fn generated_rows(s: &InputStage, max: usize, seed: u64) -> Result<Vec<GenRow>> 
         let src = strings(&b, 0)?;
         let origin = strings(&b, 1)?;
         let labels = labels_of_batch(&b, 2)?;
+        let image = b
+            .column_by_name("image")
+            .context("synth table without an `image` column")?;
         for (r, &label) in labels.iter().enumerate() {
-            if origin.value(r) == "generated"
-                && let Some(bytes) = image_bytes(b.column(2 + N_ATTRIBUTES).as_ref(), r)
+            if origin.value(r) == Origin::Generated.name()
+                && let Some(bytes) = image_bytes(image.as_ref(), r)
             {
                 rows.push(GenRow {
                     source: src.value(r).to_string(),
@@ -1097,7 +1103,7 @@ fn reconstruction(
         return Ok(());
     };
     let size = generator.image_size();
-    let set = FaceSet::load(faces, &["test"], Some(n), size)?;
+    let set = FaceSet::load(faces, &[Partition::Test], Some(n), size)?;
     if set.is_empty() {
         return Ok(());
     }

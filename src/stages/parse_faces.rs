@@ -26,6 +26,7 @@ use sha2::Digest;
 
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::contract::tables;
+use crate::data::celeba::Partition;
 use crate::data::face_parsing::{self as fp, ClassSet, Placement};
 use crate::data::images::Crop;
 use crate::data::metrics_table::{self, MetricRow};
@@ -315,7 +316,7 @@ fn demo_pairs(
         ));
     };
     let faces = &input.faces;
-    let pairs = |part: &str| -> Result<Vec<fp::Pair>> {
+    let pairs = |part: Partition| -> Result<Vec<fp::Pair>> {
         faces
             .rows_in(part)
             .into_iter()
@@ -328,7 +329,7 @@ fn demo_pairs(
             })
             .collect()
     };
-    let (t, v) = (pairs("train")?, pairs("val")?);
+    let (t, v) = (pairs(Partition::Train)?, pairs(Partition::Val)?);
     io.say(format!(
         "training on {} demo faces with the renderer's class maps ({} val), {} classes at {} px",
         t.len(),
@@ -450,7 +451,7 @@ fn demo_test_scores(
         return Ok(None);
     };
     let (faces, size) = (&input.faces, input.size);
-    let test = faces.rows_in("test");
+    let test = faces.rows_in(Partition::Test);
     let imgs: Vec<RgbImage> = test.iter().map(|&i| faces.rgb(i)).collect();
     let (pred, _) = parser::predict(net, &imgs, dev)?;
     let mut sc = Scores::new(n_classes);

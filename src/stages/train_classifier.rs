@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::contract::tables;
+use crate::data::celeba::Partition;
 use crate::data::metrics_table::{self, MetricRow};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
@@ -265,11 +266,11 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         },
         val: Split {
             faces: eval,
-            rows: eval.rows_in("val"),
+            rows: eval.rows_in(Partition::Val),
         },
         test: Split {
             faces: eval,
-            rows: eval.rows_in("test"),
+            rows: eval.rows_in(Partition::Test),
         },
     };
     say_setup(c, io, &attrs, &splits, table)?;
@@ -326,7 +327,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 fn load_sets(c: &Config, io: &StageIo, image_size: usize) -> Result<Sets> {
     let ingest = io.input(StageKind::Ingest)?;
     let faces_path = ingest.table(tables::FACES)?;
-    let eval = FaceSet::load(&faces_path, &["val", "test"], None, image_size)?;
+    let eval = FaceSet::load(
+        &faces_path,
+        &[Partition::Val, Partition::Test],
+        None,
+        image_size,
+    )?;
     let (train, table, mix) = match io.optional_input(StageKind::Synthesize) {
         Some(s) => {
             let path = s.table(tables::AUGMENTED)?;
@@ -338,7 +344,7 @@ fn load_sets(c: &Config, io: &StageIo, image_size: usize) -> Result<Sets> {
             (set, format!("{}.augmented", s.name), mix)
         }
         None => (
-            FaceSet::load(&faces_path, &["train"], c.limit, image_size)?,
+            FaceSet::load(&faces_path, &[Partition::Train], c.limit, image_size)?,
             format!("{}.faces (train)", ingest.name),
             None,
         ),
@@ -646,7 +652,7 @@ fn mix_of(path: &std::path::Path, n: usize, fraction: f64, batch: usize) -> Resu
     let mut origins = Vec::with_capacity(n);
     for b in crate::data::parquet::read_columns(path, &["origin"])? {
         let col = crate::data::tensors::strings(&b, 0)?;
-        origins.extend(col.iter().map(|v| v == Some("real")));
+        origins.extend(col.iter().map(|v| v == Some(schema::Origin::Real.name())));
     }
     origins.truncate(n);
     let real: Vec<usize> = (0..origins.len()).filter(|&r| origins[r]).collect();

@@ -19,6 +19,7 @@ use anyhow::Result;
 use crate::contract::tables;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table, write_train_log};
 use crate::data::celeba::Labels;
+use crate::data::celeba::Partition;
 use crate::data::parquet::read_columns;
 use crate::data::schema::{N_ATTRIBUTES, Origin, PlanStrategy, attribute_column};
 use crate::data::tensors::{labels_of_batch, strings};
@@ -52,7 +53,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let net = c.network();
     let dev = io.candle_device()?;
     let (faces, train) = load_faces(c, io, net.image_size(), 1)?;
-    let val = faces.rows_in("val");
+    let val = faces.rows_in(Partition::Val);
     let plan_labels = match io.optional_input(StageKind::Balance) {
         Some(b) => plan_generator_labels(&b.table(tables::PLAN)?)?,
         None => Vec::new(),

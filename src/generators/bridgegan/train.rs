@@ -13,6 +13,7 @@ use anyhow::Result;
 use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageOutput, Table};
+use crate::data::celeba::Partition;
 use crate::data::schema;
 use crate::data_error;
 use crate::generators::files;
@@ -34,7 +35,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         "bridgegan `{}` on {} train / {} val faces, attributes {}, preset {}, {} steps at batch {batch}, device {}",
         io.name,
         train.len(),
-        faces.rows_in("val").len(),
+        faces.rows_in(Partition::Val).len(),
         names.join(", "),
         c.preset().name(),
         opts.steps,
@@ -43,7 +44,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let data = bridgegan::TrainSet {
         faces: &faces,
         train,
-        val: faces.rows_in("val"),
+        val: faces.rows_in(Partition::Val),
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);

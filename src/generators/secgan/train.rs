@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::data::celeba::Partition;
 use crate::data::parquet::read_columns;
 use crate::data::schema;
 use crate::data::tensors::strings;
@@ -60,13 +61,13 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         c,
         io,
         &parser,
-        (train.len(), faces.rows_in("val").len()),
+        (train.len(), faces.rows_in(Partition::Val).len()),
         &names,
     );
     let data = secgan::TrainSet {
         faces: &faces,
         train,
-        val: faces.rows_in("val"),
+        val: faces.rows_in(Partition::Val),
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);

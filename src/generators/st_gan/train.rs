@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::contract::tables;
 use crate::contract::write_train_log as write_log;
 use crate::contract::{Lineage, StageIo, StageKind, StageOutput, Table};
+use crate::data::celeba::Partition;
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
 use crate::data::tensors::{images_tensor, resize_square, tensor_to_rgb};
@@ -49,7 +50,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let dev = io.candle_device()?;
     let judge = load_judge(io, &dev)?;
     let (faces, train) = load_faces(c, io, cfg.image_size, 1)?;
-    let val = faces.rows_in("val");
+    let val = faces.rows_in(Partition::Val);
     say_setup(c, io, &cfg, train.len(), batch);
     let data = st_gan::TrainSet {
         faces: &faces,

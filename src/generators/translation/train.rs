@@ -16,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::contract::tables;
 use crate::contract::{Lineage, StageIo, StageOutput, Table, write_train_log};
+use crate::data::celeba::Partition;
 use crate::data::parquet::TableWriter;
 use crate::data::schema;
 use crate::data::tensors::FaceSet;
@@ -42,7 +43,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         c.model.name(),
         io.name,
         train.len(),
-        faces.rows_in("val").len(),
+        faces.rows_in(Partition::Val).len(),
         names.join(", "),
         serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
         io.device
@@ -50,7 +51,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let data = translation::TrainSet {
         faces: &faces,
         train: train.clone(),
-        val: faces.rows_in("val"),
+        val: faces.rows_in(Partition::Val),
     };
     let env = phase_env(c, io);
     let seed = c.seed.unwrap_or(io.run_seed);

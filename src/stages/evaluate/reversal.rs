@@ -25,6 +25,7 @@ use image::RgbImage;
 
 use super::{Config, Judge, Rows, features};
 use crate::contract::tables;
+use crate::data::celeba::Partition;
 use crate::data::face_parsing as fp;
 use crate::data::parquet::read_columns;
 use crate::data::schema::attribute_column;
@@ -149,7 +150,7 @@ fn reference(out: &Rows, c: &Config, cx: &Setting, size: usize) -> Result<Refere
     let io = out.io;
     let faces = FaceSet::load(
         &cx.ingest.table(tables::FACES)?,
-        &["test"],
+        &[Partition::Test],
         c.edit_faces,
         size,
     )?;
