@@ -19,7 +19,7 @@ use arrow::array::Int64Array;
 use crate::charts::{self, Series};
 use crate::config_error;
 use crate::contract::tables;
-use crate::data::metrics_table::{self, MetricRow};
+use crate::data::metrics_table::{self, ClassifierDetails, DifferenceDetails, MetricRow, metric};
 use crate::data::parquet::read_columns;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
 use crate::pipeline::manifest::Manifest;
@@ -210,12 +210,14 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
         let fid_of: BTreeMap<&str, f64> = run
             .rows
             .iter()
-            .filter(|r| r.metric == "fid" && r.value.is_finite())
+            .filter(|r| r.metric == metric::FID && r.value.is_finite())
             .map(|r| (r.stage.as_str(), r.value))
             .collect();
         let classifiers = run.manifest.order.iter().filter(|s| is_classifier(run, s));
-        comparison.extend(classifiers.filter_map(|c| comparison_row(run, c, &fid_of)));
-        other.extend(other_rows(run));
+        for c in classifiers {
+            comparison.extend(comparison_row(run, c, &fid_of)?);
+        }
+        other.extend(other_rows(run)?);
     }
     let report = Report {
         runs: runs.iter().map(|r| r.manifest.run_name.clone()).collect(),
@@ -237,55 +239,60 @@ fn comparison_row(
     run: &RunData,
     c: &String,
     fid_of: &BTreeMap<&str, f64>,
-) -> Option<ComparisonRow> {
+) -> Result<Option<ComparisonRow>> {
     let rows: Vec<&MetricRow> = run.rows.iter().filter(|r| &r.stage == c).collect();
     let overall = |k: &str| rows.iter().find(|r| r.metric == k && r.attribute.is_none());
-    let acc = overall("accuracy")?;
-    let details = acc.details_json();
+    let Some(acc) = overall(metric::ACCURACY) else {
+        return Ok(None);
+    };
+    let details: ClassifierDetails = acc.details_as()?;
     let (per_attribute, per_attribute_ci) = per_attribute_accuracy(&rows);
     let (method, synth) = method(&run.manifest, c);
     let ci = |m: &str| -> Option<[f64; 2]> {
-        let lo = overall(&format!("{m}_low95"))?.value;
-        let hi = overall(&format!("{m}_high95"))?.value;
+        let lo = overall(&metric::low95(m))?.value;
+        let hi = overall(&metric::high95(m))?.value;
         Some([lo, hi])
     };
-    let vs_real: Vec<Difference> = ["balanced_accuracy", "accuracy", "f1"]
-        .iter()
-        .filter_map(|m| {
-            let d = overall(&format!("{m}_diff"))?;
-            Some(Difference {
-                metric: m.to_string(),
-                baseline: d.details_json()["baseline"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-                difference: d.value,
-                low95: overall(&format!("{m}_diff_low95"))?.value,
-                high95: overall(&format!("{m}_diff_high95"))?.value,
-                p: overall(&format!("{m}_diff_p"))?.value,
-            })
-        })
-        .collect();
-    Some(ComparisonRow {
+    let mut vs_real: Vec<Difference> = Vec::new();
+    for m in [metric::BALANCED_ACCURACY, metric::ACCURACY, metric::F1] {
+        let diff = metric::diff(m);
+        let (Some(d), Some(low), Some(high), Some(p)) = (
+            overall(&diff),
+            overall(&metric::low95(&diff)),
+            overall(&metric::high95(&diff)),
+            overall(&metric::diff_p(m)),
+        ) else {
+            continue;
+        };
+        vs_real.push(Difference {
+            metric: m.to_string(),
+            baseline: d.details_as::<DifferenceDetails>()?.baseline,
+            difference: d.value,
+            low95: low.value,
+            high95: high.value,
+            p: p.value,
+        });
+    }
+    Ok(Some(ComparisonRow {
         run: run.manifest.run_name.clone(),
         classifier: c.clone(),
-        architecture: details["architecture"].as_str().unwrap_or("?").to_string(),
+        architecture: details.architecture,
         method,
-        training_rows: details["training_rows"].as_u64().unwrap_or(0),
+        training_rows: details.training_rows,
         accuracy: acc.value,
-        balanced_accuracy: overall("balanced_accuracy")
+        balanced_accuracy: overall(metric::BALANCED_ACCURACY)
             .map(|r| r.value)
             .unwrap_or(f64::NAN),
-        f1: overall("f1").map(|r| r.value).unwrap_or(f64::NAN),
+        f1: overall(metric::F1).map(|r| r.value).unwrap_or(f64::NAN),
         n_test: acc.n,
         fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
-        accuracy_ci: ci("accuracy"),
-        balanced_accuracy_ci: ci("balanced_accuracy"),
-        f1_ci: ci("f1"),
+        accuracy_ci: ci(metric::ACCURACY),
+        balanced_accuracy_ci: ci(metric::BALANCED_ACCURACY),
+        f1_ci: ci(metric::F1),
         vs_real,
         per_attribute,
         per_attribute_ci,
-    })
+    }))
 }
 
 /// A classifier's per-attribute accuracy and its 95% interval, in CelebA order.
@@ -294,11 +301,14 @@ fn per_attribute_accuracy(rows: &[&MetricRow]) -> (Vec<f64>, crate::charts::Whis
     let mut lows = vec![f64::NAN; N_ATTRIBUTES];
     let mut highs = vec![f64::NAN; N_ATTRIBUTES];
     for r in rows {
-        let target = match r.metric.as_str() {
-            "accuracy" => &mut per_attribute,
-            "accuracy_low95" => &mut lows,
-            "accuracy_high95" => &mut highs,
-            _ => continue,
+        let target = if r.metric == metric::ACCURACY {
+            &mut per_attribute
+        } else if r.metric == metric::low95(metric::ACCURACY) {
+            &mut lows
+        } else if r.metric == metric::high95(metric::ACCURACY) {
+            &mut highs
+        } else {
+            continue;
         };
         if let Some(a) = &r.attribute
             && let Some(i) = ATTRIBUTES.iter().position(|n| n.eq_ignore_ascii_case(a))
@@ -315,13 +325,13 @@ fn per_attribute_accuracy(rows: &[&MetricRow]) -> (Vec<f64>, crate::charts::Whis
 }
 
 /// The run's overall metrics that are not in the comparison table.
-fn other_rows(run: &RunData) -> Vec<OtherRow> {
+fn other_rows(run: &RunData) -> Result<Vec<OtherRow>> {
     let classifier_metrics = [
-        "accuracy",
-        "balanced_accuracy",
-        "f1",
-        "val_accuracy",
-        "best_epoch",
+        metric::ACCURACY,
+        metric::BALANCED_ACCURACY,
+        metric::F1,
+        metric::VAL_ACCURACY,
+        metric::BEST_EPOCH,
     ];
     let mut other = Vec::new();
     for r in &run.rows {
@@ -337,11 +347,11 @@ fn other_rows(run: &RunData) -> Vec<OtherRow> {
                 metric: r.metric.clone(),
                 value: r.value,
                 n: r.n,
-                details: r.details_json(),
+                details: r.details_json()?,
             });
         }
     }
-    other
+    Ok(other)
 }
 
 fn esc(s: &str) -> String {
@@ -543,7 +553,10 @@ fn comparison_table(report: &Report) -> (String, String) {
             Some([lo, hi]) => format!("{} [{}, {}]", num(v, 4), num(lo, 3), num(hi, 3)),
             None => num(v, 4),
         };
-        let bal_diff = r.vs_real.iter().find(|d| d.metric == "balanced_accuracy");
+        let bal_diff = r
+            .vs_real
+            .iter()
+            .find(|d| d.metric == metric::BALANCED_ACCURACY);
         let diff_cell = bal_diff
             .map(|d| {
                 format!(
@@ -606,7 +619,11 @@ fn comparison_table(report: &Report) -> (String, String) {
 fn verdicts(report: &Report) -> String {
     let mut out = String::new();
     for r in &report.comparison {
-        let Some(d) = r.vs_real.iter().find(|d| d.metric == "balanced_accuracy") else {
+        let Some(d) = r
+            .vs_real
+            .iter()
+            .find(|d| d.metric == metric::BALANCED_ACCURACY)
+        else {
             continue;
         };
         let _ = writeln!(

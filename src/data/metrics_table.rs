@@ -12,6 +12,64 @@ use arrow::record_batch::RecordBatch;
 use super::parquet::{TableWriter, read_columns};
 use super::schema;
 
+/// The names of the `metric` column that one stage writes and another reads
+/// (`train_classifier` → `evaluate` → `augment report`).
+pub mod metric {
+    /// Liu et al. Sec. V-D: mean over test faces of the fraction of attributes right.
+    pub const ACCURACY: &str = "accuracy";
+    /// Mean over attributes of (TPR + TNR) / 2.
+    pub const BALANCED_ACCURACY: &str = "balanced_accuracy";
+    /// Mean over attributes of F1.
+    pub const F1: &str = "f1";
+    pub const VAL_ACCURACY: &str = "val_accuracy";
+    pub const BEST_EPOCH: &str = "best_epoch";
+    pub const FID: &str = "fid";
+    pub const KID: &str = "kid";
+    /// Liu et al. Fig. 10: the sweep's chosen size, its val and test accuracy.
+    pub const SIZE_SWEEP_SIZE: &str = "size_sweep_size";
+    pub const SIZE_SWEEP_VAL_ACCURACY: &str = "size_sweep_val_accuracy";
+    pub const SIZE_SWEEP_ACCURACY: &str = "size_sweep_accuracy";
+    /// The metrics with intervals and paired differences (`evaluate`).
+    pub const WITH_INTERVALS: [&str; 3] = [ACCURACY, BALANCED_ACCURACY, F1];
+
+    /// `<metric>_low95` / `_high95`: a 95% interval's ends.
+    pub fn low95(m: &str) -> String {
+        format!("{m}_low95")
+    }
+    pub fn high95(m: &str) -> String {
+        format!("{m}_high95")
+    }
+    /// `<metric>_diff`: a classifier minus the real-data classifier.
+    pub fn diff(m: &str) -> String {
+        format!("{m}_diff")
+    }
+    /// `<metric>_diff_p`: its permutation p-value.
+    pub fn diff_p(m: &str) -> String {
+        format!("{m}_diff_p")
+    }
+}
+
+/// The `details` keys of a `train_classifier` metrics row that `evaluate`
+/// and `augment report` read (the row carries more).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ClassifierDetails {
+    pub architecture: String,
+    pub size: String,
+    /// A linear probe's features (`encoder`, `inception`).
+    #[serde(default)]
+    pub features: Option<String>,
+    /// `<stage>.augmented` or `<stage>.faces (train)`.
+    pub training_table: String,
+    pub training_rows: u64,
+}
+
+/// The `details` keys of a paired-difference row (`<metric>_diff...`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct DifferenceDetails {
+    /// The real-data classifier it is compared with.
+    pub baseline: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRow {
     pub run: String,
@@ -28,8 +86,28 @@ pub struct MetricRow {
 }
 
 impl MetricRow {
-    pub fn details_json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.details).unwrap_or(serde_json::Value::Null)
+    /// `details` as JSON; details that do not parse are an error naming the row.
+    pub fn details_json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.details).map_err(|e| self.bad_details(e))
+    }
+
+    /// `details` as the typed record its writer used.
+    pub fn details_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.details).map_err(|e| self.bad_details(e))
+    }
+
+    fn bad_details(&self, e: serde_json::Error) -> anyhow::Error {
+        crate::data_error!(
+            "metrics row `{}` of stage `{}`{}: details {:?} do not parse ({e}); rerun stage `{}`",
+            self.metric,
+            self.stage,
+            self.attribute
+                .as_deref()
+                .map(|a| format!(" ({a})"))
+                .unwrap_or_default(),
+            self.details,
+            self.stage
+        )
     }
 }
 

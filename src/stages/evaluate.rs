@@ -48,7 +48,7 @@ use crate::contract::tables;
 use crate::data::celeba::Labels;
 use crate::data::celeba::Partition;
 use crate::data::images::decode_rgb;
-use crate::data::metrics_table::{self, MetricRow};
+use crate::data::metrics_table::{self, MetricRow, metric};
 use crate::data::parquet::read_columns;
 use crate::data::schema::{N_ATTRIBUTES, Origin, attribute_column};
 use crate::data::tensors::{FaceSet, image_bytes, strings, tensor_to_rgb};
@@ -402,15 +402,27 @@ fn classifier_metrics(
         let best = &sweep.chosen;
         let details = serde_json::json!({"sizes": sweep.sizes, "criterion": "best val accuracy (Liu et al. Fig. 10)"});
         let n = best.n_test;
-        out.push(&group, "size_sweep_size", best.size, n, details.clone());
         out.push(
             &group,
-            "size_sweep_val_accuracy",
+            metric::SIZE_SWEEP_SIZE,
+            best.size,
+            n,
+            details.clone(),
+        );
+        out.push(
+            &group,
+            metric::SIZE_SWEEP_VAL_ACCURACY,
             best.val_accuracy,
             n,
             details.clone(),
         );
-        out.push(&group, "size_sweep_accuracy", best.accuracy, n, details);
+        out.push(
+            &group,
+            metric::SIZE_SWEEP_ACCURACY,
+            best.accuracy,
+            n,
+            details,
+        );
         io.say(format!(
             "size sweep `{group}`: size {} has the best val accuracy ({:.4}); its test accuracy {:.4}",
             best.size, best.val_accuracy, best.accuracy
@@ -436,7 +448,7 @@ fn fid_weights(out: &mut Rows, c: &Config, measured: &[&str]) -> Result<Option<P
                 io.say(format!("fid: {FID_SKIPPED}"));
                 for name in measured {
                     let details = serde_json::json!({ "fid": FID_SKIPPED });
-                    out.push(name, "fid", f64::NAN, 0, details);
+                    out.push(name, metric::FID, f64::NAN, 0, details);
                 }
             }
             found.map(|(p, _)| p)
@@ -559,7 +571,7 @@ fn fid_and_kid(
             "resize": fid::FID_RESIZE,
         });
         let n = f.len().min(real_f.len());
-        out.push(s.stage(), "fid", value, n, details.clone());
+        out.push(s.stage(), metric::FID, value, n, details.clone());
         io.say(format!(
             "`{}`: FID {value:.3} ({} vs {} real test images)",
             s.stage(),
@@ -573,7 +585,7 @@ fn fid_and_kid(
             d["kid_std"] = sd.into();
             d["kid_subsets"] = c.kid_subsets.into();
             d["kid_subset_size"] = size.into();
-            out.push(s.stage(), "kid", mean, n, d);
+            out.push(s.stage(), metric::KID, mean, n, d);
         }
         if let Some(rows) = edits.filter(|r| r.len() == f.len()) {
             let real = RealStats {
@@ -641,7 +653,7 @@ fn edit_fids(
         let v = fid_of(&with)?;
         out.push_attr(
             stage,
-            "fid",
+            metric::FID,
             Some(attribute_column(a)),
             v,
             with.len().min(real.features.len()),
@@ -980,8 +992,9 @@ fn size_sweep(
                 .map(|r| (r.value, r.n))
         };
         let (val_accuracy, _) =
-            get("val_accuracy").context("classifier metrics lack val_accuracy")?;
-        let (accuracy, n_test) = get("accuracy").context("classifier metrics lack accuracy")?;
+            get(metric::VAL_ACCURACY).context("classifier metrics lack val_accuracy")?;
+        let (accuracy, n_test) =
+            get(metric::ACCURACY).context("classifier metrics lack accuracy")?;
         let size = s.lineage.balance_size.ok_or_else(|| {
             data_error!(
                 "stage `{}`: `{}` is a size-sweep copy of `{group}` but no balance stage with a `size` is upstream of it",

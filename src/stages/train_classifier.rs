@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::contract::tables;
 use crate::data::celeba::Partition;
-use crate::data::metrics_table::{self, MetricRow};
+use crate::data::metrics_table::{self, MetricRow, metric};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
     self, ATTRIBUTES, N_ATTRIBUTES, attribute_by_any_name, attribute_column,
@@ -275,7 +275,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
     say_setup(c, io, &attrs, &splits, table)?;
     let (outcomes, saved) = train_repeats(c, io, &attrs, &splits, extractor.as_ref(), &dev, table)?;
-    let rows = all_metric_rows(c, io, &attrs, &outcomes, &splits, table);
+    let rows = all_metric_rows(c, io, &attrs, &outcomes, &splits, table)?;
     let acc = rows[0].value;
     let outcome = &outcomes[0];
     let out = &io.out_dir;
@@ -447,7 +447,7 @@ fn all_metric_rows(
     outcomes: &[Outcome],
     splits: &Splits,
     table: &str,
-) -> Vec<MetricRow> {
+) -> Result<Vec<MetricRow>> {
     let repeat_rows: Vec<(Vec<MetricRow>, f64)> = outcomes
         .iter()
         .enumerate()
@@ -457,11 +457,11 @@ fn all_metric_rows(
         })
         .collect();
     if c.repeats > 1 {
-        let mut rows = mean_and_std(&repeat_rows);
+        let mut rows = mean_and_std(&repeat_rows)?;
         rows.extend(repeat_rows.iter().flat_map(|(r, _)| r.iter().cloned()));
-        rows
+        Ok(rows)
     } else {
-        repeat_rows[0].0.clone()
+        Ok(repeat_rows[0].0.clone())
     }
 }
 
@@ -545,44 +545,49 @@ fn metric_rows(
     }
     let details = details.to_string();
     let mut rows: Vec<(String, Option<String>, f64, i64)> = vec![
-        ("accuracy".into(), None, acc, n_test),
+        (metric::ACCURACY.into(), None, acc, n_test),
         (
-            "balanced_accuracy".into(),
+            metric::BALANCED_ACCURACY.into(),
             None,
             counts.iter().map(|c| c.balanced_accuracy()).sum::<f64>() / counts.len() as f64,
             n_test,
         ),
         (
-            "f1".into(),
+            metric::F1.into(),
             None,
             counts.iter().map(|c| c.f1()).sum::<f64>() / counts.len() as f64,
             n_test,
         ),
         (
-            "val_accuracy".into(),
+            metric::VAL_ACCURACY.into(),
             None,
             outcome.val_accuracy,
             val.rows.len() as i64,
         ),
     ];
     if let Some(e) = outcome.best_epoch {
-        rows.push(("best_epoch".into(), None, e as f64, val.rows.len() as i64));
+        rows.push((
+            metric::BEST_EPOCH.into(),
+            None,
+            e as f64,
+            val.rows.len() as i64,
+        ));
     }
     for (k, &a) in attrs.iter().enumerate() {
         let name = Some(attribute_column(a));
         rows.push((
-            "accuracy".into(),
+            metric::ACCURACY.into(),
             name.clone(),
             counts[k].accuracy(),
             n_test,
         ));
         rows.push((
-            "balanced_accuracy".into(),
+            metric::BALANCED_ACCURACY.into(),
             name.clone(),
             counts[k].balanced_accuracy(),
             n_test,
         ));
-        rows.push(("f1".into(), name, counts[k].f1(), n_test));
+        rows.push((metric::F1.into(), name, counts[k].f1(), n_test));
     }
     let rows: Vec<MetricRow> = rows
         .into_iter()
@@ -603,13 +608,13 @@ fn metric_rows(
 /// Over the repeats' rows (same metrics in the same order): the mean of
 /// each (repeat null, details gaining `repeats`) and its sample standard
 /// deviation as `<metric>_std`.
-fn mean_and_std(repeats: &[(Vec<MetricRow>, f64)]) -> Vec<MetricRow> {
+fn mean_and_std(repeats: &[(Vec<MetricRow>, f64)]) -> Result<Vec<MetricRow>> {
     let first = &repeats[0].0;
     let mut means = Vec::with_capacity(first.len());
     let mut stds = Vec::with_capacity(first.len());
     for (k, row) in first.iter().enumerate() {
         let values: Vec<f64> = repeats.iter().map(|(rows, _)| rows[k].value).collect();
-        let mut details = row.details_json();
+        let mut details = row.details_json()?;
         if let Some(d) = details.as_object_mut() {
             d.insert("repeats".into(), repeats.len().into());
             d.remove("best_epoch");
@@ -630,7 +635,7 @@ fn mean_and_std(repeats: &[(Vec<MetricRow>, f64)]) -> Vec<MetricRow> {
         });
     }
     means.extend(stds);
-    means
+    Ok(means)
 }
 
 fn bool_labels(split: &Split, attrs: &[usize]) -> Vec<Vec<bool>> {

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::{Config, Rows};
 use crate::contract::tables;
-use crate::data::metrics_table;
+use crate::data::metrics_table::{self, ClassifierDetails, metric};
 use crate::data::parquet::read_columns;
 use crate::data::tensors::strings;
 use crate::metrics::accuracy::Counts;
@@ -114,12 +114,12 @@ impl Predictions {
 }
 
 /// The three test metrics, as `train_classifier` computes them.
-const STAT_METRICS: [&str; 3] = ["accuracy", "balanced_accuracy", "f1"];
+const STAT_METRICS: [&str; 3] = metric::WITH_INTERVALS;
 
 fn metric_of(name: &str, c: &Counts) -> f64 {
     match name {
-        "accuracy" => c.accuracy(),
-        "balanced_accuracy" => c.balanced_accuracy(),
+        metric::ACCURACY => c.accuracy(),
+        metric::BALANCED_ACCURACY => c.balanced_accuracy(),
         _ => c.f1(),
     }
 }
@@ -189,11 +189,15 @@ fn swapped_diff(
 /// rows were real faces only.
 fn classifier_kind(s: &InputStage) -> Result<(String, bool)> {
     let rows = metrics_table::read(&s.table(tables::METRICS)?)?;
-    let d = rows.first().map(|r| r.details_json()).unwrap_or_default();
-    let key = format!("{} {} {}", d["architecture"], d["size"], d["features"]);
-    let real = d["training_table"]
-        .as_str()
-        .is_some_and(|t| t.ends_with(".faces (train)"));
+    let Some(first) = rows.first() else {
+        return Err(crate::data_error!(
+            "classifier `{}` wrote no metrics rows; rerun it",
+            s.name
+        ));
+    };
+    let d: ClassifierDetails = first.details_as()?;
+    let key = format!("{} {} {:?}", d.architecture, d.size, d.features);
+    let real = d.training_table.ends_with(".faces (train)");
     Ok((key, real))
 }
 
