@@ -23,7 +23,7 @@ use crate::data::metrics_table::{self, ClassifierDetails, DifferenceDetails, Met
 use crate::data::parquet::read_columns;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
 use crate::pipeline::manifest::Manifest;
-use crate::stages::StageKind;
+use crate::stages::{StageKind, balance, synthesize, train_classifier, train_generator};
 
 /// One row of the comparison (a downstream classifier).
 #[derive(Debug, Clone, Serialize)]
@@ -138,10 +138,21 @@ fn load_run(dir: &Path) -> Result<RunData> {
     })
 }
 
+/// A stage's config as the manifest recorded it, read back as the type
+/// that wrote it.
+fn stored<T: serde::de::DeserializeOwned>(m: &Manifest, stage: &str) -> Result<T> {
+    serde_json::from_value(m.stages[stage].config.clone()).map_err(|e| {
+        crate::data_error!(
+            "{}: the recorded config of stage `{stage}` does not match this augment ({e}); rerun the stage",
+            m.run_name
+        )
+    })
+}
+
 /// How a classifier's training table was made, in words.
-fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
+fn method(m: &Manifest, classifier: &str) -> Result<(String, Option<String>)> {
     let Some(rec) = m.stages.get(classifier) else {
-        return ("?".into(), None);
+        return Ok(("?".into(), None));
     };
     let synth = rec.inputs.keys().find(|i| {
         m.stages
@@ -149,7 +160,7 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
             .is_some_and(|r| r.kind == StageKind::Synthesize)
     });
     let Some(synth) = synth else {
-        return ("no augmentation".into(), None);
+        return Ok(("no augmentation".into(), None));
     };
     let srec = &m.stages[synth];
     let mut parts = Vec::new();
@@ -157,46 +168,36 @@ fn method(m: &Manifest, classifier: &str) -> (String, Option<String>) {
         let Some(r) = m.stages.get(i) else { continue };
         match r.kind {
             StageKind::Balance => {
-                let strategy = r
-                    .config
-                    .get("strategy")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?");
-                let size = r.config.get("size").and_then(|v| v.as_f64());
+                let b: balance::Config = stored(m, i)?;
+                let strategy = b.strategy.name();
                 parts.insert(
                     0,
-                    match size {
+                    match b.size {
                         Some(s) => format!("{strategy} ×{s}"),
                         None => strategy.to_string(),
                     },
                 );
             }
             StageKind::TrainGenerator => {
-                let model = r
-                    .config
-                    .get("model")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("attr2face");
-                parts.push(format!("generator {model} ({i})"));
+                let g: train_generator::Config = stored(m, i)?;
+                parts.push(format!("generator {} ({i})", g.model.name()));
             }
             _ => {}
         }
     }
     // The knobs that make two classifiers on the same table differ.
-    if let Some(a) = srec
-        .config
-        .get("min_label_agreement")
-        .and_then(|v| v.as_f64())
-    {
+    let s: synthesize::Config = stored(m, synth)?;
+    if let Some(a) = s.min_label_agreement {
         parts.push(format!("label agreement ≥ {a}"));
     }
-    if let Some(f) = rec.config.get("real_fraction").and_then(|v| v.as_f64()) {
+    let c: train_classifier::Config = stored(m, classifier)?;
+    if let Some(f) = c.real_fraction {
         parts.push(format!("{}% real rows per batch", (f * 100.0).round()));
     }
-    if let Some(n) = rec.config.get("steps").and_then(|v| v.as_u64()) {
+    if let Some(n) = c.steps {
         parts.push(format!("{n} steps"));
     }
-    (parts.join(", "), Some(synth.clone()))
+    Ok((parts.join(", "), Some(synth.clone())))
 }
 
 fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
@@ -247,7 +248,7 @@ fn comparison_row(
     };
     let details: ClassifierDetails = acc.details_as()?;
     let (per_attribute, per_attribute_ci) = per_attribute_accuracy(&rows);
-    let (method, synth) = method(&run.manifest, c);
+    let (method, synth) = method(&run.manifest, c)?;
     let ci = |m: &str| -> Option<[f64; 2]> {
         let lo = overall(&metric::low95(m))?.value;
         let hi = overall(&metric::high95(m))?.value;
