@@ -195,24 +195,14 @@ lr = 1e-3
         "SELECT ({}) / 40 AS majority FROM faces WHERE partition = 'test'",
         terms.join(" + ")
     );
-    let majority: f64 = sql_csv(d.path(), &q)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let majority: f64 = sql_value(d.path(), &q);
     for stage in ["cnn", "resnet"] {
-        let acc: f64 = sql_csv(
+        let acc: f64 = sql_value(
             d.path(),
             &format!(
                 "SELECT value FROM {stage}_metrics WHERE metric = 'accuracy' AND attribute IS NULL"
             ),
-        )
-        .lines()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+        );
         eprintln!("{stage}: test accuracy {acc:.4}, majority baseline {majority:.4}");
         assert!(
             acc > majority + 0.01,

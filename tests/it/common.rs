@@ -272,3 +272,50 @@ pub fn assert_one_line_config_errors(head: &str, cases: &[(&str, &str)]) {
         assert!(!d.path().join("run/ingest").exists(), "{extra}: ran");
     }
 }
+
+/// A JSON number (a summary value), or a panic naming what it was.
+pub fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The one value a one-row, one-column query returns, parsed.
+pub fn sql_value<T: std::str::FromStr>(dir: &Path, query: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    let out = sql_csv(dir, query);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "{query}: expected a header and one row, got\n{out}"
+    );
+    assert!(
+        !rows[1].contains(','),
+        "{query}: expected one column, got\n{out}"
+    );
+    rows[1]
+        .parse()
+        .unwrap_or_else(|e| panic!("{query}: {:?} does not parse: {e:?}", rows[1]))
+}
+
+/// The mean of `loss` in `table` (a `train_log`) over its first and its
+/// last 50 logged steps after step 0.
+pub fn first_last_50(dir: &Path, table: &str, loss: &str) -> (f64, f64) {
+    let q = |order: &str| {
+        sql_value(
+            dir,
+            &format!(
+                "SELECT avg(value) AS v FROM (SELECT value FROM {table} WHERE loss = '{loss}' \
+                 AND step > 0 ORDER BY step {order} LIMIT 50)"
+            ),
+        )
+    };
+    (q("ASC"), q("DESC"))
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}

@@ -5,15 +5,6 @@
 
 use crate::common::*;
 
-fn f(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn sha256_file(p: &std::path::Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
-}
-
 /// About 4 minutes on 2 cores: a tiny parser at 32 px (4 epochs), then
 /// 600 SeCGAN steps (120 generator updates at batch 8), a plan edited by
 /// G_rgb alone, and the reversal protocol on 40 test faces with a tiny
@@ -101,7 +92,7 @@ edit_faces = 40
     let m = manifest(&run);
     let s = &m["stages"]["sec"]["summary"];
     eprintln!("{}", serde_json::to_string_pretty(s).unwrap());
-    let pair = |k: &str| (f(&s[format!("{k}_init")]), f(&s[k]));
+    let pair = |k: &str| (num(&s[format!("{k}_init")]), num(&s[k]));
     // Both critics' Wasserstein estimates rise from about 0.
     for k in ["wasserstein", "seg_wasserstein"] {
         let (a, b) = pair(k);
@@ -156,17 +147,16 @@ edit_faces = 40
     );
     // synthesize edits with G_rgb alone: generated rows change only the
     // generator's attributes of their source, and evaluate measures them.
-    let out = sql_csv(
+    let n: usize = sql_value(
         d.path(),
         "SELECT count(*) AS n FROM synth_synth WHERE origin = 'generated'",
     );
-    let n: usize = out.lines().nth(1).unwrap().parse().unwrap();
-    assert!(n > 100, "{out}");
-    let out = sql_csv(
+    assert!(n > 100, "{n} generated rows");
+    let n: usize = sql_value(
         d.path(),
         "SELECT count(*) AS n FROM eval_metrics WHERE metric = 'background_ms_ssim'",
     );
-    assert_ne!(out.lines().nth(1), Some("0"), "{out}");
+    assert_ne!(n, 0, "no background_ms_ssim rows");
     // The reversal protocol (Sec. 4.4): 40 test faces, each attribute
     // reversed; per group and as the mean over the three groups.
     let out = sql_csv(

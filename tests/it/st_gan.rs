@@ -7,25 +7,6 @@
 
 use crate::common::*;
 
-fn f(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// The mean of `loss` over the first and the last 50 logged steps.
-fn first_last_50(dir: &std::path::Path, table: &str, loss: &str) -> (f64, f64) {
-    let q = |order: &str| {
-        let out = sql_csv(
-            dir,
-            &format!(
-                "SELECT avg(value) AS v FROM (SELECT value FROM {table} WHERE loss = '{loss}' \
-                 AND step > 0 ORDER BY step {order} LIMIT 50)"
-            ),
-        );
-        out.lines().nth(1).unwrap().parse::<f64>().unwrap()
-    };
-    (q("ASC"), q("DESC"))
-}
-
 const STAGES: &str = r#"
 [stages.judge]
 kind = "train_classifier"
@@ -101,29 +82,29 @@ translation_samples = 200
     // ... and on a fixed prior batch under the final G and D, E's losses
     // (eq. 6's feature term included) are far below the initial E's.
     for key in ["fixed_prior_z", "fixed_prior_c", "fixed_feature"] {
-        let (a, b) = (f(&s[format!("{key}_init")]), f(&s[key]));
+        let (a, b) = (num(&s[format!("{key}_init")]), num(&s[key]));
         assert!(b < 0.6 * a, "{key}: {a} -> {b}");
     }
     // The critic's estimate starts at about 0 and rises.
-    let (w0, w) = (f(&s["wasserstein_init"]), f(&s["wasserstein"]));
+    let (w0, w) = (num(&s["wasserstein_init"]), num(&s["wasserstein"]));
     assert!(w0.abs() < 0.1 && w > w0 + 0.5, "Wasserstein {w0} -> {w}");
     // Mutual information: from about 0 (the c₂ part's constants make it
     // slightly negative) to at least half of ln 10, Q's c₁ accuracy from
     // chance to well above it.
     let ln10 = 10f64.ln();
-    let (m0, m) = (f(&s["mi_lower_bound_init"]), f(&s["mi_lower_bound"]));
+    let (m0, m) = (num(&s["mi_lower_bound_init"]), num(&s["mi_lower_bound"]));
     assert!(m0 < 0.25 * ln10 && m >= 0.5 * ln10, "MI bound {m0} -> {m}");
-    let (a0, a) = (f(&s["q_c1_accuracy_init"]), f(&s["q_c1_accuracy"]));
+    let (a0, a) = (num(&s["q_c1_accuracy_init"]), num(&s["q_c1_accuracy"]));
     assert!(a0 < 0.2 && a > 0.4, "Q's c1 accuracy {a0} -> {a}");
     // Reconstruction of 64 val faces, G(E(x)), improves.
     let (p0, p) = (
-        f(&s["reconstruction_psnr_init"]),
-        f(&s["reconstruction_psnr"]),
+        num(&s["reconstruction_psnr_init"]),
+        num(&s["reconstruction_psnr"]),
     );
     assert!(p >= p0 + PSNR_GAIN_DB, "PSNR {p0} -> {p}");
     let (q0, q) = (
-        f(&s["reconstruction_ms_ssim_init"]),
-        f(&s["reconstruction_ms_ssim"]),
+        num(&s["reconstruction_ms_ssim_init"]),
+        num(&s["reconstruction_ms_ssim"]),
     );
     assert!(q > q0, "MS-SSIM {q0} -> {q}");
 

@@ -8,10 +8,6 @@
 
 use crate::common::*;
 
-fn f(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 /// About 8 minutes on 2 cores.
 #[test]
 fn sggan_and_stargan_learn_on_real_celeba_and_translate_plans() {
@@ -107,20 +103,20 @@ translation_samples = 200
         // The critic learned to tell G's translations from real faces (its
         // estimate at initialisation is about 0; early in WGAN training it
         // rises) and learned the attributes of real faces ...
-        let (w0, w) = (f(&s["wasserstein_init"]), f(&s["wasserstein"]));
+        let (w0, w) = (num(&s["wasserstein_init"]), num(&s["wasserstein"]));
         assert!(w0.abs() < 0.1, "{g}: initial estimate {w0}");
         assert!(w > w0 + 1.0, "{g}: critic's estimate {w0} -> {w}");
-        let (c0, c) = (f(&s["critic_cls_init"]), f(&s["critic_cls"]));
+        let (c0, c) = (num(&s["critic_cls_init"]), num(&s["critic_cls"]));
         assert!(
             c < c0,
             "{g}: critic's classification loss on real faces {c0} -> {c}"
         );
         // ... and under the final critic the trained G's edits carry their
         // target labels better than the initial G's.
-        let (g0, g1) = (f(&s["g_cls_init"]), f(&s["g_cls"]));
+        let (g0, g1) = (num(&s["g_cls_init"]), num(&s["g_cls"]));
         assert!(g1 < 0.9 * g0, "{g}: G's classification loss {g0} -> {g1}");
         // λ_rec: G(x, source labels) reconstructs x far better than at init.
-        let (r0, r) = (f(&s["rec_l1_init"]), f(&s["rec_l1"]));
+        let (r0, r) = (num(&s["rec_l1_init"]), num(&s["rec_l1"]));
         assert!(r < 0.8 * r0, "{g}: L1(G(x, c_src), x) {r0} -> {r}");
     }
     // Sparse grouping: 300 images per value of each attribute kept labels.

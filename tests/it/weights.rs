@@ -192,18 +192,11 @@ inputs = ["ingest", "synth"]
         let (code, _, err) = run(fresh_user(home.path()), &["run", "p.toml"]);
         assert_eq!(code, 0, "{err}");
         assert!(err.contains("evaluate") && err.contains("FID"), "{err}");
-        let (_, out, _) = run(
-            fresh_user(home.path()),
-            &[
-                "sql",
-                "run",
-                "SELECT value FROM evaluate_metrics WHERE metric = 'fid'",
-                "--format",
-                "csv",
-            ],
+        let fid: f64 = crate::common::sql_value(
+            home.path(),
+            "SELECT value FROM evaluate_metrics WHERE metric = 'fid'",
         );
-        let fid: f64 = out.lines().nth(1).unwrap().parse().unwrap();
-        assert!(fid.is_finite() && fid > 0.0, "{out}");
+        assert!(fid.is_finite() && fid > 0.0, "fid = {fid}");
         std::fs::remove_file(&cached).unwrap();
     }
 
