@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::models::{attr2face, began, bridgegan, critic, st_gan, translator};
+use crate::models::{attr2face, bridgegan, critic, st_gan, translator};
 
 /// The file name inside a generator stage's folder.
 pub const FILE: &str = "model.json";
@@ -165,17 +165,6 @@ impl ModelFile {
         let path = dir.join(FILE);
         std::fs::write(&path, serde_json::to_string_pretty(self)?)
             .with_context(|| format!("writing {}", path.display()))
-    }
-
-    /// The autoencoder sizes (attr2face and dcgan record them; only attr2face
-    /// trains the autoencoder).
-    pub fn autoencoder(&self) -> Option<&began::Config> {
-        match &self.networks {
-            Networks::Attr2face { network } => Some(&network.autoencoder),
-            Networks::Translation { .. } | Networks::StGan { .. } | Networks::Bridgegan { .. } => {
-                None
-            }
-        }
     }
 }
 
