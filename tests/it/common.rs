@@ -284,7 +284,7 @@ where
     T::Err: std::fmt::Debug,
 {
     let out = sql_csv(dir, query);
-    let rows: Vec<&str> = out.lines().collect();
+    let rows: Vec<&str> = out.trim().lines().collect();
     assert_eq!(
         rows.len(),
         2,
