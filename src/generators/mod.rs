@@ -142,13 +142,8 @@ fn ingest_and_optional_balance(
     }
     Err(format!(
         "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
-        kind_list(inputs)
+        StageKind::list(inputs)
     ))
-}
-
-/// `kind`s in backticks, for messages.
-fn kind_list(k: &[StageKind]) -> String {
-    StageKind::list(k)
 }
 
 /// Loads the generator of the stage folder `dir` (its `model.json`, then its weights).
@@ -309,4 +304,29 @@ fn attribute_indices(names: &[String], dir: &Path) -> Result<Vec<usize>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `of_model`'s `expect` cannot fire: every model a pipeline can name
+    /// belongs to exactly one registered family.
+    #[test]
+    fn every_model_has_exactly_one_family() {
+        for name in [
+            "attr2face",
+            "dcgan",
+            "sggan",
+            "stargan",
+            "st_gan",
+            "bridgegan",
+            "secgan",
+        ] {
+            let m: Model = serde_json::from_value(name.into()).unwrap();
+            let n = FAMILIES.iter().filter(|f| f.models.contains(&m)).count();
+            assert_eq!(n, 1, "{name}");
+            assert_eq!(m.name(), name);
+        }
+    }
 }

@@ -67,11 +67,11 @@ impl StageConfig {
             StageConfig::Ingest(_) if !inputs.is_empty() => Err("`ingest` takes no inputs".into()),
             StageConfig::ParseFaces(_) if inputs != [StageKind::Ingest] => Err(format!(
                 "`parse_faces` needs one `ingest` stage as input (the faces it parses), got {}",
-                kind_list(inputs)
+                StageKind::list(inputs)
             )),
             StageConfig::Balance(_) if inputs != [StageKind::Ingest] => Err(format!(
                 "`balance` needs one `ingest` stage as input, got {}",
-                kind_list(inputs)
+                StageKind::list(inputs)
             )),
             StageConfig::TrainGenerator(c) => crate::generators::check_inputs(c, inputs),
             StageConfig::Synthesize(_) => synthesize_inputs(inputs),
@@ -113,13 +113,13 @@ impl StageConfig {
 /// `synthesize`: `ingest` + `balance`, and a `train_generator` for generated rows.
 fn synthesize_inputs(inputs: &[StageKind]) -> std::result::Result<(), String> {
     use StageKind::{Balance, Ingest, TrainGenerator};
-    let k = sorted(inputs);
+    let k = StageKind::sorted(inputs);
     if k == [Balance, Ingest] || k == [Balance, Ingest, TrainGenerator] {
         Ok(())
     } else {
         Err(format!(
             "`synthesize` needs one `ingest`, one `balance` and (for generated rows) one `train_generator` stage, got {}",
-            kind_list(inputs)
+            StageKind::list(inputs)
         ))
     }
 }
@@ -130,7 +130,7 @@ fn classifier_inputs(
     inputs: &[StageKind],
 ) -> std::result::Result<(), String> {
     use StageKind::{Ingest, Synthesize, TrainGenerator};
-    let k = sorted(inputs);
+    let k = StageKind::sorted(inputs);
     let allowed: [&[StageKind]; 4] = [
         &[Ingest],
         &[Ingest, Synthesize],
@@ -140,7 +140,7 @@ fn classifier_inputs(
     if !allowed.contains(&k.as_slice()) {
         return Err(format!(
             "`train_classifier` needs one `ingest` stage (val/test, and train rows without augmentation), optionally one `synthesize` stage (train on its `augmented` table) and, for a `linear_probe` on encoder features, one `train_generator` stage, got {}",
-            kind_list(inputs)
+            StageKind::list(inputs)
         ));
     }
     let probe_on_encoder = c.features() == Some(train_classifier::Features::Encoder);
@@ -166,17 +166,9 @@ fn evaluate_inputs(inputs: &[StageKind]) -> std::result::Result<(), String> {
     } else {
         Err(format!(
             "`evaluate` needs one `ingest` stage (the real test images) and the `train_classifier`, `synthesize` and `train_generator` stages to measure, got {}",
-            kind_list(inputs)
+            StageKind::list(inputs)
         ))
     }
-}
-
-fn sorted(inputs: &[StageKind]) -> Vec<StageKind> {
-    StageKind::sorted(inputs)
-}
-
-fn kind_list(k: &[StageKind]) -> String {
-    StageKind::list(k)
 }
 
 pub fn run(config: &StageConfig, io: &StageIo) -> Result<StageOutput> {

@@ -5,7 +5,7 @@
 
 pub mod train;
 
-use super::{Abilities, Family, kind_list};
+use super::{Abilities, Family};
 use crate::contract::StageKind;
 use crate::generators::options::Config;
 use crate::train::model_file::Model;
@@ -31,6 +31,6 @@ fn inputs(_: &Config, inputs: &[StageKind]) -> std::result::Result<(), String> {
     }
     Err(format!(
         "`train_generator` with model = \"secgan\" needs one `ingest` stage and one `parse_faces` stage (its frozen parser P), got {}",
-        kind_list(inputs)
+        StageKind::list(inputs)
     ))
 }

@@ -5,7 +5,7 @@
 pub mod load;
 pub mod train;
 
-use super::{Abilities, Family, kind_list};
+use super::{Abilities, Family};
 use crate::contract::StageKind;
 use crate::generators::options::Config;
 use crate::train::model_file::Model;
@@ -33,6 +33,6 @@ fn inputs(_: &Config, inputs: &[StageKind]) -> std::result::Result<(), String> {
     }
     Err(format!(
         "`train_generator` with model = \"st_gan\" needs one `ingest` stage and optionally one `train_classifier` stage trained on real faces (the judge of its attribute map), got {}",
-        kind_list(inputs)
+        StageKind::list(inputs)
     ))
 }
