@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::parquet::TableWriter;
 use crate::train::LogRow;
-use crate::train::model_file::ModelFile;
 
 /// Where generators and classifiers run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -260,11 +259,6 @@ impl InputStage {
     /// Whether it wrote table `id`.
     pub fn has_table(&self, id: TableId) -> bool {
         self.tables.iter().any(|t| t.name == id.name)
-    }
-
-    /// The `model.json` of a `train_generator` input.
-    pub fn model_file(&self) -> Result<ModelFile> {
-        ModelFile::read(&self.dir)
     }
 }
 

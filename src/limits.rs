@@ -188,19 +188,20 @@ pub fn check(key: &str, value: f64, l: Limit) -> std::result::Result<(), String>
 /// Every number in a stage's validated config (as serialized) within its
 /// limit; `prefix` is the dotted key of the stage (`stages.gen`).
 pub fn check_config(prefix: &str, config: &Value) -> std::result::Result<(), String> {
-    walk(prefix, None, None, config)
+    walk(prefix, &[], config)
 }
 
-fn walk(
-    key: &str,
-    parent: Option<&str>,
-    leaf: Option<&str>,
-    v: &Value,
-) -> std::result::Result<(), String> {
+/// Checks `v`, found at dotted `key` under the config's keys `path`.
+fn walk(key: &str, path: &[&str], v: &Value) -> std::result::Result<(), String> {
     match v {
-        Value::Object(m) => m
-            .iter()
-            .try_for_each(|(k, v)| walk(&format!("{key}.{k}"), leaf, Some(k), v)),
+        Value::Object(m) => {
+            for (k, child) in m {
+                let mut inner = path.to_vec();
+                inner.push(k.as_str());
+                walk(&format!("{key}.{k}"), &inner, child)?;
+            }
+            Ok(())
+        }
         Value::Array(a) => {
             if a.len() as f64 > LIST.max {
                 return Err(format!(
@@ -209,21 +210,32 @@ fn walk(
                     show(LIST.max)
                 ));
             }
-            a.iter().try_for_each(|v| walk(key, parent, leaf, v))
+            a.iter().try_for_each(|v| walk(key, path, v))
         }
-        Value::Number(n) => {
-            let Some(l) = leaf.and_then(|k| limit_of(parent, k)) else {
-                return Ok(());
-            };
-            // Integers everywhere; floats only where a factor sizes work.
-            let is_count = n.is_u64() || n.is_i64();
-            let sized_float =
-                parent != Some("crop") && matches!(leaf, Some("size" | "sizes" | "epochs"));
-            match n.as_f64() {
-                Some(x) if is_count || sized_float => check(key, x, l),
-                _ => Ok(()),
-            }
-        }
+        Value::Number(n) => check_number(key, path, n),
+        _ => Ok(()),
+    }
+}
+
+/// A number at `path` (its key's segments) within its limit.
+fn check_number(
+    key: &str,
+    path: &[&str],
+    n: &serde_json::Number,
+) -> std::result::Result<(), String> {
+    let (leaf, parent) = match path {
+        [.., parent, leaf] => (*leaf, Some(*parent)),
+        [leaf] => (*leaf, None),
+        [] => return Ok(()),
+    };
+    let Some(l) = limit_of(parent, leaf) else {
+        return Ok(());
+    };
+    // Integers everywhere; floats only where a factor sizes work.
+    let is_count = n.is_u64() || n.is_i64();
+    let sized_float = parent != Some("crop") && matches!(leaf, "size" | "sizes" | "epochs");
+    match n.as_f64() {
+        Some(x) if is_count || sized_float => check(key, x, l),
         _ => Ok(()),
     }
 }

@@ -19,7 +19,9 @@ use arrow::array::Int64Array;
 use crate::charts::{self, Series};
 use crate::config_error;
 use crate::contract::tables;
-use crate::data::metrics_table::{self, ClassifierDetails, DifferenceDetails, MetricRow, metric};
+use crate::data::metrics_table::{
+    self, ClassifierDetails, DifferenceDetails, MetricRow, SizeSweepDetails, metric,
+};
 use crate::data::parquet::read_columns;
 use crate::data::schema::{ATTRIBUTES, N_ATTRIBUTES};
 use crate::pipeline::manifest::Manifest;
@@ -94,6 +96,9 @@ pub struct OtherRow {
     pub value: f64,
     pub n: i64,
     pub details: serde_json::Value,
+    /// `details` in words, for the HTML table.
+    #[serde(skip)]
+    pub shown: String,
 }
 
 struct RunData {
@@ -349,10 +354,52 @@ fn other_rows(run: &RunData) -> Result<Vec<OtherRow>> {
                 value: r.value,
                 n: r.n,
                 details: r.details_json()?,
+                shown: shown_details(r)?,
             });
         }
     }
     Ok(other)
+}
+
+/// A row's `details` in words: `key: value; ...`, and for a size sweep
+/// each size's val and test accuracy.
+fn shown_details(r: &MetricRow) -> Result<String> {
+    let sweep = [
+        metric::SIZE_SWEEP_SIZE,
+        metric::SIZE_SWEEP_VAL_ACCURACY,
+        metric::SIZE_SWEEP_ACCURACY,
+    ];
+    if sweep.contains(&r.metric.as_str()) {
+        let d: SizeSweepDetails = r.details_as()?;
+        let sizes: Vec<String> = d
+            .sizes
+            .iter()
+            .map(|s| {
+                format!(
+                    "×{}: val {}, test {}",
+                    s.size,
+                    num(s.val_accuracy, 4),
+                    num(s.accuracy, 4)
+                )
+            })
+            .collect();
+        return Ok(format!("criterion: {}; {}", d.criterion, sizes.join("; ")));
+    }
+    Ok(match r.details_json()? {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {}",
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        v => v.to_string(),
+    })
 }
 
 fn esc(s: &str) -> String {
@@ -654,34 +701,7 @@ fn other_metrics_table(report: &Report) -> String {
     if !report.other.is_empty() {
         others.push_str("<h2>Synthesized images, generators and size sweeps</h2>\n<table>\n<thead><tr><th>run</th><th>stage</th><th>metric</th><th class=\"n\">value</th><th class=\"n\">N</th><th>details</th></tr></thead>\n<tbody>\n");
         for r in &report.other {
-            let d = match &r.details {
-                serde_json::Value::Object(m) => m
-                    .iter()
-                    .map(|(k, v)| match (k.as_str(), v.as_array()) {
-                        // The size sweep: each size's val and test accuracy.
-                        ("sizes", Some(sizes)) => sizes
-                            .iter()
-                            .map(|s| {
-                                format!(
-                                    "×{}: val {}, test {}",
-                                    s["size"],
-                                    num(s["val_accuracy"].as_f64().unwrap_or(f64::NAN), 4),
-                                    num(s["accuracy"].as_f64().unwrap_or(f64::NAN), 4)
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                        _ => format!(
-                            "{k}: {}",
-                            v.as_str()
-                                .map(String::from)
-                                .unwrap_or_else(|| v.to_string())
-                        ),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                v => v.to_string(),
-            };
+            let d = &r.shown;
             let _ = writeln!(
                 others,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"details\">{}</td></tr>",
@@ -690,7 +710,7 @@ fn other_metrics_table(report: &Report) -> String {
                 esc(&r.metric),
                 num(r.value, 4),
                 r.n,
-                esc(&d)
+                esc(d)
             );
         }
         others.push_str("</tbody>\n</table>\n");

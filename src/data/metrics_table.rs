@@ -49,25 +49,74 @@ pub mod metric {
     }
 }
 
-/// The `details` keys of a `train_classifier` metrics row that `evaluate`
-/// and `augment report` read (the row carries more).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// The `details` of a `train_classifier` metrics row, written by it and
+/// read back by `evaluate` and `augment report`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassifierDetails {
+    /// The split the row was measured on (`test`).
+    pub split: String,
     pub architecture: String,
     pub size: String,
-    /// A linear probe's features (`encoder`, `inception`).
-    #[serde(default)]
-    pub features: Option<String>,
     /// `<stage>.augmented` or `<stage>.faces (train)`.
     pub training_table: String,
     pub training_rows: u64,
+    /// How many attributes the classifier predicts.
+    pub attributes: u64,
+    /// What its training adds: `best_epoch` (a network), `features`,
+    /// `feature_dim` and `alphas` (a linear probe), `repeats` (the mean of
+    /// several trainings).
+    #[serde(flatten)]
+    pub training: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The `details` keys of a paired-difference row (`<metric>_diff...`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+impl ClassifierDetails {
+    /// A linear probe's features (`encoder`, `inception`); None for a network.
+    pub fn features(&self) -> Option<&str> {
+        self.training.get("features")?.as_str()
+    }
+}
+
+/// The `details` of a paired-difference row (`<metric>_diff...`), written
+/// by `evaluate` and read by `augment report`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DifferenceDetails {
     /// The real-data classifier it is compared with.
     pub baseline: String,
+    /// `<classifier> − <baseline>`.
+    pub difference: String,
+    /// How the interval was made.
+    pub interval: String,
+    /// How the p-value was made.
+    pub p_value: String,
+    pub resamples: u64,
+    pub permutations: u64,
+    pub seed: u64,
+}
+
+/// One size of a size sweep (Liu et al. Fig. 10): its classifier's val and
+/// test accuracy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepPoint {
+    pub stage: String,
+    pub size: f64,
+    pub val_accuracy: f64,
+    pub accuracy: f64,
+    pub n_test: usize,
+}
+
+/// The `details` of the `size_sweep_*` rows, written by `evaluate` and
+/// read by `augment report`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SizeSweepDetails {
+    pub sizes: Vec<SweepPoint>,
+    /// How the size was chosen.
+    pub criterion: String,
+}
+
+/// A typed `details` record as the JSON text of the column (keys sorted,
+/// as every `details` value is written).
+pub fn details_text<T: serde::Serialize>(d: &T) -> Result<String> {
+    Ok(serde_json::to_value(d)?.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,9 +6,9 @@
 //! their labels; and, where the family can, reconstruct faces, sample its
 //! prior or edit one attribute of a face). [`FAMILIES`] is the registry:
 //! the stages call through it and the trait, and never name a family.
-//! [`options`] is the `train_generator` config, [`training`] what the
-//! training entries share, [`files`] the file names writers and readers
-//! share. `docs/design.md` walks through adding a family.
+//! [`options`] is the `train_generator` config, [`model_file`] the
+//! `model.json` every family writes, [`training`] what the training
+//! entries share, [`files`] the file names writers and readers share. `docs/design.md` walks through adding a family.
 //!
 //! - [`attr2face`]: attr2face and dcgan (Liu et al., "Generating Face
 //!   Images with Attributes for Free", Sec. III): G_de(Φ(a)), judged by C;
@@ -22,10 +22,12 @@
 //!   G(x, E(reference, att_diff)), judged by C.
 //! - [`secgan`]: SeCGAN (Sun et al., "SeCGAN", Sec. 3): trains an RGB and a
 //!   semantic branch through a frozen parser; loads as a translation generator.
-//! - [`options`], [`training`]: the stage's options and the training helpers.
+//! - [`options`], [`model_file`], [`training`]: the stage's options,
+//!   `model.json` and the training helpers.
 
 pub mod attr2face;
 pub mod bridgegan;
+pub mod model_file;
 pub mod options;
 pub mod secgan;
 pub mod st_gan;
@@ -43,8 +45,8 @@ use crate::contract::{StageIo, StageKind, StageOutput};
 use crate::data::celeba::Labels;
 use crate::data::tensors::tensor_to_rgb;
 use crate::models::editor::Editor;
-use crate::train::model_file::{Model, ModelFile};
-use options::Config;
+use model_file::{Model, ModelFile};
+use options::{Config, Preset};
 
 /// The files in a generator stage's folder, named once for the stage that
 /// writes them and the stages that read them.
@@ -83,12 +85,19 @@ pub struct Abilities {
     pub edits_need_judge: bool,
 }
 
-/// One generator family: the models it trains, what it can do, the inputs
-/// it needs, its training entry and its loader.
+/// One generator family: the models it trains, its presets and options,
+/// what it can do, the inputs it needs, its training entry and its loader.
 pub struct Family {
     pub name: &'static str,
     /// The `model = "..."` values it trains.
-    pub models: &'static [Model],
+    pub models: &'static [&'static str],
+    /// The `preset` values it takes; the first (its paper's size) is the default.
+    pub presets: &'static [Preset],
+    /// Its own keys of the stage: `options::resolve::<T>` for its type `T`
+    /// (parsed, checked, returned with every default filled in).
+    pub options: fn(&Config, toml::Table) -> std::result::Result<options::Resolved, String>,
+    /// The top-level keys of that type: `options::keys::<T>`.
+    pub option_keys: fn() -> &'static [&'static str],
     pub abilities: Abilities,
     /// Checks the kinds of a `train_generator` stage's inputs.
     pub inputs: fn(&Config, &[StageKind]) -> std::result::Result<(), String>,
@@ -107,12 +116,13 @@ pub const FAMILIES: [&Family; 5] = [
     &secgan::FAMILY,
 ];
 
-/// The family that trains `model`.
+/// The family that trains `model` (a [`Model`] is a name from a family's
+/// `models`, so there is one).
 pub fn of_model(model: Model) -> &'static Family {
     FAMILIES
         .into_iter()
-        .find(|f| f.models.contains(&model))
-        .expect("every model has a family (FAMILIES)")
+        .find(|f| f.models.contains(&model.name()))
+        .expect("a Model is named by a registered family")
 }
 
 /// The family of a trained generator's `model.json`.
@@ -144,6 +154,12 @@ fn ingest_and_optional_balance(
         "`train_generator` needs one `ingest` stage and optionally one `balance` stage (for `recursive_times`), got {}",
         StageKind::list(inputs)
     ))
+}
+
+/// What the generator of the stage folder `dir` can do, from its
+/// `model.json` alone.
+pub fn abilities(dir: &Path) -> Result<Abilities> {
+    Ok(family(&ModelFile::read(dir)?).abilities)
 }
 
 /// Loads the generator of the stage folder `dir` (its `model.json`, then its weights).
@@ -299,7 +315,7 @@ fn attribute_indices(names: &[String], dir: &Path) -> Result<Vec<usize>> {
             crate::data::schema::attribute_index(a).ok_or_else(|| {
                 crate::data_error!(
                     "{}: unknown attribute `{a}` in `attributes`",
-                    dir.join(crate::train::model_file::FILE).display()
+                    dir.join(model_file::FILE).display()
                 )
             })
         })
@@ -310,23 +326,17 @@ fn attribute_indices(names: &[String], dir: &Path) -> Result<Vec<usize>> {
 mod tests {
     use super::*;
 
-    /// `of_model`'s `expect` cannot fire: every model a pipeline can name
-    /// belongs to exactly one registered family.
+    /// `of_model`'s `expect` cannot fire: every model name belongs to
+    /// exactly one registered family, and a `Model` is only made from one.
     #[test]
     fn every_model_has_exactly_one_family() {
-        for name in [
-            "attr2face",
-            "dcgan",
-            "sggan",
-            "stargan",
-            "st_gan",
-            "bridgegan",
-            "secgan",
-        ] {
-            let m: Model = serde_json::from_value(name.into()).unwrap();
-            let n = FAMILIES.iter().filter(|f| f.models.contains(&m)).count();
+        for name in Model::all() {
+            let m = Model::named(name).unwrap();
+            let n = FAMILIES.iter().filter(|f| f.models.contains(&name)).count();
             assert_eq!(n, 1, "{name}");
             assert_eq!(m.name(), name);
+            assert!(!of_model(m).presets.is_empty(), "{name}");
         }
+        assert_eq!(Model::named("vqgan"), None);
     }
 }

@@ -1,30 +1,26 @@
 //! The options of a `train_generator` stage (`[stages.<name>]` with
-//! `kind = "train_generator"`): the keys every family reads (`model`,
-//! `preset`, `limit`, the logging cadence, `seed`) and each family's own
-//! table (`[translation]`, `[st_gan]`, `[bridgegan]`, `[secgan]`; attr2face's
-//! `[autoencoder]`, `[classifier]`, `[mapping]`). A table of another model is
-//! refused with a line naming the model it belongs to.
+//! `kind = "train_generator"`): the keys every family reads ([`Config`]:
+//! `model`, `preset`, `limit`, the logging cadence, `seed`) and the keys of
+//! the family that trains `model`, which are that family's own serde type
+//! ([`FamilyOptions`]: e.g. `[st_gan]` for ST-GAN, `batch_size` and
+//! `[translation]` for sggan / stargan). A key the family's type does not
+//! have is an error naming the model it belongs to, if any.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::{FAMILIES, Family, of_model};
 use crate::data::schema;
-use crate::models::attr2face::Config as Attr2faceNet;
-use crate::models::translator::Kind;
-use crate::train::attr2face::{AutoencoderOptions, ClassifierOptions, MappingOptions};
-use crate::train::bridgegan::Options as BridgeOptions;
-use crate::train::secgan::Options as SecganOptions;
-use crate::train::st_gan::Options as StGanOptions;
-use crate::train::translation::TranslationOptions;
 
-pub use crate::train::model_file::Model;
+pub use super::model_file::Model;
 
 /// Network sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Preset {
-    /// attr2face / dcgan at 64×64 (Liu et al.).
+    /// attr2face / dcgan / st_gan at 64×64 (Liu et al.; Zhang et al.).
     #[serde(rename = "paper_64")]
     Paper64,
-    /// sggan / stargan at 128×128 (both papers).
+    /// sggan / stargan / bridgegan / secgan at 128×128 (their papers).
     #[serde(rename = "paper_128")]
     Paper128,
     /// Small widths at 32×32, for CPU tests and the quickstart.
@@ -43,13 +39,7 @@ impl Preset {
 }
 
 fn default_model() -> Model {
-    Model::Attr2face
-}
-fn default_true() -> bool {
-    true
-}
-fn default_one() -> usize {
-    1
+    Model::named("attr2face").expect("attr2face is registered (FAMILIES)")
 }
 fn default_log_every() -> usize {
     50
@@ -61,31 +51,23 @@ fn default_checkpoint_every() -> usize {
     1000
 }
 
+/// The keys of a `train_generator` stage that every family reads, and the
+/// family's own keys as it checked them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// `attr2face` (Liu et al.'s method, the default), `dcgan` (its
     /// footnote-4 ablation), `sggan` or `stargan` (translation generators),
     /// `st_gan` (unsupervised, edits through latent codes), `bridgegan`
-    /// (label- or reference-guided) or `secgan` (with a semantic branch).
+    /// (label- or reference-guided) or `secgan` (with a semantic branch):
+    /// any name in a registered family's `models`.
     #[serde(default = "default_model")]
     pub model: Model,
-    /// `paper_64` (attr2face, dcgan, st_gan), `paper_128` (sggan, stargan,
-    /// bridgegan, secgan) or `tiny`; default the model's paper size.
+    /// One of the family's `presets`; default its paper's size (the first).
     #[serde(default)]
     pub preset: Option<Preset>,
-    /// Rows per step (default 16). st_gan reads `st_gan.batch_size` instead.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
     /// Train on at most this many training rows (the first ones).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// `false`: the "Without Perceptual Loss" ablation.
-    #[serde(default = "default_true")]
-    pub perceptual_loss: bool,
-    /// Table 4: rounds of classifier retraining on augmented data, then Φ again.
-    #[serde(default = "default_one")]
-    pub recursive_times: usize,
     #[serde(default = "default_log_every")]
     pub log_every: usize,
     #[serde(default = "default_sample_every")]
@@ -95,264 +77,166 @@ pub struct Config {
     /// Overrides the run seed.
     #[serde(default)]
     pub seed: Option<u64>,
-    #[serde(default)]
-    pub autoencoder: AutoencoderOptions,
-    #[serde(default)]
-    pub classifier: ClassifierOptions,
-    #[serde(default)]
-    pub mapping: MappingOptions,
-    /// sggan / stargan: attributes, losses and schedule.
-    #[serde(default)]
-    pub translation: TranslationOptions,
-    /// st_gan: latent layout, losses, schedule and the attribute map.
-    #[serde(default)]
-    pub st_gan: StGanOptions,
-    /// bridgegan: attributes, losses and schedule.
-    #[serde(default)]
-    pub bridgegan: BridgeOptions,
-    /// secgan: attributes, losses and schedule.
-    #[serde(default)]
-    pub secgan: SecganOptions,
-    /// The keys the pipeline file wrote for this stage (not serialized):
-    /// a family's table under another model is refused by its presence,
-    /// even when every value in it is a default.
-    #[serde(skip)]
-    pub written: std::collections::BTreeSet<String>,
+    /// The family's own keys. [`Config::from_toml`] parses them as the
+    /// family's type, checks them and stores them back with every default
+    /// filled in; the family reads them with [`Config::options`].
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
-/// attr2face's own keys (`model = "attr2face"` or `"dcgan"`).
-const ATTR2FACE_KEYS: [&str; 4] = ["autoencoder", "classifier", "mapping", "perceptual_loss"];
+/// A family's own keys with every default filled in, as stored in [`Config::options`].
+pub type Resolved = serde_json::Map<String, serde_json::Value>;
+
+/// The keys every family reads (those of [`Config`]).
+const COMMON_KEYS: [&str; 7] = [
+    "model",
+    "preset",
+    "limit",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "seed",
+];
 
 impl Config {
-    /// Whether the pipeline file wrote `key` for this stage.
-    fn wrote(&self, key: &str) -> bool {
-        self.written.contains(key)
+    /// The family that trains the stage's model.
+    pub fn family(&self) -> &'static Family {
+        of_model(self.model)
     }
 
-    /// Checks the options: those of the stage's model, and that no table
-    /// of another model was written.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.batch_size == Some(0) {
-            return Err("batch_size must be at least 1".into());
-        }
-        if !matches!(self.model, Model::Attr2face | Model::Dcgan)
-            && let Some(k) = ATTR2FACE_KEYS.iter().find(|k| self.wrote(k))
-        {
-            return Err(format!(
-                "{k} is for model = \"attr2face\" or \"dcgan\", not {}",
-                self.model.name()
-            ));
-        }
-        if self.model == Model::Secgan {
-            return self.validate_secgan();
-        } else if self.wrote("secgan") {
-            return Err(format!(
-                "[secgan] is for model = \"secgan\", not {}",
-                self.model.name()
-            ));
-        }
-        if self.model == Model::Bridgegan {
-            return self.validate_bridgegan();
-        } else if self.wrote("bridgegan") {
-            return Err(format!(
-                "[bridgegan] is for model = \"bridgegan\", not {}",
-                self.model.name()
-            ));
-        }
-        if self.model == Model::StGan {
-            return self.validate_st_gan();
-        } else if self.wrote("st_gan") {
-            return Err(format!(
-                "[st_gan] is for model = \"st_gan\", not {}",
-                self.model.name()
-            ));
-        }
-        match (self.model.translator(), self.preset()) {
-            (Some(_), Preset::Paper64) => {
-                return Err(format!(
-                    "preset = \"paper_64\" is attr2face's; {} uses \"paper_128\" or \"tiny\"",
-                    self.model.name()
-                ));
-            }
-            (None, Preset::Paper128) => {
-                return Err(format!(
-                    "preset = \"paper_128\" is for sggan / stargan; {} uses \"paper_64\" or \"tiny\"",
-                    self.model.name()
-                ));
-            }
-            _ => {}
-        }
-        if let Some(kind) = self.model.translator() {
-            self.translation.validate(kind)?;
-            self.translation_attributes()?;
-            if self.recursive_times != 1 {
-                return Err(
-                    "recursive_times is attr2face's (Table 4); remove it for sggan / stargan"
-                        .into(),
-                );
-            }
-        } else if self.wrote("translation") {
-            return Err(format!(
-                "[translation] is for model = \"sggan\" or \"stargan\", not {}",
-                self.model.name()
-            ));
-        }
-        if !(1..=10).contains(&self.recursive_times) {
-            return Err(format!(
-                "recursive_times = {}: use 1 (no recursion) to 10",
-                self.recursive_times
-            ));
-        }
-        if self.limit == Some(0) {
-            return Err("limit must be at least 1".into());
-        }
-        for (key, lr) in [
-            ("autoencoder.lr", self.autoencoder.lr),
-            ("classifier.lr", self.classifier.lr),
-            ("mapping.lr", self.mapping.lr),
-            ("mapping.discriminator_lr", self.mapping.discriminator_lr),
-        ] {
-            if !(lr > 0.0 && lr.is_finite()) {
-                return Err(format!("{key} = {lr}: must be a positive number"));
-            }
-        }
-        for (key, e) in [
-            ("autoencoder.epochs", self.autoencoder.epochs),
-            ("classifier.epochs", self.classifier.epochs),
-            ("mapping.epochs", self.mapping.epochs),
-        ] {
-            if !(e > 0.0 && e.is_finite()) {
-                return Err(format!("{key} = {e}: must be positive (or set `steps`)"));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.autoencoder.gamma) {
-            return Err("autoencoder.gamma must be in [0, 1]".into());
-        }
-        Ok(())
-    }
-
-    fn validate_st_gan(&self) -> std::result::Result<(), String> {
-        if self.wrote("translation") {
-            return Err("translation.* keys are for sggan/stargan; st_gan reads st_gan.*".into());
-        }
-        if self.preset() == Preset::Paper128 {
-            return Err("preset = \"paper_128\" is for sggan / stargan; st_gan uses \"paper_64\" or \"tiny\"".into());
-        }
-        if self.batch_size.is_some() {
-            return Err(
-                "batch_size: st_gan reads st_gan.batch_size (default 64, 16 with preset \"tiny\")"
-                    .into(),
-            );
-        }
-        if self.recursive_times != 1 {
-            return Err("recursive_times is attr2face's (Table 4); remove it for st_gan".into());
-        }
-        if self.limit == Some(0) {
-            return Err("limit must be at least 1".into());
-        }
-        self.st_gan.validate(self.preset() == Preset::Tiny)
-    }
-
-    fn validate_bridgegan(&self) -> std::result::Result<(), String> {
-        if self.wrote("translation") {
-            return Err(
-                "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*".into(),
-            );
-        }
-        if self.preset() == Preset::Paper64 {
-            return Err(
-                "preset = \"paper_64\" is attr2face's; bridgegan uses \"paper_128\" or \"tiny\""
-                    .into(),
-            );
-        }
-        if self.batch_size.is_some() {
-            return Err("batch_size: bridgegan reads bridgegan.batch_size (default 48, 8 with preset \"tiny\")".into());
-        }
-        if self.recursive_times != 1 {
-            return Err("recursive_times is attr2face's (Table 4); remove it for bridgegan".into());
-        }
-        if self.limit == Some(0) {
-            return Err("limit must be at least 1".into());
-        }
-        self.bridgegan.validate()?;
-        self.bridgegan_attributes()?;
-        Ok(())
-    }
-
-    fn validate_secgan(&self) -> std::result::Result<(), String> {
-        if self.wrote("translation") {
-            return Err("translation.* keys are for sggan/stargan; secgan reads secgan.*".into());
-        }
-        if self.wrote("bridgegan") || self.wrote("st_gan") {
-            return Err("[bridgegan] / [st_gan] keys are not secgan's; it reads secgan.*".into());
-        }
-        if self.preset() == Preset::Paper64 {
-            return Err(
-                "preset = \"paper_64\" is attr2face's; secgan uses \"paper_128\" or \"tiny\""
-                    .into(),
-            );
-        }
-        if self.batch_size.is_some() {
-            return Err("batch_size: secgan reads secgan.batch_size (default 16)".into());
-        }
-        if self.recursive_times != 1 {
-            return Err("recursive_times is attr2face's (Table 4); remove it for secgan".into());
-        }
-        if self.limit == Some(0) {
-            return Err("limit must be at least 1".into());
-        }
-        self.secgan.validate()?;
-        self.secgan_attributes()?;
-        Ok(())
-    }
-
-    /// CelebA indices of SeCGAN's attributes.
-    pub fn secgan_attributes(&self) -> std::result::Result<Vec<usize>, String> {
-        attribute_indices("secgan.attributes", &self.secgan.attribute_names())
-    }
-
-    /// CelebA indices of BridgeGAN's attributes.
-    pub fn bridgegan_attributes(&self) -> std::result::Result<Vec<usize>, String> {
-        attribute_indices("bridgegan.attributes", &self.bridgegan.attribute_names())
-    }
-
-    /// Rows per step of attr2face / dcgan / sggan / stargan.
-    pub fn batch(&self) -> usize {
-        self.batch_size.unwrap_or(16)
-    }
-
+    /// The stage's preset: the one written, or its family's paper size.
     pub fn preset(&self) -> Preset {
-        self.preset.unwrap_or(match self.model {
-            Model::Sggan | Model::Stargan | Model::Bridgegan | Model::Secgan => Preset::Paper128,
-            _ => Preset::Paper64,
-        })
+        self.preset.unwrap_or(self.family().presets[0])
     }
 
-    /// attr2face's network sizes at the stage's preset.
-    pub fn network(&self) -> Attr2faceNet {
-        match self.preset() {
-            Preset::Tiny => Attr2faceNet::tiny(),
-            _ => Attr2faceNet::paper_64(),
-        }
-    }
-
-    /// CelebA indices of the attributes a translation generator edits.
-    pub fn translation_attributes(&self) -> std::result::Result<Vec<usize>, String> {
-        let kind = self.model.translator().unwrap_or(Kind::Stargan);
-        let names: Vec<String> = match &self.translation.attributes {
-            Some(v) => v.clone(),
-            None => TranslationOptions::default_attributes(kind)
-                .into_iter()
-                .map(String::from)
-                .collect(),
+    /// A stage's keys as the pipeline file wrote them: the common keys
+    /// checked, and the family's own keys parsed as its type, checked and
+    /// kept with every default filled in (`Family::options`).
+    pub fn from_toml(value: toml::Value) -> std::result::Result<Config, String> {
+        let toml::Value::Table(mut own) = value.clone() else {
+            return Err("a stage is a table of keys".into());
         };
-        attribute_indices("translation.attributes", &names)
+        own.retain(|k, _| !COMMON_KEYS.contains(&k));
+        let mut c: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())?;
+        let family = c.family();
+        if c.limit == Some(0) {
+            return Err("limit must be at least 1".into());
+        }
+        if let Some(p) = c.preset
+            && !family.presets.contains(&p)
+        {
+            let names: Vec<String> = family
+                .presets
+                .iter()
+                .map(|p| format!("\"{}\"", p.name()))
+                .collect();
+            return Err(format!(
+                "preset = \"{}\" is not one of {}'s; use {}",
+                p.name(),
+                c.model.name(),
+                names.join(" or ")
+            ));
+        }
+        c.options = (family.options)(&c, own)?;
+        Ok(c)
+    }
+
+    /// The family's own keys as its type `T`. They were checked when the
+    /// pipeline loaded ([`Config::from_toml`]), so a failure here is a bug.
+    pub fn options<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        Ok(serde_json::from_value(serde_json::Value::Object(
+            self.options.clone(),
+        ))?)
+    }
+}
+
+/// A family's own keys of a `train_generator` stage, as one serde type
+/// (with `#[serde(default, deny_unknown_fields)]`).
+pub trait FamilyOptions: Serialize + DeserializeOwned {
+    /// Checks the values; `c` holds the common keys.
+    fn check(&self, c: &Config) -> std::result::Result<(), String>;
+}
+
+/// `Family::options` of a family whose keys are `T`: parses the stage's
+/// own keys `own` (as the pipeline file wrote them) as `T`, refusing a key
+/// `T` lacks with the model it belongs to; checks them; returns them with
+/// every default filled in.
+pub fn resolve<T: FamilyOptions>(
+    c: &Config,
+    own: toml::Table,
+) -> std::result::Result<Resolved, String> {
+    let keys: Vec<String> = own.keys().cloned().collect();
+    let parsed: T = toml::Value::Table(own)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            let msg = e.message().to_string();
+            unknown_key_owner(c, &keys, &msg).unwrap_or(msg)
+        })?;
+    parsed.check(c)?;
+    match serde_json::to_value(&parsed) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(format!(
+            "the options of model {} do not serialize as a table (a bug)",
+            c.model.name()
+        )),
+    }
+}
+
+/// For `Family::option_keys`: the top-level keys of a family's type `T`.
+pub fn keys<T: DeserializeOwned>() -> &'static [&'static str] {
+    fields::of::<T>()
+}
+
+/// Serde's "unknown field `k`" for a key of the stage, in the pipeline's
+/// words: whose key it is, or which keys the model takes.
+fn unknown_key_owner(c: &Config, written: &[String], serde_message: &str) -> Option<String> {
+    let key = serde_message
+        .strip_prefix("unknown field `")?
+        .split_once('`')?
+        .0;
+    // Only a top-level key of the stage; a nested one keeps serde's message.
+    if !written.iter().any(|k| k == key) {
+        return None;
+    }
+    let model = c.model.name();
+    let own: Vec<String> = (c.family().option_keys)()
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect();
+    let owners: Vec<String> = FAMILIES
+        .iter()
+        .filter(|f| (f.option_keys)().contains(&key))
+        .flat_map(|f| f.models.iter().map(|m| format!("\"{m}\"")))
+        .collect();
+    Some(if owners.is_empty() {
+        format!(
+            "unknown key `{key}` for model = \"{model}\"; its keys are {}, {}",
+            COMMON_KEYS.join(", "),
+            joined(&own, "and")
+        )
+    } else {
+        format!(
+            "`{key}` is for model = {}, not {model}; {model} reads {}",
+            joined(&owners, "or"),
+            joined(&own, "and")
+        )
+    })
+}
+
+/// "a", "a or b", "a, b or c" (with `word` "or").
+fn joined(items: &[String], word: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} {word} {last}", rest.join(", ")),
     }
 }
 
 /// CelebA indices of attribute names under config key `key` (1 to 20,
 /// known, each once).
-fn attribute_indices(key: &str, names: &[String]) -> std::result::Result<Vec<usize>, String> {
+pub fn attribute_indices(key: &str, names: &[String]) -> std::result::Result<Vec<usize>, String> {
     if names.is_empty() || names.len() > 20 {
         return Err(format!(
             "{key}: give 1 to 20 attributes, not {}",
@@ -372,36 +256,131 @@ fn attribute_indices(key: &str, names: &[String]) -> std::result::Result<Vec<usi
     Ok(out)
 }
 
+/// The field names a derived `Deserialize` declares: serde hands them to
+/// `Deserializer::deserialize_struct`, which this deserializer records
+/// before refusing to go on.
+mod fields {
+    use serde::de::{self, Deserializer, Visitor};
+
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for &mut Fields {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("only a struct's field names are read"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("only a struct's field names are read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    /// The field names of struct `T` (empty for any other shape).
+    pub fn of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut f = Fields(None);
+        let _ = T::deserialize(&mut f);
+        f.0.unwrap_or(&[])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The stage's keys as the pipeline hands them: parsed, with the keys it wrote.
-    fn config(toml_text: &str) -> Config {
-        let v: toml::Value = toml::from_str(toml_text).unwrap();
-        let mut c: Config = v.clone().try_into().unwrap();
-        c.written = v.as_table().unwrap().keys().cloned().collect();
-        c
+    /// The stage's keys as the pipeline hands them: parsed, then resolved.
+    fn config(toml_text: &str) -> std::result::Result<Config, String> {
+        Config::from_toml(toml::from_str(toml_text).unwrap())
     }
 
     #[test]
-    fn another_models_table_is_refused_even_when_it_holds_defaults() {
+    fn another_models_key_is_an_unknown_key_naming_its_model() {
         // `st_gan.variant = "global"` is the default: the table still is st_gan's.
-        let c = config("model = \"stargan\"\n[st_gan]\nvariant = \"global\"");
         assert_eq!(
-            c.validate().unwrap_err(),
-            "[st_gan] is for model = \"st_gan\", not stargan"
+            config("model = \"stargan\"\n[st_gan]\nvariant = \"global\"").unwrap_err(),
+            "`st_gan` is for model = \"st_gan\", not stargan; stargan reads `batch_size` and `translation`"
         );
-        let c = config("model = \"sggan\"\n[autoencoder]\nsteps = 10");
         assert_eq!(
-            c.validate().unwrap_err(),
-            "autoencoder is for model = \"attr2face\" or \"dcgan\", not sggan"
+            config("model = \"sggan\"\n[autoencoder]\nsteps = 10").unwrap_err(),
+            "`autoencoder` is for model = \"attr2face\" or \"dcgan\", not sggan; sggan reads `batch_size` and `translation`"
         );
-        config("model = \"dcgan\"\nperceptual_loss = false")
-            .validate()
-            .unwrap();
-        config("model = \"stargan\"\n[translation]\nsteps = 10")
-            .validate()
-            .unwrap();
+        assert_eq!(
+            config("model = \"secgan\"\nbatch_size = 8").unwrap_err(),
+            "`batch_size` is for model = \"attr2face\", \"dcgan\", \"sggan\" or \"stargan\", not secgan; secgan reads `secgan`"
+        );
+        assert_eq!(
+            config("model = \"st_gan\"\nsteps = 8").unwrap_err(),
+            "unknown key `steps` for model = \"st_gan\"; its keys are model, preset, limit, log_every, sample_every, checkpoint_every, seed, `st_gan`"
+        );
+        // A nested key keeps serde's words.
+        let e = config("model = \"st_gan\"\n[st_gan]\nstepz = 8").unwrap_err();
+        assert!(e.starts_with("unknown field `stepz`"), "{e}");
+        let e = config("model = \"vqgan\"").unwrap_err();
+        assert!(e.starts_with("unknown model `vqgan`; models are: attr2face, dcgan, sggan, stargan, st_gan, bridgegan, secgan"), "{e}");
+        config("model = \"dcgan\"\nperceptual_loss = false").unwrap();
+        config("model = \"stargan\"\n[translation]\nsteps = 10").unwrap();
+    }
+
+    #[test]
+    fn presets_are_the_familys_and_default_to_its_paper_size() {
+        assert_eq!(
+            config("model = \"st_gan\"").unwrap().preset(),
+            Preset::Paper64
+        );
+        assert_eq!(
+            config("model = \"secgan\"").unwrap().preset(),
+            Preset::Paper128
+        );
+        assert_eq!(
+            config("model = \"bridgegan\"\npreset = \"paper_64\"").unwrap_err(),
+            "preset = \"paper_64\" is not one of bridgegan's; use \"paper_128\" or \"tiny\""
+        );
+        assert_eq!(config("limit = 0").unwrap_err(), "limit must be at least 1");
+    }
+
+    #[test]
+    fn resolved_options_hold_every_default_and_read_back() {
+        let c = config("model = \"stargan\"\nbatch_size = 4").unwrap();
+        assert_eq!(c.options["batch_size"], 4);
+        assert!(c.options["translation"].is_object());
+        // What was resolved reads back as the family's type, and from the
+        // stage's recorded config (`manifest.json`, read by `augment report`).
+        let o: crate::generators::translation::Options = c.options().unwrap();
+        assert_eq!(o.batch_size, 4);
+        let stored: Config = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(stored.options, c.options);
+        assert_eq!(stored.model, c.model);
+        // NaN reaches the family's checks (JSON has no NaN).
+        assert_eq!(
+            config("model = \"bridgegan\"\nbridgegan.lr = nan").unwrap_err(),
+            "bridgegan.lr = NaN: must be a positive number"
+        );
+    }
+
+    #[test]
+    fn every_family_lists_its_keys() {
+        for f in FAMILIES {
+            assert!(!(f.option_keys)().is_empty(), "{}", f.name);
+            for k in (f.option_keys)() {
+                assert!(
+                    !COMMON_KEYS.contains(k),
+                    "{}: `{k}` is a common key",
+                    f.name
+                );
+            }
+        }
+        assert_eq!(fields::of::<u32>(), &[] as &[&str]);
     }
 }

@@ -14,7 +14,7 @@ use crate::contract::{StageIo, StageKind};
 use crate::data::celeba::Partition;
 use crate::data::tensors::FaceSet;
 use crate::data_error;
-use crate::train::model_file::{self, ModelFile, Networks};
+use crate::generators::model_file::{self, ModelFile};
 use crate::train::{Cadence, PhaseEnv};
 
 /// The ingest input's train and val faces at `size`, and the train rows
@@ -55,7 +55,7 @@ pub fn load_faces(
 
 /// Writes `generator.safetensors`, the judging network `judge` (C or the
 /// critic) and `model.json` (model, preset, the generator's sha256 and
-/// `sizes`); returns the sha256 and the files written.
+/// the family's `layout`); returns the sha256 and the files written.
 pub fn save_generator(
     c: &Config,
     io: &StageIo,
@@ -64,21 +64,14 @@ pub fn save_generator(
         &str,
         &std::collections::HashMap<String, candle_core::Tensor>,
     ),
-    networks: Networks,
+    layout: &impl serde::Serialize,
 ) -> Result<(String, Vec<String>)> {
     let out = &io.out_dir;
     let gen_path = out.join(files::GENERATOR);
     candle_core::safetensors::save(generator, &gen_path)?;
     candle_core::safetensors::save(judge.1, out.join(judge.0))?;
     let sha = hex::encode(Sha256::digest(std::fs::read(&gen_path)?));
-    ModelFile {
-        version: model_file::VERSION,
-        model: c.model,
-        preset: c.preset().name().to_string(),
-        generator_sha256: sha.clone(),
-        networks,
-    }
-    .write(out)?;
+    ModelFile::new(c.model, c.preset().name(), sha.clone(), layout)?.write(out)?;
     let files = vec![
         files::GENERATOR.to_string(),
         judge.0.to_string(),

@@ -361,7 +361,7 @@ fn check_generator_judge(f: &str, synth: &StageDef, defs: &[StageDef]) -> Result
             defs.iter()
                 .any(|d| &d.name == j && d.kind() == StageKind::TrainClassifier)
         });
-        let family = crate::generators::of_model(c.model);
+        let family = c.family();
         if family.abilities.edits_need_judge && !judged {
             return Err(config_error!(
                 "{f}: [stages.{}]: inputs: {} needs an attribute map: add a train_classifier stage trained on real faces to {}'s inputs",
@@ -393,10 +393,8 @@ fn stage_config(
             StageConfig::Balance(c)
         }
         StageKind::TrainGenerator => {
-            let written = value.as_table().map(|t| t.keys().cloned().collect());
-            let mut c: train_generator::Config = parse(value)?;
-            c.written = written.unwrap_or_default();
-            c.validate()?;
+            let c = train_generator::Config::from_toml(value.clone())
+                .map_err(|e| with_key(e, &value))?;
             StageConfig::TrainGenerator(c)
         }
         StageKind::Synthesize => {
@@ -428,17 +426,23 @@ fn stage_config(
 /// A stage's keys as its typed config. serde names a bad enum value but not
 /// its key (`unknown variant `huge`, expected ...`), so the key is added.
 fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> std::result::Result<T, String> {
-    value.clone().try_into().map_err(|e: toml::de::Error| {
-        let msg = e.message().to_string();
-        let bad = msg
-            .strip_prefix("unknown variant `")
-            .and_then(|r| r.split_once('`'))
-            .map(|(v, _)| v);
-        match bad.and_then(|v| key_holding(&value, v).map(|k| (k, v))) {
-            Some((key, v)) => format!("{key} = {v:?}: {msg}"),
-            None => msg,
-        }
-    })
+    value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| with_key(e.message().to_string(), &value))
+}
+
+/// Serde's message with the key it is about, where serde leaves it out
+/// (`unknown variant `huge`, expected ...` under `size = "huge"`).
+fn with_key(msg: String, value: &toml::Value) -> String {
+    let bad = msg
+        .strip_prefix("unknown variant `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(v, _)| v);
+    match bad.and_then(|v| key_holding(value, v).map(|k| (k, v))) {
+        Some((key, v)) => format!("{key} = {v:?}: {msg}"),
+        None => msg,
+    }
 }
 
 /// The dotted key whose value is the string `s`, if any.

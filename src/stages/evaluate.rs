@@ -299,7 +299,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         label_agreement(&mut out, s)?;
     }
     // ST-GAN generators: FID of their prior samples G(z, c).
-    let priors = prior_generators(io);
+    let priors = prior_generators(io)?;
     let reversed = reversal_generators(c, io)?;
     let measured: Vec<&str> = synths
         .iter()
@@ -356,22 +356,23 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     })
 }
 
-/// The generator inputs whose family can do `what` (known from `model.json`).
+/// The generator inputs whose family can do `what` (known from `model.json`;
+/// an unreadable one is an error naming the file).
 fn generators_that(
     io: &StageIo,
     what: impl Fn(&generators::Abilities) -> bool,
-) -> Vec<&InputStage> {
-    io.inputs_of(StageKind::TrainGenerator)
-        .into_iter()
-        .filter(|g| {
-            g.model_file()
-                .is_ok_and(|m| what(&generators::family(&m).abilities))
-        })
-        .collect()
+) -> Result<Vec<&InputStage>> {
+    let mut out = Vec::new();
+    for g in io.inputs_of(StageKind::TrainGenerator) {
+        if what(&generators::abilities(&g.dir)?) {
+            out.push(g);
+        }
+    }
+    Ok(out)
 }
 
 /// The generator inputs that sample from a prior (ST-GAN): FID of G(z, c).
-fn prior_generators(io: &StageIo) -> Vec<&InputStage> {
+fn prior_generators(io: &StageIo) -> Result<Vec<&InputStage>> {
     generators_that(io, |a| a.sample_prior)
 }
 
@@ -381,7 +382,7 @@ fn reversal_generators<'a>(c: &Config, io: &'a StageIo) -> Result<Vec<&'a InputS
     if c.edit_protocol != EditProtocol::Reversal {
         return Ok(Vec::new());
     }
-    let g = generators_that(io, |a| a.reverse);
+    let g = generators_that(io, |a| a.reverse)?;
     if g.is_empty() {
         return Err(data_error!(
             "stage `{}`: edit_protocol = \"reversal\" needs a `train_generator` input that is a translation generator (sggan, stargan, secgan); add one to `inputs`",

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{Lineage, StageIo, StageKind, StageOutput, Table};
 use crate::contract::tables;
 use crate::data::celeba::Partition;
-use crate::data::metrics_table::{self, MetricRow, metric};
+use crate::data::metrics_table::{self, ClassifierDetails, MetricRow, metric};
 use crate::data::parquet::TableWriter;
 use crate::data::schema::{
     self, ATTRIBUTES, N_ATTRIBUTES, attribute_by_any_name, attribute_column,
@@ -225,7 +225,8 @@ struct Outcome {
     val_accuracy: f64,
     best_epoch: Option<usize>,
     wall_time_s: f64,
-    details: serde_json::Value,
+    /// What the training adds to the rows' `details` (`ClassifierDetails::training`).
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The faces a classifier reads: val/test from the ingest, training rows
@@ -455,7 +456,7 @@ fn all_metric_rows(
             let repeat = (c.repeats > 1).then_some(r as i64);
             metric_rows(c, io, attrs, o, splits, table, repeat)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     if c.repeats > 1 {
         let mut rows = mean_and_std(&repeat_rows)?;
         rows.extend(repeat_rows.iter().flat_map(|(r, _)| r.iter().cloned()));
@@ -503,11 +504,14 @@ fn fit_probe(
         val_accuracy: probe.val_accuracy,
         best_epoch: None,
         wall_time_s: t0.elapsed().as_secs_f64(),
-        details: serde_json::json!({
-            "features": f,
-            "feature_dim": tx.first().map(Vec::len).unwrap_or(0),
-            "alphas": probe.alphas,
-        }),
+        details: serde_json::Map::from_iter([
+            ("features".to_string(), serde_json::to_value(f)?),
+            (
+                "feature_dim".to_string(),
+                tx.first().map(Vec::len).unwrap_or(0).into(),
+            ),
+            ("alphas".to_string(), serde_json::to_value(&probe.alphas)?),
+        ]),
     })
 }
 
@@ -521,7 +525,7 @@ fn metric_rows(
     splits: &Splits,
     table: &str,
     repeat: Option<i64>,
-) -> (Vec<MetricRow>, f64) {
+) -> Result<(Vec<MetricRow>, f64)> {
     let probs = &outcome.probs;
     let (val, test) = (&splits.val, &splits.test);
     let truth = bool_labels(test, attrs);
@@ -532,18 +536,16 @@ fn metric_rows(
     let acc = paper_accuracy(&pred, &truth);
     let counts = confusion(&pred, &truth);
     let n_test = test.rows.len() as i64;
-    let mut details = serde_json::json!({
-        "split": "test",
-        "architecture": c.architecture,
-        "size": c.size,
-        "training_table": table,
-        "training_rows": splits.train.rows.len(),
-        "attributes": attrs.len(),
-    });
-    if let (Some(d), Some(extra)) = (details.as_object_mut(), outcome.details.as_object()) {
-        d.extend(extra.clone());
-    }
-    let details = details.to_string();
+    let details = ClassifierDetails {
+        split: Partition::Test.name().into(),
+        architecture: serde_name(c.architecture)?,
+        size: serde_name(c.size)?,
+        training_table: table.into(),
+        training_rows: splits.train.rows.len() as u64,
+        attributes: attrs.len() as u64,
+        training: outcome.details.clone(),
+    };
+    let details = metrics_table::details_text(&details)?;
     let mut rows: Vec<(String, Option<String>, f64, i64)> = vec![
         (metric::ACCURACY.into(), None, acc, n_test),
         (
@@ -602,7 +604,7 @@ fn metric_rows(
             repeat,
         })
         .collect();
-    (rows, acc)
+    Ok((rows, acc))
 }
 
 /// Over the repeats' rows (same metrics in the same order): the mean of
@@ -614,14 +616,14 @@ fn mean_and_std(repeats: &[(Vec<MetricRow>, f64)]) -> Result<Vec<MetricRow>> {
     let mut stds = Vec::with_capacity(first.len());
     for (k, row) in first.iter().enumerate() {
         let values: Vec<f64> = repeats.iter().map(|(rows, _)| rows[k].value).collect();
-        let mut details = row.details_json()?;
-        if let Some(d) = details.as_object_mut() {
-            d.insert("repeats".into(), repeats.len().into());
-            d.remove("best_epoch");
-        }
+        let mut details: ClassifierDetails = row.details_as()?;
+        details
+            .training
+            .insert("repeats".into(), repeats.len().into());
+        details.training.remove("best_epoch");
         let base = MetricRow {
             repeat: None,
-            details: details.to_string(),
+            details: metrics_table::details_text(&details)?,
             ..row.clone()
         };
         stds.push(MetricRow {
@@ -720,7 +722,10 @@ fn train_network(
             val_accuracy: trained.best_val_accuracy,
             best_epoch: Some(trained.best_epoch),
             wall_time_s: trained.wall_time_s,
-            details: serde_json::json!({"best_epoch": trained.best_epoch}),
+            details: serde_json::Map::from_iter([(
+                "best_epoch".to_string(),
+                trained.best_epoch.into(),
+            )]),
         },
         trained.weights,
     ))
@@ -833,4 +838,12 @@ fn write_predictions(
     let mut w = TableWriter::create(path, schema.clone(), &[], 1 << 16)?;
     w.write(&RecordBatch::try_new(schema, cols)?)?;
     w.finish()
+}
+
+/// The name serde writes for a unit variant (`paper_cnn`, `tiny`).
+fn serde_name<T: Serialize>(v: T) -> Result<String> {
+    match serde_json::to_value(v)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => anyhow::bail!("{other} is not a name"),
+    }
 }

@@ -28,7 +28,6 @@
 //! - [`adam`]: Adam whose moments go into the checkpoint.
 //! - [`probe`]: the linear probe on frozen features (G_en or Inception).
 //! - [`parser`]: the face parser P (U-Net) for SeCGAN's masks: loss, IoU, prior.
-//! - [`model_file`]: `model.json`, the typed record of a trained generator.
 
 /// Makes candle keep the graph of gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`),
 /// which the WGAN-GP penalty needs: without it candle detaches inside
@@ -65,7 +64,6 @@ pub mod bridgegan;
 pub mod classifier;
 pub mod latent_map;
 pub mod losses;
-pub mod model_file;
 pub mod parser;
 pub mod probe;
 pub mod secgan;

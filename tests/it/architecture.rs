@@ -255,8 +255,8 @@ fn families() -> Vec<String> {
 
 /// Stages reach generators only through the registry and the `Generator`
 /// trait: no file under `src/stages/` names a family's module (in
-/// `generators`, `train` or `models`) or matches on the model
-/// (`Model::…`, `Networks::…`).
+/// `generators`, `train` or `models`), picks a model (`Model::…`) or reads
+/// a family's part of `model.json` (`model_file::…`, `.layout(`).
 #[test]
 fn stages_never_name_a_generator_family() {
     let fams = families();
@@ -269,11 +269,14 @@ fn stages_never_name_a_generator_family() {
         for m in ["generators", "train", "models"] {
             names.extend(fams.iter().map(|fam| format!("{m}::{fam}")));
         }
-        names.extend(["Model::".to_string(), "Networks::".to_string()]);
+        names.extend(["Model::", "model_file::", ".layout("].map(String::from));
         for n in &names {
             for (i, _) in code.match_indices(n.as_str()) {
                 let after = code[i + n.len()..].chars().next().unwrap_or(' ');
-                if n.ends_with("::") || !(after.is_alphanumeric() || after == '_') {
+                if n.ends_with("::")
+                    || n.ends_with('(')
+                    || !(after.is_alphanumeric() || after == '_')
+                {
                     let line = code[..i].lines().count();
                     bad.push(format!("{}:{line}: `{n}`", f.display()));
                 }

@@ -169,7 +169,7 @@ fn bad_bridgegan_configs_get_one_line_errors() {
             ),
             (
                 "translation.steps = 5",
-                "translation.* keys are for sggan/stargan; bridgegan reads bridgegan.*",
+                "`translation` is for model = \"sggan\" or \"stargan\", not bridgegan; bridgegan reads `bridgegan`",
             ),
         ],
     );

@@ -47,7 +47,24 @@ fn config_keys(kind: StageKind) -> BTreeSet<String> {
     let v = match kind {
         StageKind::Ingest => ser::<ingest::Config>("source = \"demo\""),
         StageKind::Balance => ser::<balance::Config>("strategy = \"none\""),
-        StageKind::TrainGenerator => ser::<train_generator::Config>(""),
+        // Every model's own keys, with their defaults filled in.
+        StageKind::TrainGenerator => {
+            let mut all = serde_json::Map::new();
+            for model in augment::generators::model_file::Model::all() {
+                let c = train_generator::Config::from_toml(
+                    toml::from_str(&format!("model = \"{model}\"")).unwrap(),
+                )
+                .unwrap();
+                all.extend(
+                    serde_json::to_value(&c)
+                        .unwrap()
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                );
+            }
+            serde_json::Value::Object(all)
+        }
         StageKind::Synthesize => ser::<synthesize::Config>(""),
         StageKind::TrainClassifier => ser::<train_classifier::Config>(""),
         StageKind::Evaluate => ser::<evaluate::Config>(""),

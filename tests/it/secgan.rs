@@ -395,9 +395,9 @@ image_size = 32
             ),
             (
                 "batch_size = 8",
-                "batch_size: secgan reads secgan.batch_size",
+                "`batch_size` is for model = \"attr2face\", \"dcgan\", \"sggan\" or \"stargan\", not secgan; secgan reads `secgan`",
             ),
-            ("translation.steps = 3", "secgan reads secgan.*"),
+            ("translation.steps = 3", "not secgan; secgan reads `secgan`"),
         ],
     );
 }

@@ -302,7 +302,7 @@ fn bad_st_gan_configs_get_one_line_errors() {
             ),
             (
                 "translation.steps = 5",
-                "translation.* keys are for sggan/stargan; st_gan reads st_gan.*",
+                "`translation` is for model = \"sggan\" or \"stargan\", not st_gan; st_gan reads `st_gan`",
             ),
         ],
     );

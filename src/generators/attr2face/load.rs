@@ -11,11 +11,13 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::data::celeba::Labels;
 use crate::data::tensors::labels_tensor;
+use crate::generators::model_file::ModelFile;
 use crate::generators::{Batch, Generator, Reconstruction, files, weights};
 use crate::models::began::{Autoencoder, Decoder};
 use crate::models::classifier::Classifier;
 use crate::models::mapping::Mapping;
-use crate::train::model_file::{ModelFile, Networks};
+
+use super::Layout;
 
 /// Φ, G_de and C, and G_en + G_de where they were trained.
 pub struct Attr2face {
@@ -27,9 +29,8 @@ pub struct Attr2face {
 }
 
 pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
-    let Networks::Attr2face { network } = &model.networks else {
-        anyhow::bail!("{}: not an attr2face model", dir.display());
-    };
+    let Layout { network } = model.layout(dir)?;
+    let network = &network;
     let vb = weights(dir, files::GENERATOR, dev)?;
     let autoencoder = match dir.join(files::AUTOENCODER).is_file() {
         true => Some(Autoencoder::new(

@@ -24,10 +24,12 @@ use crate::data::parquet::read_columns;
 use crate::data::schema::{N_ATTRIBUTES, Origin, PlanStrategy, attribute_column};
 use crate::data::tensors::{labels_of_batch, strings};
 use crate::generators::files;
-use crate::generators::options::{Config, Model};
+use crate::generators::options::{Config, Preset};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
-use crate::train::attr2face::{self, Attr2faceSet, Options};
-use crate::train::model_file::Networks;
+use crate::models::attr2face::Config as Network;
+use crate::train::attr2face::{self, Attr2faceSet};
+
+use super::{Layout, Options};
 
 /// Label vectors of a plan's generator rows (for recursive rounds).
 fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
@@ -49,8 +51,17 @@ fn plan_generator_labels(path: &Path) -> Result<Vec<Labels>> {
     Ok(out)
 }
 
+/// attr2face's network sizes at the stage's preset.
+fn network(c: &Config) -> Network {
+    match c.preset() {
+        Preset::Tiny => Network::tiny(),
+        _ => Network::paper_64(),
+    }
+}
+
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
-    let net = c.network();
+    let o: Options = c.options()?;
+    let net = network(c);
     let dev = io.candle_device()?;
     let (faces, train) = load_faces(c, io, net.image_size(), 1)?;
     let val = faces.rows_in(Partition::Val);
@@ -73,19 +84,19 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         val,
         plan_labels,
     };
-    let opts = Options {
-        model: if c.model == Model::Dcgan {
+    let opts = attr2face::Options {
+        model: if c.model.name() == "dcgan" {
             attr2face::Model::Dcgan
         } else {
             attr2face::Model::Attr2face
         },
-        batch_size: c.batch(),
-        perceptual_loss: c.perceptual_loss,
-        recursive_times: c.recursive_times,
+        batch_size: o.batch_size,
+        perceptual_loss: o.perceptual_loss,
+        recursive_times: o.recursive_times,
         seed: c.seed.unwrap_or(io.run_seed),
-        autoencoder: c.autoencoder.clone(),
-        classifier: c.classifier.clone(),
-        mapping: c.mapping.clone(),
+        autoencoder: o.autoencoder,
+        classifier: o.classifier,
+        mapping: o.mapping,
     };
     let env = phase_env(c, io);
     let trained = attr2face::train(&net, &opts, &data, &dev, &env)?;
@@ -98,7 +109,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io,
         &trained.generator,
         (files::CLASSIFIER, &trained.classifier),
-        Networks::Attr2face { network: net },
+        &Layout { network: net },
     )?;
     if let Some(ae) = &trained.autoencoder {
         candle_core::safetensors::save(ae, out.join(files::AUTOENCODER))?;

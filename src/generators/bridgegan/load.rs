@@ -15,10 +15,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::celeba::Labels;
 use crate::data::tensors::{images_tensor, resize_square};
+use crate::generators::model_file::ModelFile;
 use crate::generators::{Batch, Generator, attribute_indices, files, weights};
 use crate::models::bridgegan::{Config, Critic, GuidedEditor};
 use crate::train::bridgegan::{attr_values, flip_grid, noise, reference_grid};
-use crate::train::model_file::{ModelFile, Networks};
 
 /// G, M and E, the critic D + C, and the CelebA indices of att_diff's attributes.
 pub struct Bridgegan {
@@ -29,18 +29,15 @@ pub struct Bridgegan {
 }
 
 pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
-    let Networks::Bridgegan {
+    let super::Layout {
         bridgegan: cfg,
         attributes,
-    } = &model.networks
-    else {
-        anyhow::bail!("{}: not a bridgegan model", dir.display());
-    };
+    } = model.layout(dir)?;
     Ok(Box::new(Bridgegan {
-        ed: GuidedEditor::new(cfg, weights(dir, files::GENERATOR, dev)?)?,
-        critic: Critic::new(cfg, weights(dir, files::CRITIC, dev)?)?,
-        attrs: attribute_indices(attributes, dir)?,
-        cfg: cfg.clone(),
+        ed: GuidedEditor::new(&cfg, weights(dir, files::GENERATOR, dev)?)?,
+        critic: Critic::new(&cfg, weights(dir, files::CRITIC, dev)?)?,
+        attrs: attribute_indices(&attributes, dir)?,
+        cfg,
     }))
 }
 

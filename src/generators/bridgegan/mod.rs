@@ -5,12 +5,18 @@
 pub mod load;
 pub mod train;
 
+use serde::{Deserialize, Serialize};
+
+use super::options::{self, Config, FamilyOptions, Preset};
 use super::{Abilities, Family, ingest_and_optional_balance};
-use crate::train::model_file::Model;
+use crate::train::bridgegan::Options as BridgeOptions;
 
 pub const FAMILY: Family = Family {
     name: "bridgegan",
-    models: &[Model::Bridgegan],
+    models: &["bridgegan"],
+    presets: &[Preset::Paper128, Preset::Tiny],
+    options: options::resolve::<Options>,
+    option_keys: options::keys::<Options>,
     abilities: Abilities {
         reconstruct: false,
         sample_prior: false,
@@ -21,3 +27,35 @@ pub const FAMILY: Family = Family {
     train: train::run,
     load: load::load,
 };
+
+/// BridgeGAN's own keys of a `train_generator` stage: the `[bridgegan]`
+/// table (attributes, losses, schedule, batch size).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    pub bridgegan: BridgeOptions,
+}
+
+impl FamilyOptions for Options {
+    fn check(&self, _: &Config) -> std::result::Result<(), String> {
+        self.bridgegan.validate()?;
+        self.attributes()?;
+        Ok(())
+    }
+}
+
+impl Options {
+    /// CelebA indices of att_diff's attributes.
+    pub fn attributes(&self) -> std::result::Result<Vec<usize>, String> {
+        options::attribute_indices("bridgegan.attributes", &self.bridgegan.attribute_names())
+    }
+}
+
+/// What `model.json` holds for BridgeGAN: the sizes of G + M + E
+/// (`generator.safetensors`) and D + C (`critic.safetensors`), and the
+/// CelebA names of att_diff's attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layout {
+    pub bridgegan: crate::models::bridgegan::Config,
+    pub attributes: Vec<String>,
+}

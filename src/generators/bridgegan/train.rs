@@ -20,12 +20,12 @@ use crate::generators::files;
 use crate::generators::options::{Config, Preset};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::train::bridgegan;
-use crate::train::model_file::Networks;
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let tiny = c.preset() == Preset::Tiny;
-    let opts = &c.bridgegan;
-    let attrs = c.bridgegan_attributes().map_err(|e| data_error!("{e}"))?;
+    let o: super::Options = c.options()?;
+    let opts = &o.bridgegan;
+    let attrs = o.attributes().map_err(|e| data_error!("{e}"))?;
     let cfg = opts.network(tiny, attrs.len());
     let batch = opts.batch(tiny);
     let dev = io.candle_device()?;
@@ -73,7 +73,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io,
         &trained.generator,
         (files::CRITIC, &trained.critic),
-        Networks::Bridgegan {
+        &super::Layout {
             bridgegan: cfg,
             attributes: names.iter().map(|n| n.to_string()).collect(),
         },

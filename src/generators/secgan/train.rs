@@ -29,7 +29,6 @@ use crate::data_error;
 use crate::generators::files;
 use crate::generators::options::{Config, Preset};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
-use crate::train::model_file::{Networks, Semantic};
 use crate::train::parser::ParserFile;
 use crate::train::secgan::{self, Nets, Parser};
 
@@ -48,8 +47,9 @@ struct FrozenParser<'a> {
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let tiny = c.preset() == Preset::Tiny;
-    let opts = &c.secgan;
-    let attrs = c.secgan_attributes().map_err(|e| data_error!("{e}"))?;
+    let o: super::Options = c.options()?;
+    let opts = &o.secgan;
+    let attrs = o.attributes().map_err(|e| data_error!("{e}"))?;
     let nets = Nets::preset(tiny, attrs.len(), SEGMENTS);
     let size = nets.image_size();
     let dev = io.candle_device()?;
@@ -59,6 +59,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
     say_setup(
         c,
+        opts,
         io,
         &parser,
         (train.len(), faces.rows_in(Partition::Val).len()),
@@ -169,12 +170,12 @@ fn load_parser<'a>(
 
 fn say_setup(
     c: &Config,
+    opts: &secgan::Options,
     io: &StageIo,
     parser: &FrozenParser,
     (train, val): (usize, usize),
     names: &[&str],
 ) {
-    let opts = &c.secgan;
     io.say(format!(
         "secgan `{}` on {train} train / {val} val faces, attributes {}, parser `{}`, preset {}, {} steps at batch {}, λ_sc {}{}, device {}",
         io.name,
@@ -226,17 +227,19 @@ fn save_networks(
         io,
         &trained.g_rgb,
         (files::CRITIC, &trained.d_rgb),
-        Networks::Translation {
-            translator: nets.g_rgb.clone(),
-            critic: nets.d_rgb.clone(),
-            attributes: names.iter().map(|n| n.to_string()).collect(),
-            semantic: Some(Semantic {
+        &super::Layout {
+            rgb: crate::generators::translation::Layout {
+                translator: nets.g_rgb.clone(),
+                critic: nets.d_rgb.clone(),
+                attributes: names.iter().map(|n| n.to_string()).collect(),
+            },
+            semantic: super::Semantic {
                 generator: nets.g_seg.clone(),
                 critic: nets.d_seg.clone(),
                 classes: parser.file.classes.clone(),
                 parser_stage: parser.stage.name.clone(),
                 parser_sha256: parser.sha256.clone(),
-            }),
+            },
         },
     )?;
     for (file, t) in [

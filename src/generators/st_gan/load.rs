@@ -20,10 +20,10 @@ use crate::data::poisson::{self, Region};
 use crate::data::schema::attribute_index;
 use crate::data::tensors::{images_tensor, resize_square, strings, tensor_to_rgb};
 use crate::data_error;
+use crate::generators::model_file::ModelFile;
 use crate::generators::{Batch, Generator, Reconstruction, files, weights};
 use crate::models::st_gan::{Config, Encoder, Generator as G};
 use crate::train::latent_map::{parse_setting, settings_for};
-use crate::train::model_file::{ModelFile, Networks};
 use crate::train::st_gan::{Blend, CodeSetting, Latents, edit_grid, set_codes};
 
 /// (attribute, on, off, usable) rows of the attribute map.
@@ -43,15 +43,13 @@ pub struct StGan {
 }
 
 pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
-    let Networks::StGan {
+    let super::Layout {
         st_gan: cfg,
         mask,
         blend,
         ..
-    } = &model.networks
-    else {
-        anyhow::bail!("{}: not an st_gan model", dir.display());
-    };
+    } = model.layout(dir)?;
+    let cfg = &cfg;
     let map = match dir.join(files::ATTRIBUTE_MAP).is_file() {
         true => Some(read_attribute_map(dir)?),
         false => None,
@@ -62,8 +60,8 @@ pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Gener
         cfg: cfg.clone(),
         map,
         dir: dir.to_path_buf(),
-        mask: *mask,
-        blend: *blend,
+        mask,
+        blend,
     }))
 }
 

@@ -32,7 +32,6 @@ use crate::generators::options::{Config, Preset};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::train::classifier::SavedClassifier;
 use crate::train::latent_map::{AttributeRow, LatentRow, map_latents, setting_name};
-use crate::train::model_file::Networks;
 use crate::train::st_gan::{self, Nets, prior_grid, traversal_grid};
 
 /// The judge of the attribute map: a `train_classifier` input trained on real faces.
@@ -44,14 +43,15 @@ struct Judge {
 
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let tiny = c.preset() == Preset::Tiny;
-    let opts = &c.st_gan;
+    let o: super::Options = c.options()?;
+    let opts = &o.st_gan;
     let cfg = opts.network(tiny);
     let batch = opts.batch(tiny);
     let dev = io.candle_device()?;
     let judge = load_judge(io, &dev)?;
     let (faces, train) = load_faces(c, io, cfg.image_size, 1)?;
     let val = faces.rows_in(Partition::Val);
-    say_setup(c, io, &cfg, train.len(), batch);
+    say_setup(c, opts, io, &cfg, train.len(), batch);
     let data = st_gan::TrainSet {
         faces: &faces,
         train,
@@ -62,7 +62,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     let trained = st_gan::train(&cfg, opts, batch, seed, &data, &dev, &env)?;
     say_trained(io, &cfg, &trained.summary);
 
-    let (sha, mut files) = save_networks(c, io, &cfg, &trained)?;
+    let (sha, mut files) = save_networks(c, opts, io, &cfg, &trained)?;
     let nets = Nets::from_tensors(
         &cfg,
         &trained.generator,
@@ -83,7 +83,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
             val
         };
         let rows: Vec<usize> = rows.into_iter().take(opts.map.samples).collect();
-        let (map_tables, usable) = attribute_map(io, c, &cfg, &nets, judge, (&faces, &rows), &dev)?;
+        let (map_tables, usable) =
+            attribute_map(io, opts, &cfg, &nets, judge, (&faces, &rows), &dev)?;
         tables.extend(map_tables);
         summary["usable_attributes"] = usable.into();
         summary["judge"] = judge.name.clone().into();
@@ -124,12 +125,12 @@ fn load_judge(io: &StageIo, dev: &Device) -> Result<Option<Judge>> {
 
 fn say_setup(
     c: &Config,
+    opts: &st_gan::Options,
     io: &StageIo,
     cfg: &crate::models::st_gan::Config,
     train: usize,
     batch: usize,
 ) {
-    let opts = &c.st_gan;
     io.say(format!(
         "st_gan ({}) `{}` on {train} train faces (labels unused), c₁ {} values, c₂ {} dims, z {}, preset {}, {} steps of {} critic updates at batch {batch}, device {}",
         opts.variant,
@@ -165,11 +166,11 @@ fn say_trained(io: &StageIo, cfg: &crate::models::st_gan::Config, summary: &serd
 /// sha256 and the files written.
 fn save_networks(
     c: &Config,
+    opts: &st_gan::Options,
     io: &StageIo,
     cfg: &crate::models::st_gan::Config,
     trained: &st_gan::Trained,
 ) -> Result<(String, Vec<String>)> {
-    let opts = &c.st_gan;
     let enc_path = io.out_dir.join(files::ENCODER);
     candle_core::safetensors::save(&trained.encoder, &enc_path)?;
     let encoder_sha256 = hex::encode(Sha256::digest(std::fs::read(&enc_path)?));
@@ -178,7 +179,7 @@ fn save_networks(
         io,
         &trained.generator,
         (files::CRITIC, &trained.critic),
-        Networks::StGan {
+        &super::Layout {
             st_gan: cfg.clone(),
             variant: opts.variant.clone(),
             mask: opts.mask_box().map_err(|e| data_error!("{e}"))?,
@@ -217,14 +218,14 @@ fn write_grids(
 /// each code setting of the encoded `rows`; returns the usable attributes.
 fn attribute_map(
     io: &StageIo,
-    c: &Config,
+    opts: &st_gan::Options,
     cfg: &crate::models::st_gan::Config,
     nets: &Nets,
     judge: &Judge,
     (faces, rows): (&crate::data::tensors::FaceSet, &[usize]),
     dev: &Device,
 ) -> Result<(Vec<Table>, Vec<&'static str>)> {
-    let (opts, out) = (&c.st_gan, &io.out_dir);
+    let out = &io.out_dir;
     let mut tables = Vec::new();
     io.say(format!(
         "attribute map: {} faces encoded, judged by `{}` on {} attributes",

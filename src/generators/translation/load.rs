@@ -12,11 +12,13 @@ use image::RgbImage;
 
 use crate::data::celeba::Labels;
 use crate::data::tensors::{images_tensor, resize_square};
+use crate::generators::model_file::ModelFile;
 use crate::generators::{Batch, Generator, attribute_indices, files, weights};
 use crate::models::critic::Critic;
 use crate::models::editor::Editor;
 use crate::models::translator::{Kind, Translator};
-use crate::train::model_file::{ModelFile, Networks};
+
+use super::Layout;
 
 /// G and the critic D (with its class head).
 pub struct Translation {
@@ -29,21 +31,17 @@ pub struct Translation {
 }
 
 pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Generator>> {
-    let Networks::Translation {
+    let Layout {
         translator,
         critic,
         attributes,
-        ..
-    } = &model.networks
-    else {
-        anyhow::bail!("{}: not a translation model", dir.display());
-    };
+    } = model.layout(dir)?;
     Ok(Box::new(Translation {
         image_size: translator.image_size,
         kind: translator.kind,
-        g: Translator::new(translator, weights(dir, files::GENERATOR, dev)?)?,
-        critic: Critic::new(critic, weights(dir, files::CRITIC, dev)?)?,
-        attrs: attribute_indices(attributes, dir)?,
+        g: Translator::new(&translator, weights(dir, files::GENERATOR, dev)?)?,
+        critic: Critic::new(&critic, weights(dir, files::CRITIC, dev)?)?,
+        attrs: attribute_indices(&attributes, dir)?,
     }))
 }
 

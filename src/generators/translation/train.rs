@@ -25,19 +25,21 @@ use crate::generators::files;
 use crate::generators::options::{Config, Preset};
 use crate::generators::training::{copy_resume_folder, load_faces, phase_env, save_generator};
 use crate::models::translator::{self, Kind};
-use crate::train::model_file::Networks;
 use crate::train::translation;
+
+use super::{Layout, Options};
 
 /// `model = "sggan" | "stargan"`.
 pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
-    let kind = c.model.translator().expect("a translation model");
-    let attrs = c.translation_attributes().map_err(|e| data_error!("{e}"))?;
+    let o: Options = c.options()?;
+    let kind = super::kind(c.model);
+    let attrs = o.attributes(c.model).map_err(|e| data_error!("{e}"))?;
     let nets = translator::presets(kind, c.preset() == Preset::Tiny, attrs.len());
     let size = nets.0.image_size;
     let dev = io.candle_device()?;
     let (faces, train) = load_faces(c, io, size, 1)?;
     let names: Vec<&str> = attrs.iter().map(|&a| schema::ATTRIBUTES[a]).collect();
-    let steps = c.translation.steps(kind);
+    let steps = o.translation.steps(kind);
     io.say(format!(
         "{} `{}` on {} train / {} val faces, attributes {}, preset {}, {steps} steps, device {}",
         c.model.name(),
@@ -59,8 +61,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         kind,
         nets: nets.clone(),
         attrs: attrs.clone(),
-        opts: c.translation.clone(),
-        batch: c.batch(),
+        opts: o.translation.clone(),
+        batch: o.batch_size,
         seed,
     };
     let trained = translation::train(&spec, &data, &dev, &env)?;
@@ -84,11 +86,10 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io,
         &trained.generator,
         (files::CRITIC, &trained.critic),
-        Networks::Translation {
+        &Layout {
             translator: nets.0,
             critic: nets.1,
             attributes: names.iter().map(|n| n.to_string()).collect(),
-            semantic: None,
         },
     )?;
     files.extend(copy_resume_folder(io)?);

@@ -3,6 +3,7 @@
 //! and its test accuracy).
 
 use super::*;
+use crate::data::metrics_table::{SizeSweepDetails, SweepPoint};
 
 /// The classifiers' own metrics rows, and per size sweep the size with the
 /// best val accuracy and its test accuracy (Liu et al. Fig. 10).
@@ -25,7 +26,10 @@ pub(super) fn classifier_metrics(
         let sweep = size_sweep(io, &group, &members, &classifier_rows)?;
         summary.insert(format!("size_sweep/{group}"), serde_json::to_value(&sweep)?);
         let best = &sweep.chosen;
-        let details = serde_json::json!({"sizes": sweep.sizes, "criterion": "best val accuracy (Liu et al. Fig. 10)"});
+        let details = serde_json::to_value(SizeSweepDetails {
+            sizes: sweep.sizes.clone(),
+            criterion: "best val accuracy (Liu et al. Fig. 10)".into(),
+        })?;
         let n = best.n_test;
         out.push(
             &group,
@@ -69,16 +73,6 @@ pub(super) fn sweep_groups<'a>(
     }
     g.retain(|_, v| v.len() >= 2);
     g
-}
-
-/// One size of a sweep: its classifier's val and test accuracy.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct SweepPoint {
-    pub(super) stage: String,
-    pub(super) size: f64,
-    pub(super) val_accuracy: f64,
-    pub(super) accuracy: f64,
-    pub(super) n_test: usize,
 }
 
 /// A sweep's sizes and the one chosen by val accuracy.

@@ -16,8 +16,7 @@ pub(super) fn reconstruction(
     if n == 0 {
         return Ok(());
     }
-    let model = g.model_file()?;
-    if !generators::family(&model).abilities.reconstruct {
+    if !generators::abilities(&g.dir)?.reconstruct {
         return Ok(());
     }
     let generator = generators::load(&g.dir, dev)?;

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::{Config, Rows};
 use crate::contract::tables;
-use crate::data::metrics_table::{self, ClassifierDetails, metric};
+use crate::data::metrics_table::{self, ClassifierDetails, DifferenceDetails, metric};
 use crate::data::parquet::read_columns;
 use crate::data::tensors::strings;
 use crate::metrics::accuracy::Counts;
@@ -196,7 +196,7 @@ fn classifier_kind(s: &InputStage) -> Result<(String, bool)> {
         ));
     };
     let d: ClassifierDetails = first.details_as()?;
-    let key = format!("{} {} {:?}", d.architecture, d.size, d.features);
+    let key = format!("{} {} {:?}", d.architecture, d.size, d.features());
     let real = d.training_table.ends_with(".faces (train)");
     Ok((key, real))
 }
@@ -342,15 +342,16 @@ fn paired_difference(
             (a, iv, pv)
         })
         .collect();
-    let details = serde_json::json!({
-        "baseline": base.stage.name,
-        "difference": format!("{} − {}", k.stage.name, base.stage.name),
-        "interval": "95% paired percentile bootstrap over test faces",
-        "p_value": "two-sided paired permutation test (the two classifiers' predictions swapped on random test faces)",
-        "resamples": c.bootstrap,
-        "permutations": c.permutations,
-        "seed": seed,
-    });
+    let details = serde_json::to_value(DifferenceDetails {
+        baseline: base.stage.name.clone(),
+        difference: format!("{} − {}", k.stage.name, base.stage.name),
+        interval: "95% paired percentile bootstrap over test faces".into(),
+        p_value: "two-sided paired permutation test (the two classifiers' predictions swapped on random test faces)".into(),
+        resamples: c.bootstrap as u64,
+        permutations: c.permutations as u64,
+        seed,
+    })
+    .expect("a struct of strings and numbers serializes");
     let per_attr: Vec<f64> = results
         .iter()
         .filter(|r| r.0.is_some())
