@@ -175,6 +175,43 @@ pub struct Attr2faceSet<'a> {
     pub plan_labels: Vec<Labels>,
 }
 
+/// Phase 1's entry in the stage summary (`autoencoder`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoencoderSummary {
+    pub steps: usize,
+    pub val_rec_l1_init: Option<f64>,
+    pub val_rec_l1: f64,
+    pub k_t: f64,
+    pub wall_time_s: f64,
+}
+
+/// Phase 2's entry (`classifier`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierSummary {
+    pub steps: usize,
+    pub val_accuracy: f64,
+    pub val_majority_accuracy: f64,
+    pub wall_time_s: f64,
+}
+
+/// Phase 3's entry (`mapping`, or `dcgan` for the ablation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MappingSummary {
+    pub steps: usize,
+    pub val_rec_emb_init: Option<f64>,
+    pub val_rec_emb: Option<f64>,
+    pub wall_time_s: f64,
+}
+
+/// The summary entries of the three phases, read back as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PhaseSummaries {
+    pub autoencoder: Option<AutoencoderSummary>,
+    pub classifier: Option<ClassifierSummary>,
+    pub mapping: Option<MappingSummary>,
+    pub dcgan: Option<MappingSummary>,
+}
+
 /// What training produced.
 pub struct Trained {
     pub log: Vec<LogRow>,
@@ -639,11 +676,14 @@ impl<'a> Run<'a> {
         log.extend(r.log);
         if has_val {
             let fin = p.val_l1()?;
-            summary.insert(
-                "autoencoder".into(),
-                serde_json::json!({"steps": total, "val_rec_l1_init": init, "val_rec_l1": fin,
-                                   "k_t": p.k, "wall_time_s": r.wall_time_s}),
-            );
+            let s = AutoencoderSummary {
+                steps: total,
+                val_rec_l1_init: init,
+                val_rec_l1: fin,
+                k_t: p.k,
+                wall_time_s: r.wall_time_s,
+            };
+            summary.insert("autoencoder".into(), serde_json::to_value(s)?);
             if let Some(i) = init {
                 log.push(row("autoencoder", 0, "val/rec_l1", i));
             }
@@ -681,11 +721,13 @@ impl<'a> Run<'a> {
                 "val/majority_accuracy",
                 majority,
             ));
-            summary.insert(
-                "classifier".into(),
-                serde_json::json!({"steps": c_steps, "val_accuracy": acc,
-                                   "val_majority_accuracy": majority, "wall_time_s": r.wall_time_s}),
-            );
+            let s = ClassifierSummary {
+                steps: c_steps,
+                val_accuracy: acc,
+                val_majority_accuracy: majority,
+                wall_time_s: r.wall_time_s,
+            };
+            summary.insert("classifier".into(), serde_json::to_value(s)?);
         }
         Ok(cp)
     }
@@ -773,11 +815,13 @@ impl<'a> Run<'a> {
         if let Some(f) = fin {
             log.push(row(phase3, m_steps, "val/rec_emb", f));
         }
-        summary.insert(
-            phase3.into(),
-            serde_json::json!({"steps": m_steps, "val_rec_emb_init": init, "val_rec_emb": fin,
-                               "wall_time_s": r.wall_time_s}),
-        );
+        let s = MappingSummary {
+            steps: m_steps,
+            val_rec_emb_init: init,
+            val_rec_emb: fin,
+            wall_time_s: r.wall_time_s,
+        };
+        summary.insert(phase3.into(), serde_json::to_value(s)?);
         Ok(mp)
     }
 

@@ -19,7 +19,6 @@ use rand_chacha::ChaCha8Rng;
 /// About 5 minutes on 2 cores (the 600-step stage: about 220 s).
 #[test]
 fn bridgegan_learns_both_paths_on_real_celeba_and_edits_plans() {
-    let _one = one_trainer_at_a_time();
     let Some(root) = celeba_dir("bridgegan_learns_both_paths_on_real_celeba_and_edits_plans")
     else {
         return;
@@ -182,7 +181,6 @@ fn bad_bridgegan_configs_get_one_line_errors() {
 /// the plumbing, not the quality.
 #[test]
 fn bridgegan_label_and_reference_rows_end_to_end_on_demo_faces() {
-    let _one = one_trainer_at_a_time();
     let name = "bridgegan_label_and_reference_rows_end_to_end_on_demo_faces";
     let Some(weights) = fid_weights(name) else {
         return;

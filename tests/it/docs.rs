@@ -537,7 +537,6 @@ fn quickstart_commands_in_the_docs_run() {
     }
     args.extend(["--set", "stages.evaluate.fid=false"]);
     {
-        let _one = crate::common::one_trainer_at_a_time();
         crate::common::augment_ok(&args, d.path());
     }
     let mut bad = Vec::new();

@@ -68,7 +68,6 @@ fn metric(dir: &Path, metric: &str, class: Option<&str>, split: &str) -> f64 {
 #[test]
 fn tiny_parser_learns_the_hq_pairs_and_separates_real_celeba_attributes() {
     let name = "tiny_parser_learns_the_hq_pairs_and_separates_real_celeba_attributes";
-    let _one = one_trainer_at_a_time();
     let (Some(celeba), Some(hq)) = (celeba_dir(name), parsing_dir(name)) else {
         return;
     };
@@ -400,7 +399,6 @@ fn bad_face_parsing_folders_get_one_clear_line_before_training() {
 /// MIN_DEMO_MEAN_IOU.
 #[test]
 fn tiny_parser_learns_the_demo_faces_class_maps() {
-    let _one = one_trainer_at_a_time();
     let d = tempfile::tempdir().unwrap();
     PipelineFile::demo("pd", 0, 600, 64)
         .stages(

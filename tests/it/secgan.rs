@@ -12,7 +12,6 @@ use crate::common::*;
 #[test]
 fn secgan_trains_both_branches_through_a_frozen_parser_on_real_celeba() {
     let name = "secgan_trains_both_branches_through_a_frozen_parser_on_real_celeba";
-    let _one = one_trainer_at_a_time();
     let Some(celeba) = celeba_dir(name) else {
         return;
     };
@@ -253,7 +252,6 @@ secgan.semantic_seed = {seed}
 /// With them on, G_seg's seed changes G_rgb.
 #[test]
 fn without_semantic_consistency_g_rgb_ignores_the_semantic_branch() {
-    let _one = one_trainer_at_a_time();
     let d = tempfile::tempdir().unwrap();
     let run = ablation_pipeline(d.path());
     let bytes = |stage: &str, file: &str| std::fs::read(run.join(stage).join(file)).unwrap();

@@ -42,7 +42,6 @@ inputs = ["ingest", "doubling", "stg"]
 /// About 2 minutes on 2 cores.
 #[test]
 fn st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map() {
-    let _one = one_trainer_at_a_time();
     let name = "st_gan_learns_without_labels_and_edits_faces_through_its_attribute_map";
     let Some(root) = celeba_dir(name) else {
         return;
@@ -204,7 +203,6 @@ const PSNR_GAIN_DB: f64 = 1.0;
 /// gives bit-identical weights.
 #[test]
 fn shuffled_labels_give_bit_identical_st_gan_weights() {
-    let _one = one_trainer_at_a_time();
     let Some(celeba) = celeba_dir("shuffled_labels_give_bit_identical_st_gan_weights") else {
         return;
     };
@@ -313,7 +311,6 @@ fn bad_st_gan_configs_get_one_line_errors() {
 /// so every pixel outside the box is the source's, and the box changed.
 #[test]
 fn lst_gan_blends_its_edits_into_the_eye_region_only() {
-    let _one = one_trainer_at_a_time();
     let d = tempfile::tempdir().unwrap();
     PipelineFile::demo("lst", 5, 160, 32)
         .stages(

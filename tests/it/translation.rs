@@ -45,6 +45,11 @@ inputs = ["ingest"]
 model = "stargan"
 preset = "tiny"
 batch_size = 8
+# One short run in five stalls: at seed 0 on one thread G's reconstruction
+# L1 stayed at 0.526 (→ 0.525) while its classification loss fell; seeds 1
+# and 2 on one thread and seeds 0 and 1 on two learn (L1 ratios 0.68, 0.61,
+# 0.67, 0.65). Making such runs reliable is issue #36's; here seed 1.
+seed = 1
 log_every = 10
 sample_every = 0
 checkpoint_every = 500

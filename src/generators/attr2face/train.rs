@@ -100,7 +100,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     };
     let env = phase_env(c, io);
     let trained = attr2face::train(&net, &opts, &data, &dev, &env)?;
-    say_summary(io, &trained.summary);
+    say_summary(io, &trained.summary)?;
 
     // Outputs.
     let out = &io.out_dir;
@@ -127,28 +127,34 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     })
 }
 
-fn say_summary(io: &StageIo, s: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.4}")).unwrap_or("-".into());
-    if let Some(a) = s.get("autoencoder") {
+/// One line per phase of what it reached, from the summary entries the
+/// phases wrote (read back as their types).
+fn say_summary(io: &StageIo, s: &serde_json::Value) -> Result<()> {
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or("-".into());
+    let phases: attr2face::PhaseSummaries = serde_json::from_value(s.clone())?;
+    if let Some(a) = phases.autoencoder {
         io.say(format!(
             "autoencoder: val L1 {} at init → {} (k_t {})",
-            f(&a["val_rec_l1_init"]),
-            f(&a["val_rec_l1"]),
-            f(&a["k_t"])
+            f(a.val_rec_l1_init),
+            f(Some(a.val_rec_l1)),
+            f(Some(a.k_t))
         ));
     }
-    if let Some(a) = s.get("classifier") {
+    if let Some(c) = phases.classifier {
         io.say(format!(
             "classifier: val accuracy {} (per-attribute majority {})",
-            f(&a["val_accuracy"]),
-            f(&a["val_majority_accuracy"])
+            f(Some(c.val_accuracy)),
+            f(Some(c.val_majority_accuracy))
         ));
     }
-    if let Some(a) = s.get("mapping") {
-        io.say(format!(
-            "mapping: val embedding MSE {} at init → {}",
-            f(&a["val_rec_emb_init"]),
-            f(&a["val_rec_emb"])
-        ));
+    for (name, m) in [("mapping", phases.mapping), ("dcgan", phases.dcgan)] {
+        if let Some(m) = m {
+            io.say(format!(
+                "{name}: val embedding MSE {} at init → {}",
+                f(m.val_rec_emb_init),
+                f(m.val_rec_emb)
+            ));
+        }
     }
+    Ok(())
 }
