@@ -23,7 +23,7 @@ fn secgan_trains_both_branches_through_a_frozen_parser_on_real_celeba() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    // tests/it/translation.rs's settings: lr 5e-4 and a raised λ_cls, so that a
+    // tests/it/image_translation.rs's settings: lr 5e-4 and a raised λ_cls, so that a
     // short CPU run shows the direction of training. The parser without
     // class weights: at 32 px median-frequency weights paint small classes
     // (earrings) over the background (pixel accuracy 0.24 against 0.76).
