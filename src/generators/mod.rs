@@ -108,7 +108,7 @@ pub struct Family {
 }
 
 /// The registry. Adding a family is one module and one line here.
-pub const FAMILIES: [&Family; 5] = [
+pub const FAMILIES: &[&Family] = &[
     &attr2face::FAMILY,
     &translation::FAMILY,
     &st_gan::FAMILY,
@@ -120,7 +120,8 @@ pub const FAMILIES: [&Family; 5] = [
 /// `models`, so there is one).
 pub fn of_model(model: Model) -> &'static Family {
     FAMILIES
-        .into_iter()
+        .iter()
+        .copied()
         .find(|f| f.models.contains(&model.name()))
         .expect("a Model is named by a registered family")
 }

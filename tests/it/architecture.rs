@@ -245,7 +245,7 @@ fn families() -> Vec<String> {
     let end = start + text[start..].find("];").expect("the registry's end");
     let names: Vec<String> = text[start..end]
         .split('&')
-        .skip(1)
+        .filter(|s| s.contains("::FAMILY"))
         .filter_map(|s| s.split("::FAMILY").next())
         .map(|s| s.trim().to_string())
         .collect();
