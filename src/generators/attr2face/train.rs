@@ -75,7 +75,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         io.name,
         train.len(),
         val.len(),
-        serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
+        c.preset().name(),
         io.device
     ));
     let data = Attr2faceSet {

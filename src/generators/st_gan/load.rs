@@ -49,6 +49,13 @@ pub fn load(dir: &Path, model: &ModelFile, dev: &Device) -> Result<Box<dyn Gener
         blend,
         ..
     } = model.layout(dir)?;
+    // G and D index their channel lists: a hand-edited file is refused here.
+    cfg.validate().map_err(|e| {
+        data_error!(
+            "{}: {e}; rerun the stage with `augment run --force --only <stage>`",
+            dir.join(crate::generators::model_file::FILE).display()
+        )
+    })?;
     let cfg = &cfg;
     let map = match dir.join(files::ATTRIBUTE_MAP).is_file() {
         true => Some(read_attribute_map(dir)?),

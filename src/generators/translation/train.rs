@@ -47,7 +47,7 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         train.len(),
         faces.rows_in(Partition::Val).len(),
         names.join(", "),
-        serde_json::to_value(c.preset())?.as_str().unwrap_or("?"),
+        c.preset().name(),
         io.device
     ));
     let data = translation::TrainSet {
