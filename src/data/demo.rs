@@ -7,12 +7,19 @@
 //! rates of the official `list_attr_celeba.txt` (202,599 rows), counted with
 //! `awk` over the file. Sex-specific attributes (beards,
 //! lipstick, ...) are drawn conditionally on `Male` with rates scaled so the
-//! marginals stay close to CelebA's. Every face is drawn from its labels; 20
-//! attributes are visible (hair colours, bald, bangs, wavy hair, eyeglasses,
-//! smiling, mouth open, mustache, goatee/beard, sideburns, pale skin, rosy
-//! cheeks, hat, lipstick, heavy makeup, earrings, necklace, necktie, bushy
-//! eyebrows, narrow eyes, big nose, chubby, young (forehead lines when not),
-//! blurry).
+//! marginals stay close to CelebA's. Every face is drawn from its labels,
+//! and every one of the 40 attributes has a visible cue, sized to survive
+//! the BEGAN crop at 32×32 (4 source pixels per pixel): hair colours, bald
+//! (with a shine), bangs, wavy hair (horizontal waves) and straight hair
+//! (vertical strands), a receding hairline, eyeglasses, smiling, mouth open,
+//! big lips, lipstick, mustache, goatee, beard (`No_Beard` off), stubble
+//! (5 o'clock shadow), sideburns, pale skin, rosy cheeks, high cheekbones
+//! (highlights), heavy makeup (eye shadow), bags under the eyes, arched and
+//! bushy eyebrows, narrow eyes, big and pointy noses, chubby (a fuller jaw),
+//! a double chin, an oval face (narrower and longer), a hat, earrings,
+//! necklace and necktie (on the neck below the chin), young (no lines on the
+//! forehead and cheeks), attractive (a beauty mark) and blurry. The cues are
+//! arbitrary drawings, not claims about what the attributes look like.
 
 use std::io::Write;
 use std::path::Path;
@@ -107,7 +114,7 @@ fn identity(seed: u64, id: usize) -> Identity {
         bald,
         face_w: r.random_range(0.9..1.05)
             * if male { 1.06 } else { 1.0 }
-            * if chubby { 1.12 } else { 1.0 },
+            * if chubby { 1.25 } else { 1.0 },
         chubby,
         big_nose: r.random_bool(rate("Big_Nose")),
         young,
@@ -319,6 +326,24 @@ impl Canvas {
             }
         }
     }
+    /// Fills the pixels of the box (x0, y0, x1, y1) whose centres pass
+    /// `inside`.
+    fn fill(
+        &mut self,
+        (x0, y0, x1, y1): (f32, f32, f32, f32),
+        c: [f32; 3],
+        alpha: f32,
+        inside: impl Fn(f32, f32) -> bool,
+    ) {
+        for y in (y0.max(0.0) as usize)..(y1.min(self.h as f32) as usize) {
+            for x in (x0.max(0.0) as usize)..(x1.min(self.w as f32) as usize) {
+                if inside(x as f32 + 0.5, y as f32 + 0.5) {
+                    self.blend(x, y, c, alpha);
+                    self.mark(x, y, alpha);
+                }
+            }
+        }
+    }
     fn rect(&mut self, x0: f32, y0: f32, x1: f32, y1: f32, c: [f32; 3], alpha: f32) {
         for y in (y0.max(0.0) as usize)..(y1.min(self.h as f32) as usize) {
             for x in (x0.max(0.0) as usize)..(x1.min(self.w as f32) as usize) {
@@ -400,21 +425,31 @@ impl Face<'_> {
     fn has(&self, name: &str) -> bool {
         celeba::label(self.l, a(name))
     }
+    /// Beards and sideburns: the hair colour toward the skin's, so that a
+    /// mustache (the hair colour, darker) shows on a beard.
+    fn beard(&self) -> [f32; 3] {
+        [0, 1, 2].map(|k| 0.65 * 0.8 * self.hair[k] + 0.35 * self.skin[k])
+    }
 }
 
 /// Renders one 178×218 face from its identity and labels, back to front,
 /// with its class map (178×218 ids of [`class`]; blur changes no class).
+///
+/// Every cue is sized for the BEGAN crop (the 128×128 box at top 50, left
+/// 25) seen at 32×32, the `tiny` presets' size: 4 source pixels per
+/// pixel there, so no cue is thinner than about 3 pixels here.
 fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> (RgbImage, Vec<u8>) {
     let cx = 89.0 + r.random_range(-3.0..3.0);
-    let cy = 122.0 + r.random_range(-3.0..3.0);
+    let cy = 114.0 + r.random_range(-3.0..3.0);
     let mut cv = Canvas::new(WIDTH, HEIGHT, idn.background);
+    let oval = celeba::label(l, a("Oval_Face"));
     let f = Face {
         idn,
         l,
         cx,
         cy,
-        fw: 40.0 * idn.face_w,
-        fh: 54.0,
+        fw: 40.0 * idn.face_w * if oval { 0.88 } else { 1.0 },
+        fh: 48.0 * if oval { 1.08 } else { 1.0 },
         hair: hair_colour(idn.hair),
         skin: idn.skin,
     };
@@ -426,17 +461,39 @@ fn render(idn: &Identity, l: Labels, r: &mut ChaCha8Rng) -> (RgbImage, Vec<u8>) 
     nose_and_cheeks(&mut cv, &f);
     mouth(&mut cv, &f);
     hat_and_neckwear(&mut cv, &f, r);
-    let has = |name: &str| f.has(name);
-    let blur = if has("Blurry") { 3 } else { 1 };
+    let blur = if f.has("Blurry") { 7 } else { 1 };
     cv.box_blur(blur);
     let labels = std::mem::take(&mut cv.labels);
     (cv.into_rgb(r), labels)
 }
 
-/// Shoulders, clothes and long hair behind the head (not for bald or most men).
+/// The colour of hair texture on hair of colour `hair`: lighter on dark
+/// hair, darker on light hair.
+fn streak_colour(hair: [f32; 3]) -> [f32; 3] {
+    let luma = 0.3 * hair[0] + 0.59 * hair[1] + 0.11 * hair[2];
+    if luma > 0.5 {
+        scale(hair, 0.5)
+    } else {
+        hair.map(|v| v + (1.0 - v) * 0.45)
+    }
+}
+
+/// Whether hair at (x, y) carries a streak: wavy hair has horizontal waves,
+/// straight hair vertical strands (4 px periods at 32×32), other hair none.
+fn streak(f: &Face, x: f32, y: f32) -> bool {
+    if f.has("Wavy_Hair") {
+        (y + 5.0 * (x * 0.25).sin()).rem_euclid(16.0) < 7.0
+    } else if f.has("Straight_Hair") {
+        x.rem_euclid(16.0) < 7.0
+    } else {
+        false
+    }
+}
+
+/// Shoulders, clothes, the neck and long hair behind the head (not for bald
+/// faces or men).
 fn shoulders_and_long_hair(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
     let (cx, cy, fw, fh, hair, skin) = (f.cx, f.cy, f.fw, f.fh, f.hair, f.skin);
-    let has = |name: &str| f.has(name);
     let idn = f.idn;
     // Shoulders / clothes.
     let cloth = [
@@ -448,57 +505,77 @@ fn shoulders_and_long_hair(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
     cv.ellipse((cx, 230.0, 80.0, 50.0), cloth, 1.0, |_, _| true);
     cv.paint(Some(class::NECK));
     cv.rect(
-        cx - 14.0,
-        cy + 40.0,
-        cx + 14.0,
+        cx - 15.0,
+        cy + 30.0,
+        cx + 15.0,
         200.0,
         scale(skin, 0.9),
         1.0,
     );
-    // Long hair behind the head (not for bald or most men).
-    let long_hair = !idn.bald && !idn.male;
-    if long_hair {
-        cv.paint(Some(class::HAIR));
-        let wavy = has("Wavy_Hair");
-        // Wavy hair: an undulating outline.
-        let rx = fw + 16.0;
-        cv.ellipse(
-            (cx, cy + 10.0, rx + 6.0, fh + 30.0),
-            hair,
-            1.0,
-            move |x, y| {
-                let w = if wavy {
-                    rx * (0.93 + 0.07 * (y * 0.3).sin())
-                } else {
-                    rx
-                };
-                (x - cx).abs() < w
-            },
-        );
+    if idn.bald || idn.male {
+        return;
     }
+    cv.paint(Some(class::HAIR));
+    let rx = fw + 16.0;
+    let (ecx, ecy, erx, ery) = (cx, cy + 10.0, rx + 6.0, fh + 30.0);
+    let inside = move |x: f32, y: f32| {
+        ((x - ecx) / erx).powi(2) + ((y - ecy) / ery).powi(2) <= 1.0 && (x - cx).abs() < rx
+    };
+    cv.ellipse((ecx, ecy, erx, ery), hair, 1.0, |x, _| (x - cx).abs() < rx);
+    cv.paint(None);
+    cv.fill(
+        (cx - rx, ecy - ery, cx + rx, ecy + ery),
+        streak_colour(hair),
+        0.9,
+        |x, y| inside(x, y) && streak(f, x, y),
+    );
 }
 
-/// The head, ears and earrings.
+/// The head, a double chin, ears and earrings.
 fn head_and_ears(cv: &mut Canvas, f: &Face) {
     let (cx, cy, fw, fh, skin) = (f.cx, f.cy, f.fw, f.fh, f.skin);
     let has = |name: &str| f.has(name);
-    // Head.
     cv.paint(Some(class::SKIN));
     cv.ellipse((cx, cy, fw, fh), skin, 1.0, |_, _| true);
-    // Ears and earrings.
+    if f.idn.chubby {
+        // Full lower cheeks: a rounder, wider jaw.
+        for s in [-1.0f32, 1.0] {
+            cv.ellipse(
+                (cx + s * fw * 0.55, cy + fh * 0.35, fw * 0.5, fh * 0.45),
+                skin,
+                1.0,
+                |_, _| true,
+            );
+        }
+    }
+    if has("Double_Chin") {
+        cv.ellipse((cx, cy + fh - 2.0, fw * 0.55, 10.0), skin, 1.0, |_, _| true);
+        cv.paint(None);
+        cv.line(
+            &[
+                (cx - fw * 0.45, cy + fh - 9.0),
+                (cx, cy + fh - 1.0),
+                (cx + fw * 0.45, cy + fh - 9.0),
+            ],
+            4.5,
+            scale(skin, 0.5),
+            1.0,
+        );
+        cv.paint(Some(class::SKIN));
+    }
     for s in [-1.0f32, 1.0] {
         cv.paint(Some(class::EARS));
         cv.ellipse(
-            (cx + s * (fw + 2.0), cy + 2.0, 6.0, 11.0),
-            scale(skin, 0.92),
+            (cx + s * (fw + 2.0), cy + 2.0, 7.0, 12.0),
+            scale(skin, 0.9),
             1.0,
             |_, _| true,
         );
         if has("Wearing_Earrings") {
             cv.paint(Some(class::EARRINGS));
             cv.ellipse(
-                (cx + s * (fw + 3.0), cy + 15.0, 3.0, 3.0),
-                [0.95, 0.8, 0.2],
+                (cx + s * (fw + 3.0), cy + 17.0, 6.0, 6.0),
+                [1.0, 0.85, 0.1],
                 1.0,
                 |_, _| true,
             );
@@ -508,187 +585,219 @@ fn head_and_ears(cv: &mut Canvas, f: &Face) {
 
 /// Beard, goatee, stubble, sideburns.
 fn facial_hair(cv: &mut Canvas, f: &Face) {
-    let (cx, cy, fw, fh, hair) = (f.cx, f.cy, f.fw, f.fh, f.hair);
+    let (cx, cy, fw, fh) = (f.cx, f.cy, f.fw, f.fh);
     let has = |name: &str| f.has(name);
-    let beard_col = scale(hair, 0.8);
+    let beard_col = f.beard();
     // CelebAMask-HQ has no beard class: facial hair is skin.
     cv.paint(Some(class::SKIN));
     if !has("No_Beard") && !has("Goatee") {
         cv.ellipse(
-            (cx, cy + 22.0, fw * 0.95, fh * 0.62),
+            (cx, cy + 20.0, fw * 0.95, fh * 0.65),
             beard_col,
-            0.85,
-            move |_, y| y > cy + 14.0,
+            0.9,
+            move |_, y| y > cy + 12.0,
         );
     }
     if has("Goatee") {
-        cv.ellipse((cx, cy + fh - 8.0, 11.0, 10.0), beard_col, 0.95, |_, _| {
+        cv.ellipse((cx, cy + fh - 8.0, 13.0, 12.0), beard_col, 0.95, |_, _| {
             true
         });
     }
     if has("5_o_Clock_Shadow") {
         cv.paint(None);
         cv.ellipse(
-            (cx, cy + 22.0, fw * 0.9, fh * 0.6),
-            [0.2, 0.2, 0.2],
-            0.25,
-            move |_, y| y > cy + 12.0,
+            (cx, cy + 20.0, fw * 0.92, fh * 0.62),
+            [0.15, 0.15, 0.2],
+            0.45,
+            move |_, y| y > cy + 10.0,
         );
     }
     if has("Sideburns") {
         cv.paint(Some(class::SKIN));
         for s in [-1.0f32, 1.0] {
             cv.rect(
-                cx + s * fw - 5.0,
-                cy - 18.0,
-                cx + s * fw + 5.0,
-                cy + 10.0,
+                cx + s * (fw - 3.0) - 7.0,
+                cy - 20.0,
+                cx + s * (fw - 3.0) + 7.0,
+                cy + 14.0,
                 beard_col,
-                0.9,
+                0.95,
             );
         }
     }
 }
 
-/// Hair on top (with bangs), a shine on a bald head, forehead wrinkles when not young.
+/// Hair on top (with bangs, a receding hairline, waves or strands), a
+/// shine on a bald head.
 fn hair_on_top(cv: &mut Canvas, f: &Face) {
-    let (cx, cy, fw, fh, hair, skin) = (f.cx, f.cy, f.fw, f.fh, f.hair, f.skin);
+    let (cx, cy, fw, fh, hair) = (f.cx, f.cy, f.fw, f.fh, f.hair);
     let has = |name: &str| f.has(name);
-    let idn = f.idn;
-    // Hair on top.
-    if !idn.bald {
-        cv.paint(Some(class::HAIR));
-        let top = cy - fh * 0.45;
-        cv.ellipse(
-            (cx, cy - fh * 0.55, fw + 4.0, fh * 0.58),
-            hair,
-            1.0,
-            move |_, y| y < top,
-        );
-        if has("Bangs") {
-            cv.rect(
-                cx - fw * 0.8,
-                top - 4.0,
-                cx + fw * 0.8,
-                cy - fh * 0.3,
-                hair,
-                1.0,
-            );
-        }
-    } else {
-        // A shine on the bald head.
+    if f.idn.bald {
         cv.paint(None);
         cv.ellipse(
-            (cx - 10.0, cy - fh * 0.7, 10.0, 6.0),
+            (cx - 10.0, cy - fh * 0.7, 14.0, 8.0),
             [1.0, 1.0, 1.0],
-            0.35,
+            0.5,
             |_, _| true,
         );
+        return;
     }
-    if !idn.young {
-        cv.paint(None);
-        for k in 0..3 {
-            let y = cy - fh * 0.38 + k as f32 * 4.0;
-            cv.line(
-                &[(cx - 16.0, y), (cx + 16.0, y)],
-                1.2,
-                scale(skin, 0.7),
-                0.7,
-            );
-        }
+    cv.paint(Some(class::HAIR));
+    let top = cy - fh * if has("Receding_Hairline") { 0.78 } else { 0.42 };
+    let (ecx, ecy, erx, ery) = (cx, cy - fh * 0.55, fw + 4.0, fh * 0.6);
+    cv.ellipse((ecx, ecy, erx, ery), hair, 1.0, move |_, y| y < top);
+    let bangs = has("Bangs").then_some((cx - fw * 0.8, top - 4.0, cx + fw * 0.8, cy - fh * 0.28));
+    if let Some((x0, y0, x1, y1)) = bangs {
+        cv.rect(x0, y0, x1, y1, hair, 1.0);
     }
+    cv.paint(None);
+    cv.fill(
+        (ecx - erx, ecy - ery, ecx + erx, cy),
+        streak_colour(hair),
+        0.9,
+        |x, y| {
+            let on_top = ((x - ecx) / erx).powi(2) + ((y - ecy) / ery).powi(2) <= 1.0 && y < top;
+            let on_bangs =
+                bangs.is_some_and(|(x0, y0, x1, y1)| x >= x0 && x < x1 && y >= y0 && y < y1);
+            (on_top || on_bangs) && streak(f, x, y)
+        },
+    );
 }
 
 /// Eyes, brows, bags, makeup and eyeglasses.
 fn eyes_and_brows(cv: &mut Canvas, f: &Face) {
-    let (cx, cy, hair, skin) = (f.cx, f.cy, f.hair, f.skin);
+    let (cx, cy, hair) = (f.cx, f.cy, f.hair);
     let has = |name: &str| f.has(name);
-    let idn = f.idn;
-    // Eyes and brows.
     let eye_y = cy - 6.0;
-    let eye_dx = 16.0 * idn.face_w;
-    let eye_ry = if has("Narrow_Eyes") { 1.8 } else { 4.0 };
+    let eye_dx = 16.0 * f.idn.face_w;
+    let eye_ry = if has("Narrow_Eyes") { 1.5 } else { 5.0 };
     for s in [-1.0f32, 1.0] {
         let ex = cx + s * eye_dx;
         if has("Heavy_Makeup") {
             cv.paint(None);
             cv.ellipse(
-                (ex, eye_y - 3.0, 9.0, 5.0),
-                [0.45, 0.25, 0.55],
-                0.6,
+                (ex, eye_y - 4.0, 10.0, 6.0),
+                [0.45, 0.2, 0.6],
+                0.85,
                 |_, _| true,
             );
         }
         cv.paint(Some(class::EYES));
-        cv.ellipse((ex, eye_y, 7.0, eye_ry), [0.97, 0.97, 0.97], 1.0, |_, _| {
+        cv.ellipse((ex, eye_y, 7.5, eye_ry), [0.97, 0.97, 0.97], 1.0, |_, _| {
             true
         });
         cv.ellipse(
-            (ex, eye_y, 2.8, eye_ry.min(2.8)),
+            (ex, eye_y, 3.0, eye_ry.min(3.0)),
             [0.12, 0.08, 0.05],
             1.0,
             |_, _| true,
         );
         if has("Bags_Under_Eyes") {
             cv.paint(None);
-            cv.line(
-                &[(ex - 6.0, eye_y + 6.0), (ex + 6.0, eye_y + 6.0)],
-                1.2,
-                scale(skin, 0.75),
-                0.8,
+            cv.ellipse(
+                (ex, eye_y + 8.0, 7.5, 3.5),
+                [0.35, 0.22, 0.35],
+                0.75,
+                |_, _| true,
             );
         }
-        let brow_t = if has("Bushy_Eyebrows") { 4.0 } else { 2.0 };
-        let arch = if has("Arched_Eyebrows") { 4.0 } else { 1.0 };
-        let by = eye_y - 9.0;
+        let brow_t = if has("Bushy_Eyebrows") { 7.5 } else { 3.5 };
+        let arch = if has("Arched_Eyebrows") { 9.0 } else { 1.0 };
+        let by = eye_y - 11.0;
         cv.paint(Some(class::EYEBROWS));
         cv.line(
-            &[(ex - 8.0, by + 1.0), (ex, by - arch), (ex + 8.0, by + 1.0)],
+            &[(ex - 9.0, by + 1.0), (ex, by - arch), (ex + 9.0, by + 1.0)],
             brow_t,
             scale(hair, 0.6),
             1.0,
         );
         if has("Eyeglasses") {
             cv.paint(Some(class::EYEGLASSES));
-            cv.ring(ex, eye_y, 10.0, 2.2, [0.05, 0.05, 0.05]);
+            cv.ring(ex, eye_y, 11.0, 3.5, [0.05, 0.05, 0.05]);
         }
     }
     if has("Eyeglasses") {
         cv.paint(Some(class::EYEGLASSES));
         cv.line(
-            &[(cx - eye_dx + 10.0, eye_y), (cx + eye_dx - 10.0, eye_y)],
-            2.0,
+            &[(cx - eye_dx + 11.0, eye_y), (cx + eye_dx - 11.0, eye_y)],
+            3.0,
             [0.05, 0.05, 0.05],
             1.0,
         );
     }
 }
 
-/// The nose and rosy cheeks.
+/// The nose (big, pointy), cheeks (rosy, high cheekbones), a beauty mark
+/// (attractive) and, when not young, lines on the forehead and cheeks.
 fn nose_and_cheeks(cv: &mut Canvas, f: &Face) {
-    let (cx, cy, skin) = (f.cx, f.cy, f.skin);
+    let (cx, cy, fh, skin) = (f.cx, f.cy, f.fh, f.skin);
     let has = |name: &str| f.has(name);
-    let idn = f.idn;
-    // Nose.
-    let nose_w = if idn.big_nose { 7.0 } else { 4.0 };
     cv.paint(Some(class::NOSE));
+    let (nose_w, nose_h) = if f.idn.big_nose {
+        (12.0, 9.0)
+    } else {
+        (4.5, 5.0)
+    };
     cv.ellipse(
-        (cx, cy + 12.0, nose_w, 5.0),
-        scale(skin, 0.82),
+        (cx, cy + 12.0, nose_w, nose_h),
+        scale(skin, 0.75),
         1.0,
         |_, _| true,
     );
-    // Cheeks.
-    if has("Rosy_Cheeks") {
-        cv.paint(None);
-        for s in [-1.0f32, 1.0] {
+    if has("Pointy_Nose") {
+        cv.line(
+            &[(cx, cy - 2.0), (cx, cy + 18.0)],
+            3.5,
+            scale(skin, 0.55),
+            1.0,
+        );
+    }
+    cv.paint(None);
+    for s in [-1.0f32, 1.0] {
+        if has("High_Cheekbones") {
             cv.ellipse(
-                (cx + s * 22.0, cy + 12.0, 8.0, 5.0),
-                [0.95, 0.45, 0.5],
-                0.5,
+                (cx + s * 24.0, cy + 1.0, 8.0, 4.0),
+                [1.0, 0.97, 0.9],
+                0.6,
                 |_, _| true,
             );
         }
+        if has("Rosy_Cheeks") {
+            cv.ellipse(
+                (cx + s * 22.0, cy + 13.0, 11.0, 7.0),
+                [0.95, 0.3, 0.4],
+                0.9,
+                |_, _| true,
+            );
+        }
+        if !f.idn.young {
+            // Nasolabial folds.
+            cv.line(
+                &[(cx + s * 10.0, cy + 15.0), (cx + s * 18.0, cy + 32.0)],
+                4.0,
+                scale(skin, 0.5),
+                1.0,
+            );
+        }
+    }
+    if !f.idn.young {
+        for k in 0..2 {
+            let y = cy - fh * 0.4 + k as f32 * 6.0;
+            cv.line(
+                &[(cx - 16.0, y), (cx + 16.0, y)],
+                3.0,
+                scale(skin, 0.55),
+                1.0,
+            );
+        }
+    }
+    if has("Attractive") {
+        cv.ellipse(
+            (cx + 21.0, cy + 24.0, 3.5, 3.5),
+            [0.2, 0.1, 0.05],
+            1.0,
+            |_, _| true,
+        );
     }
 }
 
@@ -696,21 +805,19 @@ fn nose_and_cheeks(cv: &mut Canvas, f: &Face) {
 fn mouth(cv: &mut Canvas, f: &Face) {
     let (cx, cy, hair, skin) = (f.cx, f.cy, f.hair, f.skin);
     let has = |name: &str| f.has(name);
-    let beard_col = scale(hair, 0.8);
-    // Mouth: a smile curves up; an open mouth shows a dark inside.
     let my = cy + 28.0;
     let lip = if has("Wearing_Lipstick") {
-        [0.8, 0.08, 0.15]
+        [0.85, 0.05, 0.12]
     } else {
         scale(skin, 0.7)
     };
     let open = has("Mouth_Slightly_Open");
     let smile = has("Smiling");
-    let mw = if smile { 14.0 } else { 10.0 };
+    let mw = if smile { 16.0 } else { 11.0 };
     if open {
         cv.paint(Some(class::MOUTH));
         cv.ellipse(
-            (cx, my + 1.0, mw * 0.8, if smile { 5.0 } else { 3.5 }),
+            (cx, my + 1.0, mw * 0.8, if smile { 6.0 } else { 4.5 }),
             [0.25, 0.05, 0.05],
             1.0,
             |_, _| true,
@@ -720,14 +827,14 @@ fn mouth(cv: &mut Canvas, f: &Face) {
                 cx - mw * 0.6,
                 my - 2.0,
                 cx + mw * 0.6,
-                my + 0.5,
+                my + 1.0,
                 [0.97, 0.97, 0.95],
                 1.0,
             );
         }
     }
-    let curve = if smile { 5.0 } else { 0.0 };
-    let lip_t = if has("Big_Lips") { 3.5 } else { 2.2 };
+    let curve = if smile { 8.0 } else { 0.0 };
+    let lip_t = if has("Big_Lips") { 8.0 } else { 3.0 };
     cv.paint(Some(class::LIPS));
     cv.line(
         &[
@@ -744,21 +851,22 @@ fn mouth(cv: &mut Canvas, f: &Face) {
     if has("Mustache") {
         cv.paint(Some(class::SKIN));
         cv.line(
-            &[(cx - 12.0, my - 6.0), (cx, my - 8.0), (cx + 12.0, my - 6.0)],
-            4.0,
-            beard_col,
+            &[(cx - 13.0, my - 7.0), (cx, my - 9.0), (cx + 13.0, my - 7.0)],
+            6.0,
+            scale(hair, 0.4),
             1.0,
         );
     }
 }
 
-/// Hat, necktie and necklace.
+/// Hat (a crown and brim high on the head, so that the hair below it
+/// shows), necktie (with a white collar) and necklace, on the neck just
+/// below the chin.
 fn hat_and_neckwear(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
     let (cx, cy, fw, fh) = (f.cx, f.cy, f.fw, f.fh);
     let has = |name: &str| f.has(name);
     // Hat, necktie and necklace count as others.
     cv.paint(Some(class::OTHERS));
-    // Hat.
     if has("Wearing_Hat") {
         let hat = [
             r.random_range(0.0..0.6),
@@ -766,36 +874,57 @@ fn hat_and_neckwear(cv: &mut Canvas, f: &Face, r: &mut ChaCha8Rng) {
             r.random_range(0.2..0.8),
         ];
         cv.rect(
-            cx - fw - 2.0,
-            cy - fh - 18.0,
-            cx + fw + 2.0,
-            cy - fh * 0.55,
+            cx - fw * 0.8,
+            cy - fh - 22.0,
+            cx + fw * 0.8,
+            cy - fh * 0.8,
             hat,
             1.0,
         );
         cv.rect(
-            cx - fw - 14.0,
-            cy - fh * 0.62,
-            cx + fw + 14.0,
-            cy - fh * 0.5,
-            scale(hat, 0.8),
+            cx - fw - 10.0,
+            cy - fh * 0.9,
+            cx + fw + 10.0,
+            cy - fh * 0.76,
+            scale(hat, 0.75),
             1.0,
         );
     }
-    // Neck wear.
+    let neck_y = cy + fh;
     if has("Wearing_Necktie") {
-        cv.line(&[(cx, cy + 62.0), (cx, 215.0)], 8.0, [0.6, 0.05, 0.1], 1.0);
+        for s in [-1.0f32, 1.0] {
+            cv.line(
+                &[(cx + s * 15.0, neck_y + 2.0), (cx + s * 3.0, neck_y + 12.0)],
+                5.0,
+                [0.97, 0.97, 0.97],
+                1.0,
+            );
+        }
+        cv.rect(
+            cx - 6.0,
+            neck_y + 6.0,
+            cx + 6.0,
+            218.0,
+            [0.7, 0.05, 0.1],
+            1.0,
+        );
     }
     if has("Wearing_Necklace") {
         cv.line(
             &[
-                (cx - 14.0, cy + 58.0),
-                (cx, cy + 68.0),
-                (cx + 14.0, cy + 58.0),
+                (cx - 15.0, neck_y + 2.0),
+                (cx, neck_y + 9.0),
+                (cx + 15.0, neck_y + 2.0),
             ],
-            2.0,
-            [0.95, 0.85, 0.3],
+            4.0,
+            [1.0, 0.85, 0.2],
             1.0,
+        );
+        cv.ellipse(
+            (cx, neck_y + 11.0, 4.0, 4.0),
+            [1.0, 0.85, 0.2],
+            1.0,
+            |_, _| true,
         );
     }
 }
