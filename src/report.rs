@@ -42,6 +42,8 @@ pub struct ComparisonRow {
     pub n_test: i64,
     /// FID of the synthesized images the classifier trained on, if measured.
     pub fid: Option<f64>,
+    /// Real faces' FID at the same n against the same reference (the floor).
+    pub fid_floor: Option<f64>,
     /// 95% bootstrap intervals over test faces (`evaluate`), when measured.
     pub accuracy_ci: Option<[f64; 2]>,
     pub balanced_accuracy_ci: Option<[f64; 2]>,
@@ -213,12 +215,14 @@ fn build(run_dirs: &[PathBuf]) -> Result<(Report, Vec<RunData>)> {
     let mut comparison = Vec::new();
     let mut other = Vec::new();
     for run in &runs {
-        let fid_of: BTreeMap<&str, f64> = run
-            .rows
-            .iter()
-            .filter(|r| r.metric == metric::FID && r.value.is_finite())
-            .map(|r| (r.stage.as_str(), r.value))
-            .collect();
+        let of = |m: &str| -> BTreeMap<&str, f64> {
+            run.rows
+                .iter()
+                .filter(|r| r.metric == m && r.attribute.is_none() && r.value.is_finite())
+                .map(|r| (r.stage.as_str(), r.value))
+                .collect()
+        };
+        let fid_of = (of(metric::FID), of(metric::FID_FLOOR));
         let classifiers = run.manifest.order.iter().filter(|s| is_classifier(run, s));
         for c in classifiers {
             comparison.extend(comparison_row(run, c, &fid_of)?);
@@ -244,7 +248,7 @@ fn is_classifier(run: &RunData, stage: &str) -> bool {
 fn comparison_row(
     run: &RunData,
     c: &String,
-    fid_of: &BTreeMap<&str, f64>,
+    (fid_of, floor_of): &(BTreeMap<&str, f64>, BTreeMap<&str, f64>),
 ) -> Result<Option<ComparisonRow>> {
     let rows: Vec<&MetricRow> = run.rows.iter().filter(|r| &r.stage == c).collect();
     let overall = |k: &str| rows.iter().find(|r| r.metric == k && r.attribute.is_none());
@@ -291,7 +295,8 @@ fn comparison_row(
             .unwrap_or(f64::NAN),
         f1: overall(metric::F1).map(|r| r.value).unwrap_or(f64::NAN),
         n_test: acc.n,
-        fid: synth.and_then(|s| fid_of.get(s.as_str()).copied()),
+        fid: synth.as_ref().and_then(|s| fid_of.get(s.as_str()).copied()),
+        fid_floor: synth.and_then(|s| floor_of.get(s.as_str()).copied()),
         accuracy_ci: ci(metric::ACCURACY),
         balanced_accuracy_ci: ci(metric::BALANCED_ACCURACY),
         f1_ci: ci(metric::F1),
@@ -465,7 +470,7 @@ figcaption {{ font-size: .85rem; color: #555; }}
 </head>
 <body>
 <h1>augment report: {title}</h1>
-<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N. Best accuracy highlighted. Brackets: 95% percentile-bootstrap intervals over the test faces (<code>evaluate</code>); last column: the classifier minus the real-data classifier of the same architecture on the same faces, with its paired-bootstrap interval and paired permutation p-value. One test split gives one draw of each classifier; differences inside the interval are noise.</p>
+<p class="note">Accuracy is the paper's (Liu et al. Sec. V-D: mean over real test faces of the fraction of attributes recognised); balanced accuracy and F1 are means over attributes. Data amount = training rows. FID: the classifier's synthesized training images against the real test images (FID Inception, pytorch-fid conventions); small N biases FID upwards, so compare at equal N; in brackets, the floor: as many real train/val faces against the same reference (what a perfect generator scores at that N). Best accuracy highlighted. Brackets: 95% percentile-bootstrap intervals over the test faces (<code>evaluate</code>); last column: the classifier minus the real-data classifier of the same architecture on the same faces, with its paired-bootstrap interval and paired permutation p-value. One test split gives one draw of each classifier; differences inside the interval are noise.</p>
 <h2>Comparison (Table 2)</h2>
 {table}
 {charts_html}
@@ -589,7 +594,7 @@ fn comparison_table(report: &Report) -> (String, String) {
         .map(|r| r.accuracy)
         .fold(f64::NEG_INFINITY, f64::max);
     let mut csv = String::from(
-        "run,classifier,architecture,method,training_rows,accuracy,accuracy_low95,accuracy_high95,balanced_accuracy,balanced_accuracy_low95,balanced_accuracy_high95,f1,f1_low95,f1_high95,fid,n_test,baseline,balanced_accuracy_diff,balanced_accuracy_diff_low95,balanced_accuracy_diff_high95,balanced_accuracy_diff_p\n",
+        "run,classifier,architecture,method,training_rows,accuracy,accuracy_low95,accuracy_high95,balanced_accuracy,balanced_accuracy_low95,balanced_accuracy_high95,f1,f1_low95,f1_high95,fid,fid_floor,n_test,baseline,balanced_accuracy_diff,balanced_accuracy_diff_low95,balanced_accuracy_diff_high95,balanced_accuracy_diff_p\n",
     );
     for r in &report.comparison {
         let mark = if r.accuracy == best {
@@ -624,7 +629,11 @@ fn comparison_table(report: &Report) -> (String, String) {
             with_ci(r.accuracy, r.accuracy_ci),
             with_ci(r.balanced_accuracy, r.balanced_accuracy_ci),
             with_ci(r.f1, r.f1_ci),
-            r.fid.map(|v| num(v, 2)).unwrap_or_else(|| "–".into()),
+            match (r.fid, r.fid_floor) {
+                (Some(v), Some(fl)) => format!("{} (floor {})", num(v, 2), num(fl, 2)),
+                (Some(v), None) => num(v, 2),
+                _ => "–".into(),
+            },
             r.n_test,
             esc(&diff_cell)
         );
@@ -633,7 +642,7 @@ fn comparison_table(report: &Report) -> (String, String) {
         let hi = |ci: Option<[f64; 2]>| opt(ci.map(|c| c[1]));
         let _ = writeln!(
             csv,
-            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.run,
             r.classifier,
             r.architecture,
@@ -648,7 +657,8 @@ fn comparison_table(report: &Report) -> (String, String) {
             r.f1,
             lo(r.f1_ci),
             hi(r.f1_ci),
-            r.fid.map(|v| v.to_string()).unwrap_or_default(),
+            opt(r.fid),
+            opt(r.fid_floor),
             r.n_test,
             bal_diff.map(|d| d.baseline.clone()).unwrap_or_default(),
             opt(bal_diff.map(|d| d.difference)),

@@ -25,6 +25,10 @@ pub mod metric {
     pub const BEST_EPOCH: &str = "best_epoch";
     pub const FID: &str = "fid";
     pub const KID: &str = "kid";
+    /// FID / KID of as many real faces (not the reference ones) against the
+    /// same reference: what a perfect generator would score at that n.
+    pub const FID_FLOOR: &str = "fid_floor";
+    pub const KID_FLOOR: &str = "kid_floor";
     /// Liu et al. Fig. 10: the sweep's chosen size, its val and test accuracy.
     pub const SIZE_SWEEP_SIZE: &str = "size_sweep_size";
     pub const SIZE_SWEEP_VAL_ACCURACY: &str = "size_sweep_val_accuracy";

@@ -342,6 +342,36 @@ fn check_inputs(f: &str, defs: &[StageDef]) -> Result<()> {
         if d.kind() == StageKind::Synthesize {
             check_generator_judge(f, d, defs)?;
         }
+        if let StageConfig::Evaluate(c) = &d.config
+            && let Some(judge) = &c.judge
+        {
+            check_evaluate_judge(f, d, judge, &kinds, defs)?;
+        }
+    }
+    Ok(())
+}
+
+/// An evaluate stage's `judge` is one of its `train_classifier` inputs,
+/// trained on real faces only (its only inputs are ingest stages).
+fn check_evaluate_judge(
+    f: &str,
+    eval: &StageDef,
+    judge: &str,
+    kinds: &HashMap<String, StageKind>,
+    defs: &[StageDef],
+) -> Result<()> {
+    let ctx = format!("{f}: [stages.{}]: judge = {judge:?}", eval.name);
+    let def = defs.iter().find(|d| d.name == judge);
+    let Some(def) = def.filter(|d| eval.inputs.contains(&d.name)) else {
+        return Err(config_error!(
+            "{ctx} is not among the stage's inputs; add it to `inputs`"
+        ));
+    };
+    let real_only = def.inputs.iter().all(|i| kinds[i] == StageKind::Ingest);
+    if def.kind() != StageKind::TrainClassifier || !real_only {
+        return Err(config_error!(
+            "{ctx} must be a train_classifier stage trained on real faces only (inputs = [\"ingest\"])"
+        ));
     }
     Ok(())
 }

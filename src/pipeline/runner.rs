@@ -447,6 +447,30 @@ fn without_nulls(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// An `evaluate` stage's FIDs and KIDs, each beside its floor (real faces
+/// at the same n against the same reference), one line per image set.
+fn shown_fids(summary: &serde_json::Value) -> String {
+    let Some(fids) = summary.get("fid").and_then(|v| v.as_object()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (stage, v) in fids {
+        let get = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let pair = |name: &str, m: &str, digits: usize| match (get(m), get(&format!("{m}_floor"))) {
+            (Some(x), Some(fl)) => format!("  {name} {x:.digits$} (real faces: {fl:.digits$})"),
+            (Some(x), None) => format!("  {name} {x:.digits$}"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  {stage:<28}{}{}  n {}\n",
+            pair("FID", "fid", 2),
+            pair("KID", "kid", 4),
+            get("n").unwrap_or(0.0)
+        ));
+    }
+    out
+}
+
 /// `augment show`: the status of each stage recorded in a run folder.
 pub fn show(run_dir: &Path) -> Result<String> {
     let m = Manifest::load(run_dir)?.ok_or_else(|| {
@@ -515,6 +539,7 @@ pub fn show(run_dir: &Path) -> Result<String> {
         for f in &rec.files {
             out.push_str(&format!("  file  {}\n", dir.join(f).display()));
         }
+        out.push_str(&shown_fids(&rec.summary));
     }
     Ok(out)
 }

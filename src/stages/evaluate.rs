@@ -104,6 +104,12 @@ pub struct Config {
     /// KID next to FID (unbiased; FID is biased at small N).
     #[serde(default = "yes")]
     pub kid: bool,
+    /// The `train_classifier` input (trained on real faces only) that
+    /// judges generated images: editing accuracy and the label agreement of
+    /// drawn rows. Default: the first input trained on real faces. A named
+    /// judge is never the baseline of the paired differences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
     /// Images per side for FID/KID (fewer when fewer exist).
     #[serde(default = "default_fid_samples")]
     pub fid_samples: usize,
@@ -114,7 +120,8 @@ pub struct Config {
     /// Test faces reconstructed per generator for MS-SSIM/PSNR.
     #[serde(default = "default_rec_samples")]
     pub reconstruction_samples: usize,
-    /// Generated rows per synthesize stage for the translation metrics.
+    /// Generated rows per synthesize stage for the translation metrics and
+    /// the judge's label agreement of drawn rows.
     #[serde(default = "default_translation_samples")]
     pub translation_samples: usize,
     /// Inception forward batch.
@@ -291,7 +298,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     // Classifiers, and the size sweep over them.
     let classifiers: Vec<&InputStage> = io.inputs_of(StageKind::TrainClassifier);
     classifier_metrics(&mut out, &classifiers, &mut summary)?;
-    statistics::classifier_statistics(&mut out, &classifiers, c, seed)?;
+    let baselines: Vec<&InputStage> = classifiers
+        .iter()
+        .copied()
+        .filter(|s| Some(&s.name) != c.judge.as_ref())
+        .collect();
+    statistics::classifier_statistics(&mut out, &classifiers, &baselines, c, seed)?;
 
     // Synthesized images: label agreement, FID and KID.
     let synths = io.inputs_of(StageKind::Synthesize);
@@ -318,9 +330,12 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
 
     // Translation generators.
     if !synths.is_empty() || !reversed.is_empty() {
-        let judge = judge(&classifiers, &dev)?;
+        let judge = judge(&classifiers, c.judge.as_deref(), &dev)?;
         for s in &synths {
             translation(&mut out, s, &faces, judge.as_ref(), c, seed, &dev)?;
+            if let Some(judge) = &judge {
+                judge_agreement(&mut out, s, judge, c, seed, &dev)?;
+            }
         }
         let setting = reversal::Setting {
             ingest,
@@ -348,12 +363,39 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
     }
     let n = metrics_table::write(&io.out_dir.join(tables::METRICS.file), &out.rows)?;
     summary.insert("rows".into(), n.into());
+    if let Some(fids) = fid_summary(&out.rows) {
+        summary.insert("fid".into(), fids);
+    }
     Ok(StageOutput {
         tables: vec![Table::of(tables::METRICS, n)],
         files: vec![],
         summary: summary.into(),
         lineage: Lineage::default(),
     })
+}
+
+/// Per measured image set, its FID and KID with their floors (real faces
+/// at the same n), for `augment show`; None when nothing was measured.
+fn fid_summary(rows: &[MetricRow]) -> Option<serde_json::Value> {
+    let mut by_stage: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.attribute.is_none() && r.value.is_finite())
+    {
+        if [
+            metric::FID,
+            metric::FID_FLOOR,
+            metric::KID,
+            metric::KID_FLOOR,
+        ]
+        .contains(&r.metric.as_str())
+        {
+            let e = by_stage.entry(&r.stage).or_default();
+            e.insert(r.metric.clone(), r.value.into());
+            e.insert("n".into(), r.n.into());
+        }
+    }
+    (!by_stage.is_empty()).then(|| serde_json::to_value(by_stage).unwrap_or_default())
 }
 
 /// The generator inputs whose family can do `what` (known from `model.json`;

@@ -522,3 +522,48 @@ permutations = 2000
     // the other metrics.
     assert!(!html.contains("<td>balanced_accuracy_low95</td>"), "{html}");
 }
+
+/// `evaluate`'s `judge` names one of its inputs that is a classifier trained
+/// on real faces only; anything else is one line before any stage runs.
+#[test]
+fn evaluate_judge_must_be_a_real_data_classifier_input() {
+    assert_one_line_config_errors(
+        r#"[stages.real]
+kind = "train_classifier"
+inputs = ["ingest"]
+size = "tiny"
+
+[stages.flip]
+kind = "balance"
+inputs = ["ingest"]
+strategy = "flip"
+
+[stages.synth]
+kind = "synthesize"
+inputs = ["ingest", "flip"]
+
+[stages.aug]
+kind = "train_classifier"
+inputs = ["ingest", "synth"]
+size = "tiny"
+
+[stages.eval]
+kind = "evaluate"
+inputs = ["ingest", "real", "aug"]
+fid = false"#,
+        &[
+            (
+                "judge = \"nope\"",
+                "[stages.eval]: judge = \"nope\" is not among the stage's inputs; add it to `inputs`",
+            ),
+            (
+                "judge = \"aug\"",
+                "judge = \"aug\" must be a train_classifier stage trained on real faces only",
+            ),
+            (
+                "judge = \"flip\"",
+                "judge = \"flip\" is not among the stage's inputs",
+            ),
+        ],
+    );
+}

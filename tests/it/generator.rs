@@ -51,9 +51,18 @@ kind = "train_classifier"
 inputs = ["ingest", "gen"]
 architecture = "linear_probe"
 
+# A judge that never saw a generated face.
+[stages.judge]
+kind = "train_classifier"
+inputs = ["ingest"]
+size = "tiny"
+epochs = 2
+lr = 1e-3
+
 [stages.eval]
 kind = "evaluate"
-inputs = ["ingest", "gen", "synth", "probe"]
+inputs = ["ingest", "gen", "synth", "probe", "judge"]
+judge = "judge"
 fid = {}
 fid_samples = 24
 kid_subsets = 10
@@ -194,12 +203,37 @@ reconstruction_samples = 64
         .parse()
         .unwrap();
     assert!((agree - want).abs() < 1e-12, "{agree} vs {want}");
+    // The same rows under the judge: 1,000 of them (translation_samples),
+    // overall and for each of the 40 attributes.
+    let (judged, n) = row("synth", "judge_agreement");
+    assert_eq!(n, 1000);
+    assert!(judged > 0.0 && judged <= 1.0, "{judged}");
+    let per_attribute: usize = sql_value(
+        d.path(),
+        "SELECT count(*) FROM eval_metrics WHERE metric = 'judge_agreement' \
+         AND attribute IS NOT NULL AND n = 1000",
+    );
+    assert_eq!(per_attribute, 40);
     if std::env::var_os("AUGMENT_FID_WEIGHTS").is_some() {
         let (fid, n) = row("synth", "fid");
         assert_eq!(n, 24);
         assert!(fid.is_finite() && fid > 0.0, "FID {fid}");
         let (kid, _) = row("synth", "kid");
         assert!(kid.is_finite(), "KID {kid}");
+        // Beside each FID/KID its floor: as many real train/val faces
+        // against the same real test faces, below the generator's.
+        let (floor, n) = row("synth", "fid_floor");
+        assert_eq!(n, 24);
+        assert!(floor > 0.0 && floor < fid, "FID {fid}, floor {floor}");
+        let (kid_floor, _) = row("synth", "kid_floor");
+        assert!(kid_floor < kid, "KID {kid}, floor {kid_floor}");
+        let (code, shown, err) = augment(&["show", "run"], d.path());
+        assert_eq!(code, 0, "{err}");
+        let line = shown
+            .lines()
+            .find(|l| l.trim_start().starts_with("synth ") && l.contains("FID"))
+            .unwrap_or_else(|| panic!("no FID line for synth in:\n{shown}"));
+        assert!(line.contains("(real faces: "), "{line}");
     } else {
         crate::common::skip("the FID part of this test", "set AUGMENT_FID_WEIGHTS");
     }

@@ -6,10 +6,35 @@
 
 use super::*;
 
-/// The first classifier input trained on real faces, which judges edits.
-pub(super) fn judge(classifiers: &[&InputStage], dev: &Device) -> Result<Option<Judge>> {
-    let judge = classifiers.iter().find_map(|s| {
-        match crate::train::classifier::SavedClassifier::load(&s.dir, dev) {
+/// The classifier input that judges generated images: the one named by
+/// `judge` (which must be trained on real faces), else the first trained on
+/// real faces.
+pub(super) fn judge(
+    classifiers: &[&InputStage],
+    named: Option<&str>,
+    dev: &Device,
+) -> Result<Option<Judge>> {
+    use crate::train::classifier::SavedClassifier;
+    if let Some(name) = named {
+        let Some(s) = classifiers.iter().find(|s| s.name == name) else {
+            return Err(crate::config_error!(
+                "judge = {name:?} is not a train_classifier input of this evaluate stage; add it to `inputs`"
+            ));
+        };
+        return match SavedClassifier::load(&s.dir, dev)? {
+            Some((saved, net)) if saved.trained_on_real => Ok(Some(Judge {
+                name: s.name.clone(),
+                saved,
+                net,
+            })),
+            _ => Err(crate::config_error!(
+                "judge = {name:?} must be a classifier trained on real faces only (a `train_classifier` with `ingest` as its only data input)"
+            )),
+        };
+    }
+    let judge = classifiers
+        .iter()
+        .find_map(|s| match SavedClassifier::load(&s.dir, dev) {
             Ok(Some((saved, net))) if saved.trained_on_real => Some(Ok(Judge {
                 name: s.name.clone(),
                 saved,
@@ -17,8 +42,7 @@ pub(super) fn judge(classifiers: &[&InputStage], dev: &Device) -> Result<Option<
             })),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
-        }
-    });
+        });
     judge.transpose()
 }
 
@@ -288,6 +312,67 @@ impl Judge {
             &images_tensor(&imgs, dev)?,
         )
     }
+}
+
+/// Label agreement of a drawing generator's rows (attr2face, dcgan) under
+/// the judge, a classifier trained on real faces only: per generated row,
+/// the fraction of the judge's attributes on which its call matches the
+/// label the row was drawn for (the paper's accuracy, Liu et al. Sec. V-D,
+/// with the row's target labels as truth); per attribute, the accuracy over
+/// the rows. Unlike `label_agreement` (the generator's own classifier),
+/// this judge never saw a generated face.
+pub(super) fn judge_agreement(
+    out: &mut Rows,
+    s: &InputStage,
+    judge: &Judge,
+    c: &Config,
+    seed: u64,
+    dev: &Device,
+) -> Result<()> {
+    if translation_generator(s).is_some() || s.lineage.generator.is_none() {
+        return Ok(());
+    }
+    let rows = generated_rows(s, c.translation_samples, seed)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let attrs = &judge.saved.attributes;
+    let mut per_attr = vec![0usize; attrs.len()];
+    let mut row_sum = 0.0;
+    for chunk in rows.chunks(c.batch_size.max(1)) {
+        for (r, p) in chunk.iter().zip(judge.probabilities(chunk, dev)?) {
+            let mut hits = 0;
+            for (j, &a) in attrs.iter().enumerate() {
+                if (p[j] > 0.5) == ((r.labels >> a) & 1 == 1) {
+                    per_attr[j] += 1;
+                    hits += 1;
+                }
+            }
+            row_sum += hits as f64 / attrs.len() as f64;
+        }
+    }
+    let n = rows.len();
+    let details = serde_json::json!({"judge": judge.name, "judge_attributes": attrs.len(),
+        "table": format!("{}.synth origin = 'generated'", s.name),
+        "truth": "each row's target labels"});
+    let mean = row_sum / n as f64;
+    out.push(&s.name, "judge_agreement", mean, n, details.clone());
+    for (j, &hits) in per_attr.iter().enumerate() {
+        let col = Some(attribute_column(attrs[j]));
+        out.push_attr(
+            &s.name,
+            "judge_agreement",
+            col,
+            hits as f64 / n as f64,
+            n,
+            details.clone(),
+        );
+    }
+    out.io.say(format!(
+        "`{}`: label agreement {mean:.4} under judge `{}` ({n} generated rows)",
+        s.name, judge.name
+    ));
+    Ok(())
 }
 
 pub(super) fn label_agreement(out: &mut Rows, s: &InputStage) -> Result<()> {

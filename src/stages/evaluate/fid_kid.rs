@@ -117,6 +117,7 @@ pub(super) fn fid_and_kid(
     ));
     let real_f = features(io, &net, &real, c.batch_size, dev)?;
     let (m2, s2) = fid::statistics(&real_f)?;
+    let mut floor = Floor::new(io, c, &faces, ingest, &net, seed, dev)?;
     for s in sets {
         crate::fault::point(|| format!("{}:fid:{}", io.name, s.stage()));
         // A translation generator's edits: the same sample, kept as rows so
@@ -144,43 +145,145 @@ pub(super) fn fid_and_kid(
             s.stage()
         ));
         let f = features(io, &net, &imgs, c.batch_size, dev)?;
-        let (m1, s1) = fid::statistics(&f)?;
-        let value = fid::frechet_distance(&m1, &s1, &m2, &s2)?;
-        let details = serde_json::json!({
-            "reference": format!("{}.faces partition = 'test'", ingest.name),
-            "images": s.what(),
-            "n_synthesized": f.len(),
-            "n_reference": real_f.len(),
-            "resize": fid::FID_RESIZE,
-        });
-        let n = f.len().min(real_f.len());
-        out.push(s.stage(), metric::FID, value, n, details.clone());
-        io.say(format!(
-            "`{}`: FID {value:.3} ({} vs {} real test images)",
-            s.stage(),
-            f.len(),
-            real_f.len()
-        ));
-        if c.kid {
-            let size = c.kid_subset_size.min(n);
-            let (mean, sd) = fid::kid(&f, &real_f, c.kid_subsets, size, seed);
-            let mut d = details;
-            d["kid_std"] = sd.into();
-            d["kid_subsets"] = c.kid_subsets.into();
-            d["kid_subset_size"] = size.into();
-            out.push(s.stage(), metric::KID, mean, n, d);
-        }
+        let real = RealStats {
+            name: &ingest.name,
+            features: &real_f,
+            mean: &m2,
+            cov: &s2,
+        };
+        push_fid_kid(out, s, &f, &real, &mut floor, c, seed)?;
         if let Some(rows) = edits.filter(|r| r.len() == f.len()) {
-            let real = RealStats {
-                name: &ingest.name,
-                features: &real_f,
-                mean: &m2,
-                cov: &s2,
-            };
             edit_fids(out, s.stage(), &faces, &rows, &f, &real)?;
         }
     }
     Ok(())
+}
+
+/// The FID and KID of one image set's features `f` against the real test
+/// faces, each beside its floor at the same n.
+fn push_fid_kid(
+    out: &mut Rows,
+    s: &ImageSet,
+    f: &[Vec<f64>],
+    real: &RealStats,
+    floor: &mut Floor,
+    c: &Config,
+    seed: u64,
+) -> Result<()> {
+    let (m1, s1) = fid::statistics(f)?;
+    let value = fid::frechet_distance(&m1, &s1, real.mean, real.cov)?;
+    let details = serde_json::json!({
+        "reference": format!("{}.faces partition = 'test'", real.name),
+        "images": s.what(),
+        "n_synthesized": f.len(),
+        "n_reference": real.features.len(),
+        "resize": fid::FID_RESIZE,
+    });
+    let n = f.len().min(real.features.len());
+    out.push(s.stage(), metric::FID, value, n, details.clone());
+    let fl = floor.at(f.len(), real, c, seed)?;
+    out.push(s.stage(), metric::FID_FLOOR, fl.fid, n, fl.details.clone());
+    out.io.say(format!(
+        "`{}`: FID {value:.3} ({} vs {} real test images; real faces score {:.3} at this n)",
+        s.stage(),
+        f.len(),
+        real.features.len(),
+        fl.fid
+    ));
+    if c.kid {
+        let size = c.kid_subset_size.min(n);
+        let (mean, sd) = fid::kid(f, real.features, c.kid_subsets, size, seed);
+        let kid_details = |mut d: serde_json::Value, sd: f64| {
+            d["kid_std"] = sd.into();
+            d["kid_subsets"] = c.kid_subsets.into();
+            d["kid_subset_size"] = size.into();
+            d
+        };
+        out.push(s.stage(), metric::KID, mean, n, kid_details(details, sd));
+        let (fl_mean, fl_sd) = fl.kid;
+        let d = kid_details(fl.details, fl_sd);
+        out.push(s.stage(), metric::KID_FLOOR, fl_mean, n, d);
+    }
+    Ok(())
+}
+
+/// The floor beside every FID and KID: real faces that are not the
+/// reference ones (the ingest's train and val faces), as many as the
+/// measured set has, against the same real test reference. FID is biased
+/// upwards at small n, so 62 at n = 64 can be a perfect score; the floor
+/// says what perfect is at that n.
+struct Floor {
+    /// Inception features of up to `fid_samples` real non-test faces.
+    features: Vec<Vec<f64>>,
+    /// What the floor images are, for `details`.
+    what: String,
+    /// Floors already measured, by n.
+    done: BTreeMap<usize, FloorAt>,
+}
+
+#[derive(Clone)]
+struct FloorAt {
+    fid: f64,
+    /// KID mean and standard deviation over subsets.
+    kid: (f64, f64),
+    details: serde_json::Value,
+}
+
+impl Floor {
+    fn new(
+        io: &StageIo,
+        c: &Config,
+        faces: &Path,
+        ingest: &InputStage,
+        net: &FidInception,
+        seed: u64,
+        dev: &Device,
+    ) -> Result<Self> {
+        let imgs = sample(
+            read_images(faces, "partition", |p| p != "test")?,
+            c.fid_samples,
+            seed.wrapping_add(1),
+        );
+        io.say(format!(
+            "Inception features of {} real train/val images (the floor: real vs real at the same n)",
+            imgs.len()
+        ));
+        Ok(Floor {
+            features: features(io, net, &imgs, c.batch_size, dev)?,
+            what: format!("{}.faces partition <> 'test' (real faces)", ingest.name),
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// The floor at `n` images (fewer when there are not that many real
+    /// train/val faces: `details` says how many).
+    fn at(&mut self, n: usize, real: &RealStats, c: &Config, seed: u64) -> Result<FloorAt> {
+        if let Some(f) = self.done.get(&n) {
+            return Ok(f.clone());
+        }
+        let f = &self.features[..n.min(self.features.len())];
+        if f.len() < 2 {
+            return Err(data_error!(
+                "the FID floor needs at least 2 real train/val images; the ingest input has {}",
+                f.len()
+            ));
+        }
+        let (m1, s1) = fid::statistics(f)?;
+        let fid = fid::frechet_distance(&m1, &s1, real.mean, real.cov)?;
+        let size = c.kid_subset_size.min(f.len()).min(real.features.len());
+        let kid = fid::kid(f, real.features, c.kid_subsets, size, seed);
+        let details = serde_json::json!({
+            "reference": format!("{}.faces partition = 'test'", real.name),
+            "images": self.what,
+            "n_synthesized": f.len(),
+            "n_reference": real.features.len(),
+            "resize": fid::FID_RESIZE,
+            "note": "real faces against the same reference at the same n: the best score a generator can reach",
+        });
+        let at = FloorAt { fid, kid, details };
+        self.done.insert(n, at.clone());
+        Ok(at)
+    }
 }
 
 /// The real test faces' Inception features and their statistics.

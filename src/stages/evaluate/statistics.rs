@@ -214,11 +214,12 @@ struct Classifier<'a> {
 /// 95% percentile-bootstrap intervals of every classifier's test metrics
 /// (overall and per attribute), and for every classifier trained on
 /// augmented rows its paired difference to the real-data classifier of the
-/// same architecture: the difference, its paired-bootstrap interval, the
+/// same architecture (the first among `baselines`): the difference, its paired-bootstrap interval, the
 /// paired permutation p-value, and Holm-adjusted p-values across attributes.
 pub(super) fn classifier_statistics(
     out: &mut Rows,
     classifiers: &[&InputStage],
+    baselines: &[&InputStage],
     c: &Config,
     seed: u64,
 ) -> Result<()> {
@@ -242,6 +243,7 @@ pub(super) fn classifier_statistics(
     for k in all.iter().filter(|k| !k.real) {
         let Some(base) = all.iter().find(|b| {
             b.real
+                && baselines.iter().any(|s| s.name == b.stage.name)
                 && b.key == k.key
                 && b.p.faces == k.p.faces
                 && b.p.attributes == k.p.attributes
