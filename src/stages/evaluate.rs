@@ -303,7 +303,8 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         .copied()
         .filter(|s| Some(&s.name) != c.judge.as_ref())
         .collect();
-    statistics::classifier_statistics(&mut out, &classifiers, &baselines, c, seed)?;
+    let rare = rare_quarter(&faces)?;
+    statistics::classifier_statistics(&mut out, &classifiers, &baselines, &rare, c, seed)?;
 
     // Synthesized images: label agreement, FID and KID.
     let synths = io.inputs_of(StageKind::Synthesize);
@@ -372,6 +373,36 @@ pub fn run(c: &Config, io: &StageIo) -> Result<StageOutput> {
         summary: summary.into(),
         lineage: Lineage::default(),
     })
+}
+
+/// The quarter of the attributes (rounded up) with the fewest positive
+/// faces in the ingest train split, as `attribute` column names; ties by
+/// attribute order.
+fn rare_quarter(faces: &Path) -> Result<Vec<String>> {
+    let mut cols = vec!["partition".to_string()];
+    cols.extend((0..N_ATTRIBUTES).map(attribute_column));
+    let names: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut positives = [0usize; N_ATTRIBUTES];
+    for b in read_columns(faces, &names)? {
+        let part = strings(&b, 0)?;
+        for (r, l) in crate::data::tensors::labels_of_batch(&b, 1)?
+            .iter()
+            .enumerate()
+        {
+            if part.value(r) == Partition::Train.name() {
+                for (a, p) in positives.iter_mut().enumerate() {
+                    *p += usize::from((l >> a) & 1 == 1);
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..N_ATTRIBUTES).collect();
+    order.sort_by_key(|&a| positives[a]);
+    Ok(order
+        .into_iter()
+        .take(N_ATTRIBUTES.div_ceil(4))
+        .map(attribute_column)
+        .collect())
 }
 
 /// Per measured image set, its FID and KID with their floors (real faces

@@ -486,6 +486,84 @@ permutations = 2000
         let p = overall("aug", &format!("{m}_diff_p"));
         assert!(p > 0.0 && p <= 1.0, "{m}: p {p}");
     }
+    // The rare quarter: the 10 attributes with the fewest positive train
+    // faces; its balanced accuracy is the mean of theirs, once per
+    // classifier, and the augmented one's difference has an interval and p.
+    let details = sql_csv(
+        d.path(),
+        "SELECT details FROM evaluate_metrics WHERE stage = 'real' AND metric = 'balanced_accuracy_rare'",
+    );
+    let details: serde_json::Value =
+        serde_json::from_str(&csv_field(details.lines().nth(1).expect("one rare row"))).unwrap();
+    let rare: Vec<String> = details["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rare.len(), 10, "{details}");
+    // Counted here from the ingest table: no rare attribute has more
+    // positive train faces than any other attribute.
+    let train = sql_csv(
+        d.path(),
+        "SELECT * EXCLUDE (image, image_id, partition, identity) FROM ingest_faces \
+         WHERE partition = 'train'",
+    );
+    let mut lines = train.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let mut positives = vec![0usize; header.len()];
+    for l in lines {
+        for (j, v) in l.split(',').enumerate() {
+            positives[j] += usize::from(v == "true");
+        }
+    }
+    let count = |a: &str| positives[header.iter().position(|h| *h == a).unwrap()];
+    let rare_max = rare.iter().map(|a| count(a)).max().unwrap();
+    let others_min = header
+        .iter()
+        .filter(|h| !rare.iter().any(|r| r == *h))
+        .map(|h| count(h))
+        .min()
+        .unwrap();
+    assert!(
+        rare_max <= others_min,
+        "{rare:?}: {rare_max} vs {others_min}"
+    );
+    for stage in ["aug", "real"] {
+        let per_attr: Vec<f64> = rare
+            .iter()
+            .map(|a| {
+                value(&format!(
+                    "SELECT value FROM {stage}_metrics WHERE metric = 'balanced_accuracy' \
+                     AND attribute = '{a}' AND repeat IS NULL"
+                ))
+            })
+            .collect();
+        let want = per_attr.iter().sum::<f64>() / 10.0;
+        let got = overall(stage, "balanced_accuracy_rare");
+        assert!((got - want).abs() < 1e-9, "{stage}: {got} vs {want}");
+        assert_eq!(
+            value(&format!(
+                "SELECT count(*) FROM evaluate_metrics WHERE stage = '{stage}' AND metric = 'balanced_accuracy_rare'"
+            )),
+            1.0
+        );
+    }
+    let diff = overall("aug", "balanced_accuracy_rare_diff");
+    let own = overall("aug", "balanced_accuracy_rare") - overall("real", "balanced_accuracy_rare");
+    assert!((diff - own).abs() < 1e-12, "rare: {diff} vs {own}");
+    let (lo, hi) = (
+        overall("aug", "balanced_accuracy_rare_diff_low95"),
+        overall("aug", "balanced_accuracy_rare_diff_high95"),
+    );
+    assert!(lo < hi, "rare: {lo} {hi}");
+    let p = overall("aug", "balanced_accuracy_rare_diff_p");
+    assert!(p > 0.0 && p <= 1.0, "rare: p {p}");
+    assert!(
+        err.contains("`aug` − `real`: balanced accuracy on the 10 rarest attributes"),
+        "{err}"
+    );
+
     // Holm never lowers a p-value, and the real-data classifier has no difference.
     let below = value(
         "SELECT count(*) FROM evaluate_metrics h JOIN evaluate_metrics p \
@@ -566,4 +644,13 @@ fid = false"#,
             ),
         ],
     );
+}
+
+/// One CSV field as `augment sql --format csv` writes it (quoted when it
+/// holds commas or quotes, inner quotes doubled).
+fn csv_field(f: &str) -> String {
+    match f.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => f.to_string(),
+    }
 }

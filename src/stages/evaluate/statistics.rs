@@ -135,15 +135,21 @@ fn counts_on(pred: &[bool], truth: &[bool], idx: &[usize]) -> Counts {
 /// `metric` of attribute `a` (or the mean over attributes, `None`) on
 /// faces `idx`, averaged over the classifier's repeats.
 fn stat_on(p: &Predictions, metric: &str, a: Option<usize>, idx: &[usize]) -> f64 {
-    let one = |pred: &Vec<Vec<bool>>| match a {
-        Some(a) => metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)),
-        None => {
-            let k = p.attributes.len();
-            (0..k)
-                .map(|a| metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)))
-                .sum::<f64>()
-                / k as f64
-        }
+    match a {
+        Some(a) => stat_mean(p, metric, &[a], idx),
+        None => stat_mean(p, metric, &(0..p.attributes.len()).collect::<Vec<_>>(), idx),
+    }
+}
+
+/// The mean of `metric` over attributes `attrs` on faces `idx`, averaged
+/// over the classifier's repeats.
+fn stat_mean(p: &Predictions, metric: &str, attrs: &[usize], idx: &[usize]) -> f64 {
+    let one = |pred: &Vec<Vec<bool>>| {
+        attrs
+            .iter()
+            .map(|&a| metric_of(metric, &counts_on(&pred[a], &p.truth[a], idx)))
+            .sum::<f64>()
+            / attrs.len() as f64
     };
     p.pred.iter().map(one).sum::<f64>() / p.pred.len() as f64
 }
@@ -184,6 +190,20 @@ fn swapped_diff(
     }
 }
 
+/// [`swapped_diff`] of the mean over attributes `attrs`.
+fn swapped_mean_diff(
+    pair: (&Predictions, &Predictions),
+    metric: &str,
+    attrs: &[usize],
+    mask: &[bool],
+) -> f64 {
+    attrs
+        .iter()
+        .map(|&a| swapped_diff(pair, metric, Some(a), mask))
+        .sum::<f64>()
+        / attrs.len() as f64
+}
+
 /// What a classifier was trained on, from its `metrics` details: the
 /// architecture key (architecture, size, probe features) and whether the
 /// rows were real faces only.
@@ -220,6 +240,7 @@ pub(super) fn classifier_statistics(
     out: &mut Rows,
     classifiers: &[&InputStage],
     baselines: &[&InputStage],
+    rare: &[String],
     c: &Config,
     seed: u64,
 ) -> Result<()> {
@@ -237,8 +258,14 @@ pub(super) fn classifier_statistics(
             real,
         });
     }
+    let rare_of = |p: &Predictions| -> Vec<usize> {
+        rare.iter()
+            .filter_map(|r| p.attributes.iter().position(|a| a == r))
+            .collect()
+    };
     for k in &all {
         intervals(out, k, c, seed);
+        rare_interval(out, k, &rare_of(&k.p), c, seed);
     }
     for k in all.iter().filter(|k| !k.real) {
         let Some(base) = all.iter().find(|b| {
@@ -259,8 +286,91 @@ pub(super) fn classifier_statistics(
         for m in STAT_METRICS {
             paired_difference(out, (k, base), m, c, seed);
         }
+        rare_difference(out, (k, base), &rare_of(&k.p), c, seed);
     }
     Ok(())
+}
+
+/// `balanced_accuracy_rare`: the mean balanced accuracy over `attrs`, the
+/// quarter of attributes with the fewest positive training faces, with its
+/// 95% bootstrap interval.
+fn rare_interval(out: &mut Rows, k: &Classifier, attrs: &[usize], c: &Config, seed: u64) {
+    if attrs.is_empty() {
+        return;
+    }
+    let n = k.p.faces.len();
+    let m = metric::BALANCED_ACCURACY;
+    let name = format!("{m}_rare");
+    let details = rare_details(&k.p, attrs, c, seed);
+    let iv = stats::bootstrap(n, c.bootstrap, seed, |idx| stat_mean(&k.p, m, attrs, idx));
+    let full = stat_mean(&k.p, m, attrs, &(0..n).collect::<Vec<_>>());
+    let stage = &k.stage.name;
+    out.push(stage, &name, full, n, details.clone());
+    out.push(stage, &metric::low95(&name), iv.low, n, details.clone());
+    out.push(stage, &metric::high95(&name), iv.high, n, details);
+}
+
+fn rare_details(p: &Predictions, attrs: &[usize], c: &Config, seed: u64) -> serde_json::Value {
+    serde_json::json!({
+        "attributes": attrs.iter().map(|&a| p.attributes[a].clone()).collect::<Vec<_>>(),
+        "group": "the quarter of attributes with the fewest positive faces in the ingest train split",
+        "interval": "95% percentile bootstrap over test faces (paired for the difference)",
+        "p_value": "two-sided paired permutation test",
+        "resamples": c.bootstrap,
+        "permutations": c.permutations,
+        "seed": seed,
+    })
+}
+
+/// `balanced_accuracy_rare_diff`: classifier `k` minus its baseline on the
+/// rare quarter `attrs`, with its paired bootstrap interval and permutation
+/// p-value: "does augmentation help the rare attributes?" as one test (no
+/// correction across attributes needed).
+fn rare_difference(
+    out: &mut Rows,
+    (k, base): (&Classifier, &Classifier),
+    attrs: &[usize],
+    c: &Config,
+    seed: u64,
+) {
+    let (p, bp) = (&k.p, &base.p);
+    if attrs.is_empty() {
+        return;
+    }
+    let n = p.faces.len();
+    let m = metric::BALANCED_ACCURACY;
+    let name = format!("{m}_rare");
+    let mut details = rare_details(p, attrs, c, seed);
+    details["baseline"] = base.stage.name.clone().into();
+    let iv = stats::paired_bootstrap(
+        n,
+        c.bootstrap,
+        seed,
+        |idx| stat_mean(p, m, attrs, idx),
+        |idx| stat_mean(bp, m, attrs, idx),
+    );
+    let differ: Vec<bool> = (0..n)
+        .map(|f| {
+            (0..p.pred.len()).any(|r| attrs.iter().any(|&a| p.pred[r][a][f] != bp.pred[r][a][f]))
+        })
+        .collect();
+    let pv = stats::paired_permutation(&differ, c.permutations, seed, |mask| {
+        swapped_mean_diff((p, bp), m, attrs, mask)
+    });
+    let diff = metric::diff(&name);
+    let stage = &k.stage.name;
+    out.push(stage, &diff, iv.estimate, n, details.clone());
+    out.push(stage, &metric::low95(&diff), iv.low, n, details.clone());
+    out.push(stage, &metric::high95(&diff), iv.high, n, details.clone());
+    out.push(stage, &metric::diff_p(&name), pv, n, details);
+    out.io.say(format!(
+        "`{stage}` − `{}`: balanced accuracy on the {} rarest attributes {:+.4} (95% CI {:+.4} to {:+.4}, p = {pv:.3})",
+        base.stage.name,
+        attrs.len(),
+        iv.estimate,
+        iv.low,
+        iv.high
+    ));
 }
 
 /// `<metric>_low95` / `_high95` of one classifier, overall and per attribute.
