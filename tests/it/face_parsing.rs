@@ -429,9 +429,11 @@ epochs = DEMO_EPOCHS
     assert!(demo > prior, "demo mean IoU {demo} vs the prior's {prior}");
 }
 
-const DEMO_EPOCHS: usize = 10;
-// Measured (seed 0, 10 epochs = 310 steps at 64 px, 99 s): 0.383, against
-// 0.319 for the per-pixel prior; 20 epochs give 0.536 (195 s) and the curve
-// is still rising, so 0.80 needs far more than a CPU test can spend. The
+const DEMO_EPOCHS: usize = 20;
+// Measured on the demo faces with every attribute drawn (2026-12-08; seed
+// 0, 20 epochs at 64 px, 225 s on one thread): 0.561, against 0.336 for the
+// per-pixel prior. At 10 epochs these faces gave 0.335, no better than the
+// prior (the older faces: 0.383 against 0.319), so the test trains 20. The
+// curve is still rising; 0.80 needs far more than a CPU test can spend. The
 // threshold is the measured value less 0.05.
-const MIN_DEMO_MEAN_IOU: f64 = 0.33;
+const MIN_DEMO_MEAN_IOU: f64 = 0.51;
