@@ -393,7 +393,7 @@ fn bad_face_parsing_folders_get_one_clear_line_before_training() {
     assert_eq!(out.trim(), "n\n12");
 }
 
-/// About 2 minutes on 2 cores: the tiny parser learns the demo renderer's
+/// About 4 minutes on one thread: the tiny parser learns the demo renderer's
 /// class maps (the ground truth the shared HQ pairs lack on CelebA). The
 /// issue's target is a mean IoU of 0.80 on demo test faces; measured: see
 /// MIN_DEMO_MEAN_IOU.
