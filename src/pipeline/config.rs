@@ -367,7 +367,11 @@ fn check_evaluate_judge(
             "{ctx} is not among the stage's inputs; add it to `inputs`"
         ));
     };
-    let real_only = def.inputs.iter().all(|i| kinds[i] == StageKind::Ingest);
+    // `get`: the judge's own inputs may not have been checked yet.
+    let real_only = def
+        .inputs
+        .iter()
+        .all(|i| kinds.get(i) == Some(&StageKind::Ingest));
     if def.kind() != StageKind::TrainClassifier || !real_only {
         return Err(config_error!(
             "{ctx} must be a train_classifier stage trained on real faces only (inputs = [\"ingest\"])"
